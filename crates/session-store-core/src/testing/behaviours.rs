@@ -1,0 +1,1 @@
+//! One async function per behaviour of the contract (being written).

@@ -1,0 +1,1 @@
+//! In-process MemoryStore (being written).

@@ -1,0 +1,1 @@
+//! RedisStore (being written).
