@@ -80,7 +80,11 @@ mod tests {
     #[test]
     fn frame_payload_is_kept_byte_for_byte() {
         let raw = b"{\"jsonrpc\":\"2.0\",  \"id\":1,\"method\":\"ping\"}\n".to_vec();
-        let frame = Frame::new(Direction::ClientToServer, Timestamp::from_millis(1), raw.clone());
+        let frame = Frame::new(
+            Direction::ClientToServer,
+            Timestamp::from_millis(1),
+            raw.clone(),
+        );
         let back: Frame = decode(&encode(&frame).unwrap()).unwrap();
         assert_eq!(back.payload, raw);
     }
@@ -90,7 +94,10 @@ mod tests {
         let mut bytes = encode(&1u32).unwrap();
         bytes[0] = 99;
         let err = decode::<u32>(&bytes).unwrap_err();
-        assert!(matches!(&err, Error::Corrupt(m) if m.contains("unknown format version 99")), "{err}");
+        assert!(
+            matches!(&err, Error::Corrupt(m) if m.contains("unknown format version 99")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -100,7 +107,10 @@ mod tests {
             .into_session(Timestamp::from_millis(5), Timestamp::from_millis(10));
         let bytes = encode(&session).unwrap();
         for cut in 1..bytes.len() {
-            assert!(matches!(decode::<crate::Session>(&bytes[..cut]), Err(Error::Corrupt(_))));
+            assert!(matches!(
+                decode::<crate::Session>(&bytes[..cut]),
+                Err(Error::Corrupt(_))
+            ));
         }
     }
 

@@ -64,7 +64,8 @@ impl fmt::Debug for FrameId {
 impl FromStr for FrameId {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = || Error::invalid_input(format!("frame id `{s}` is not of the form <millis>-<seq>"));
+        let bad =
+            || Error::invalid_input(format!("frame id `{s}` is not of the form <millis>-<seq>"));
         let (millis, seq) = s.split_once('-').ok_or_else(bad)?;
         Ok(FrameId {
             millis: millis.parse().map_err(|_| bad())?,
@@ -134,7 +135,11 @@ impl Frame {
         self.payload.len()
             + self.stream_id.as_ref().map_or(0, String::len)
             + self.event_id.as_ref().map_or(0, String::len)
-            + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
     }
 }
 
@@ -157,15 +162,27 @@ mod tests {
         assert!(FrameId::new(2, 0) < FrameId::new(2, 1));
         assert_eq!("5-7".parse::<FrameId>().unwrap(), FrameId::new(5, 7));
         for bad in ["", "5", "5-", "-7", "a-b", "5-7-9"] {
-            assert!(matches!(bad.parse::<FrameId>(), Err(Error::InvalidInput(_))), "{bad}");
+            assert!(
+                matches!(bad.parse::<FrameId>(), Err(Error::InvalidInput(_))),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn next_after_never_goes_backwards() {
         let last = FrameId::new(100, 4);
-        assert_eq!(FrameId::next_after(last, Timestamp::from_millis(101)), FrameId::new(101, 0));
-        assert_eq!(FrameId::next_after(last, Timestamp::from_millis(100)), FrameId::new(100, 5));
-        assert_eq!(FrameId::next_after(last, Timestamp::from_millis(7)), FrameId::new(100, 5));
+        assert_eq!(
+            FrameId::next_after(last, Timestamp::from_millis(101)),
+            FrameId::new(101, 0)
+        );
+        assert_eq!(
+            FrameId::next_after(last, Timestamp::from_millis(100)),
+            FrameId::new(100, 5)
+        );
+        assert_eq!(
+            FrameId::next_after(last, Timestamp::from_millis(7)),
+            FrameId::new(100, 5)
+        );
     }
 }

@@ -38,8 +38,9 @@ impl SessionId {
     /// A fresh id of 128 random bits from the operating system's CSPRNG, as 32 hex digits.
     pub fn random() -> Result<Self, Error> {
         let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| Error::unavailable(format!("operating system random source failed: {e}")))?;
+        getrandom::fill(&mut bytes).map_err(|e| {
+            Error::unavailable(format!("operating system random source failed: {e}"))
+        })?;
         let mut hex = String::with_capacity(32);
         for byte in bytes {
             use fmt::Write;
