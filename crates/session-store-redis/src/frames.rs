@@ -1,0 +1,168 @@
+//! Frame operations on the session's stream: append, read, count, delete.
+
+use session_store_core::{codec, Error, Frame, FrameId, Result, SessionId, StoredFrame};
+
+use crate::{
+    batch::{arg, num, raw, to_array, to_bytes, to_text, Batch},
+    sessions::{corrupt_field, numbers, script_status},
+    RedisStore,
+};
+
+/// Most frames one `read_frames` call returns, whatever limit is asked; a caller
+/// replaying more pages on with the last id.
+pub const MAX_FRAMES_PER_READ: usize = 10_000;
+
+impl RedisStore {
+    pub(crate) async fn append(&self, id: &SessionId, frame: Frame) -> Result<FrameId> {
+        self.settings.check_frame(&frame)?;
+        let encoded = codec::encode(&frame)?;
+        let now = self.now_ms();
+        let sliding = now.saturating_add(self.lifetime.ttl_ms);
+        let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
+        let what = format!("append to `{frames}`");
+
+        let mut batch = Batch::new();
+        let script = batch.push_script(
+            &self.scripts.append,
+            vec![meta.clone(), frames],
+            vec![
+                num(now),
+                raw(encoded),
+                num(self.settings.max_frames_per_session),
+                num(self.lifetime.ttl_ms),
+                num(self.lifetime.max_life_ms),
+            ],
+        );
+        let index = self.keys.expiry_index(self.keys.shard_of(id));
+        let zadd = batch.push(
+            "ZADD",
+            vec![arg(&index), arg("XX"), num(sliding), arg(id.as_str())],
+        );
+        let mut replies = self.run(&batch, &what).await?;
+
+        let (status, rest) = script_status(replies.take(script, &what)?, &what)?;
+        match status.as_str() {
+            "OK" => {}
+            "NOTFOUND" => return Err(Error::NotFound(id.clone())),
+            "CORRUPT" => return Err(corrupt_field(rest, &meta)),
+            other => {
+                return Err(Error::corrupt(format!(
+                    "{what}: unexpected script status `{other}`"
+                )))
+            }
+        }
+        replies.take(zadd, &format!("ZADD XX `{index}`"))?;
+        let mut rest = rest.into_iter();
+        let frame_id = rest
+            .next()
+            .and_then(to_text)
+            .ok_or_else(|| Error::corrupt(format!("{what}: script reply has no frame id")))?
+            .parse::<FrameId>()
+            .map_err(|e| Error::corrupt(format!("{what}: {e}")))?;
+        let [expires] = numbers::<1>(&rest.collect::<Vec<_>>(), &what)?;
+        self.correct_index_score(id, sliding, expires).await?;
+        Ok(frame_id)
+    }
+
+    pub(crate) async fn read(
+        &self,
+        id: &SessionId,
+        after: Option<FrameId>,
+        limit: usize,
+    ) -> Result<Vec<StoredFrame>> {
+        let now = self.now_ms();
+        let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
+        let what = format!("XRANGE `{frames}`");
+        let start = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+        // COUNT 0 would mean "no limit" to some servers: ask for at least one and
+        // cut to `limit` below.
+        let count = limit.clamp(1, MAX_FRAMES_PER_READ);
+
+        let mut batch = Batch::new();
+        let probe = self.push_probe(&mut batch, &meta);
+        let range = batch.push(
+            "XRANGE",
+            vec![
+                arg(&frames),
+                arg(start),
+                arg("+"),
+                arg("COUNT"),
+                num(count as u64),
+            ],
+        );
+        let mut replies = self.run(&batch, &what).await?;
+        if self.read_probe(&mut replies, probe, &meta, now)?.is_none() {
+            return Err(Error::NotFound(id.clone()));
+        }
+        let entries = to_array(replies.take(range, &what)?, &what)?;
+        entries
+            .into_iter()
+            .take(limit.min(MAX_FRAMES_PER_READ))
+            .map(|entry| decode_entry(entry, &frames))
+            .collect()
+    }
+
+    pub(crate) async fn count_session_frames(&self, id: &SessionId) -> Result<u64> {
+        self.frames_len(id, false).await
+    }
+
+    pub(crate) async fn delete_session_frames(&self, id: &SessionId) -> Result<u64> {
+        self.frames_len(id, true).await
+    }
+
+    /// `XLEN frames` of a live session, deleting the stream too when `delete`.
+    async fn frames_len(&self, id: &SessionId, delete: bool) -> Result<u64> {
+        let now = self.now_ms();
+        let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
+        let what = format!("XLEN `{frames}`");
+        let mut batch = Batch::new();
+        let probe = self.push_probe(&mut batch, &meta);
+        let len = batch.push("XLEN", vec![arg(&frames)]);
+        // Deleting the frames of a session that turns out not to be live removes
+        // nothing anyone can read.
+        let del = delete.then(|| batch.push("DEL", vec![arg(&frames)]));
+        let mut replies = self.run(&batch, &what).await?;
+        let live = self.read_probe(&mut replies, probe, &meta, now)?;
+        let len = replies.int(len, &what)?;
+        if let Some(del) = del {
+            replies.take(del, &format!("DEL `{frames}`"))?;
+        }
+        if live.is_none() {
+            return Err(Error::NotFound(id.clone()));
+        }
+        Ok(len.unsigned_abs())
+    }
+}
+
+/// One `XRANGE` entry `[id, [f, <bytes>]]` as a stored frame.
+fn decode_entry(entry: fred::types::Value, key: &str) -> Result<StoredFrame> {
+    let what = format!("entry of `{key}`");
+    let mut parts = to_array(entry, &what)?.into_iter();
+    let id = parts
+        .next()
+        .and_then(to_text)
+        .ok_or_else(|| Error::corrupt(format!("{what} has no id")))?;
+    let what = format!("entry {id} of `{key}`");
+    let frame_id = id
+        .parse::<FrameId>()
+        .map_err(|e| Error::corrupt(format!("{what}: {e}")))?;
+    let fields = parts
+        .next()
+        .map(|f| to_array(f, &what))
+        .transpose()?
+        .unwrap_or_default();
+    let mut fields = fields.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        if to_text(name).as_deref() == Some("f") {
+            let bytes = to_bytes(value)
+                .ok_or_else(|| Error::corrupt(format!("{what}: field `f` is not a string")))?;
+            let frame =
+                codec::decode(&bytes).map_err(|e| Error::corrupt(format!("{what}: {e}")))?;
+            return Ok(StoredFrame {
+                id: frame_id,
+                frame,
+            });
+        }
+    }
+    Err(Error::corrupt(format!("{what} has no `f` field")))
+}

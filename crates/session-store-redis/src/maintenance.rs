@@ -1,0 +1,357 @@
+//! Operations over many sessions: list, count, purge_expired, and health. They
+//! walk the sharded indexes and verify every entry against its meta key, pruning
+//! stale entries, so the indexes heal themselves.
+
+use std::time::Instant;
+
+use session_store_core::{Cursor, Error, Health, Page, Result, Session, SessionId, MAX_PAGE_SIZE};
+
+use crate::{
+    batch::{arg, num, to_array, to_text, Batch},
+    RedisStore,
+};
+
+/// Candidates `purge_expired` examines per round trip.
+const PURGE_BATCH: usize = 500;
+
+/// Bound on purge rounds per shard, so a misbehaving index cannot loop forever.
+const PURGE_MAX_ROUNDS: usize = 100_000;
+
+/// A `list` position: the shard and the last id examined in it.
+struct ListPosition {
+    shard: u16,
+    after: Option<SessionId>,
+}
+
+impl ListPosition {
+    fn parse(cursor: &Cursor, shards: u16) -> Result<Self> {
+        let foreign = || {
+            Error::invalid_input(format!(
+                "cursor `{cursor}` was not made by this redis store (expected <shard>:<last id>)"
+            ))
+        };
+        let (shard, after) = cursor.as_str().split_once(':').ok_or_else(foreign)?;
+        let shard: u16 = shard.parse().map_err(|_| foreign())?;
+        if shard >= shards {
+            return Err(foreign());
+        }
+        let after = if after.is_empty() {
+            None
+        } else {
+            Some(SessionId::new(after).map_err(|_| foreign())?)
+        };
+        Ok(ListPosition { shard, after })
+    }
+
+    fn cursor(&self) -> Cursor {
+        Cursor::new(format!(
+            "{}:{}",
+            self.shard,
+            self.after.as_ref().map_or("", SessionId::as_str)
+        ))
+    }
+}
+
+impl RedisStore {
+    pub(crate) async fn list_sessions(
+        &self,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Session>> {
+        if limit == 0 {
+            return Err(Error::invalid_input("list limit must be at least 1"));
+        }
+        let limit = limit.min(MAX_PAGE_SIZE);
+        let shards = self.keys.shards();
+        let mut position = match cursor {
+            Some(cursor) => ListPosition::parse(cursor, shards)?,
+            None => ListPosition {
+                shard: 0,
+                after: None,
+            },
+        };
+        let now = self.now_ms();
+        let mut items = Vec::with_capacity(limit);
+        while position.shard < shards {
+            let wanted = limit - items.len();
+            let ids = self
+                .id_range(position.shard, position.after.as_ref(), wanted)
+                .await?;
+            let exhausted = ids.len() < wanted;
+            if let Some(last) = ids.last() {
+                position.after = Some(last.clone());
+            }
+            items.extend(self.live_sessions(&ids, position.shard, now).await?);
+            if exhausted {
+                position = ListPosition {
+                    shard: position.shard + 1,
+                    after: None,
+                };
+            } else if items.len() == limit {
+                break;
+            }
+        }
+        let next_cursor = (position.shard < shards).then(|| position.cursor());
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Up to `count` ids of one shard's id index, lexicographically after `after`.
+    async fn id_range(
+        &self,
+        shard: u16,
+        after: Option<&SessionId>,
+        count: usize,
+    ) -> Result<Vec<SessionId>> {
+        let key = self.keys.id_index(shard);
+        let what = format!("ZRANGE BYLEX `{key}`");
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let mut batch = Batch::new();
+        let range = batch.push(
+            "ZRANGE",
+            vec![
+                arg(&key),
+                arg(start),
+                arg("+"),
+                arg("BYLEX"),
+                arg("LIMIT"),
+                arg("0"),
+                num(count as u64),
+            ],
+        );
+        let mut replies = self.run(&batch, &what).await?;
+        let members = to_array(replies.take(range, &what)?, &what)?;
+        let mut ids = Vec::with_capacity(members.len());
+        for member in members {
+            match to_text(member).map(SessionId::new) {
+                Some(Ok(id)) => ids.push(id),
+                other => {
+                    tracing::warn!(key = %key, member = ?other, "ignoring a member that is not a session id")
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The live sessions among `ids` (one pipeline); entries whose meta key is
+    /// gone are pruned from both indexes.
+    async fn live_sessions(&self, ids: &[SessionId], shard: u16, now: u64) -> Result<Vec<Session>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut batch = Batch::new();
+        let slots: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let meta = self.keys.meta(id);
+                let all = batch.push("HGETALL", vec![arg(&meta)]);
+                let expire_time = batch.push("PEXPIRETIME", vec![arg(&meta)]);
+                (meta, all, expire_time)
+            })
+            .collect();
+        let mut replies = self.run(&batch, "list").await?;
+        let mut live = Vec::with_capacity(ids.len());
+        let mut gone = Vec::new();
+        for (id, (meta, all, expire_time)) in ids.iter().zip(slots) {
+            match self.read_session(&mut replies, id, &meta, all, expire_time, now)? {
+                Some(session) => live.push(session),
+                None => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            // Only entries whose meta is physically gone: an expired session still
+            // present stays in the expiry index for purge to delete its keys.
+            let mut check = Batch::new();
+            let exists: Vec<_> = gone
+                .iter()
+                .map(|id| check.push("EXISTS", vec![arg(self.keys.meta(id))]))
+                .collect();
+            let mut replies = self.run(&check, "list").await?;
+            let mut prune = Batch::new();
+            for (id, index) in gone.iter().zip(exists) {
+                if replies.int(index, "EXISTS during list")? == 0 {
+                    prune.push(
+                        "ZREM",
+                        vec![arg(self.keys.id_index(shard)), arg(id.as_str())],
+                    );
+                    prune.push(
+                        "ZREM",
+                        vec![arg(self.keys.expiry_index(shard)), arg(id.as_str())],
+                    );
+                }
+            }
+            if prune.len() > 0 {
+                self.run(&prune, "pruning stale index entries").await?;
+            }
+        }
+        Ok(live)
+    }
+
+    pub(crate) async fn count_sessions(&self) -> Result<u64> {
+        let now = self.now_ms();
+        let mut batch = Batch::new();
+        let counts: Vec<_> = (0..self.keys.shards())
+            .map(|shard| {
+                batch.push(
+                    "ZCOUNT",
+                    vec![
+                        arg(self.keys.expiry_index(shard)),
+                        arg(format!("({now}")),
+                        arg("+inf"),
+                    ],
+                )
+            })
+            .collect();
+        let mut replies = self.run(&batch, "count").await?;
+        let mut total = 0u64;
+        for index in counts {
+            total = total.saturating_add(
+                replies
+                    .int(index, "ZCOUNT of the expiry index")?
+                    .unsigned_abs(),
+            );
+        }
+        Ok(total)
+    }
+
+    pub(crate) async fn purge(&self) -> Result<u64> {
+        let now = self.now_ms();
+        let mut removed = 0u64;
+        for shard in 0..self.keys.shards() {
+            for _ in 0..PURGE_MAX_ROUNDS {
+                let (examined, purged) = self.purge_round(shard, now).await?;
+                removed += purged;
+                if examined < PURGE_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// One round of purge in one shard: fetch up to [`PURGE_BATCH`] entries whose
+    /// indexed expiry has passed, check them, delete the expired and re-score the
+    /// live. Returns (examined, removed).
+    async fn purge_round(&self, shard: u16, now: u64) -> Result<(usize, u64)> {
+        let index = self.keys.expiry_index(shard);
+        let what = format!("ZRANGEBYSCORE `{index}`");
+        let mut batch = Batch::new();
+        let range = batch.push(
+            "ZRANGEBYSCORE",
+            vec![
+                arg(&index),
+                arg("-inf"),
+                num(now),
+                arg("LIMIT"),
+                arg("0"),
+                num(PURGE_BATCH as u64),
+            ],
+        );
+        let mut replies = self.run(&batch, &what).await?;
+        let candidates = to_array(replies.take(range, &what)?, &what)?;
+        let examined = candidates.len();
+        let mut ids = Vec::with_capacity(examined);
+        let mut fixes = Batch::new();
+        for member in candidates {
+            match to_text(member.clone()).map(SessionId::new) {
+                Some(Ok(id)) => ids.push(id),
+                _ => {
+                    fixes.push("ZREM", vec![arg(&index), member]);
+                }
+            }
+        }
+
+        let mut check = Batch::new();
+        let probes: Vec<_> = ids
+            .iter()
+            .map(|id| self.push_probe(&mut check, &self.keys.meta(id)))
+            .collect();
+        let mut checked = self.run(&check, "purge").await?;
+        let mut removed = 0;
+        for (id, probe) in ids.iter().zip(probes) {
+            let meta = self.keys.meta(id);
+            match self.read_probe(&mut checked, probe, &meta, now) {
+                Ok(Some(live)) => {
+                    fixes.push(
+                        "ZADD",
+                        vec![arg(&index), arg("XX"), num(live.expires), arg(id.as_str())],
+                    );
+                }
+                Ok(None) => {
+                    self.push_removal(&mut fixes, id);
+                    removed += 1;
+                }
+                Err(Error::Corrupt(message)) => {
+                    // Keep the data for inspection (its keys still expire); drop
+                    // the index entry so purge does not trip over it again.
+                    tracing::warn!(key = %meta, %message, "purge skips a corrupt session");
+                    fixes.push("ZREM", vec![arg(&index), arg(id.as_str())]);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if fixes.len() > 0 {
+            let mut replies = self.run(&fixes, "purge").await?;
+            for index in 0..fixes.len() {
+                replies.take(index, "purge")?;
+            }
+        }
+        Ok((examined, removed))
+    }
+
+    pub(crate) async fn check_health(&self) -> Result<Health> {
+        let started = Instant::now();
+        let mut batch = Batch::new();
+        let ping = batch.push("PING", Vec::new());
+        let info = batch.push("INFO", vec![arg("server")]);
+        let mut replies = self.run(&batch, "health check").await?;
+        let pong = to_text(replies.take(ping, "PING")?).unwrap_or_default();
+        if pong != "PONG" {
+            return Err(Error::unavailable(format!(
+                "redis at {} answered PING with `{pong}`",
+                self.address
+            )));
+        }
+        let info = to_text(replies.take(info, "INFO server")?).unwrap_or_default();
+        let version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .map_or("unknown version", str::trim)
+            .to_owned();
+        Ok(Health {
+            backend: "redis",
+            latency: started.elapsed(),
+            detail: format!("redis {version} {} at {}", self.mode, self.address),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_foreign_text() {
+        let position = ListPosition {
+            shard: 3,
+            after: Some(SessionId::new("abc").unwrap()),
+        };
+        let back = ListPosition::parse(&position.cursor(), 16).unwrap();
+        assert_eq!(
+            (back.shard, back.after),
+            (3, Some(SessionId::new("abc").unwrap()))
+        );
+        assert!(ListPosition::parse(&Cursor::new("5:"), 16)
+            .unwrap()
+            .after
+            .is_none());
+        for foreign in ["not-a-cursor", "16:abc", "x:abc", "1:a b", ""] {
+            assert!(
+                matches!(
+                    ListPosition::parse(&Cursor::new(foreign), 16),
+                    Err(Error::InvalidInput(_))
+                ),
+                "{foreign}"
+            );
+        }
+    }
+}

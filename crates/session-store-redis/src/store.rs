@@ -1,0 +1,261 @@
+//! `RedisStore`: the connection pool, the key layout and the scripts, and the
+//! [`SessionStore`] implementation that dispatches to the operation modules.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use fred::{
+    clients::Pool,
+    interfaces::{ClientLike, LuaInterface},
+    prelude::Builder,
+    types::Value,
+};
+use session_store_core::{
+    Clock, Cursor, Error, Frame, FrameId, Health, NewSession, Page, Result, Session, SessionId,
+    SessionStore, StoreSettings, StoredFrame,
+};
+
+use crate::{
+    batch::{Batch, Replies},
+    config::RedisConfig,
+    failure,
+    keys::KeySpace,
+    record::Lifetime,
+    scripts::Scripts,
+};
+
+/// A [`SessionStore`] on Redis: standalone, cluster or sentinel, through a fred
+/// connection pool.
+///
+/// Each operation is one pipeline (one round trip on standalone Redis) except
+/// `list` and `purge_expired`, which walk the index shards. Per-session atomicity
+/// holds on a cluster because all keys of a session share a hash tag. See
+/// `docs/redis-data-model.md` for the keys and commands.
+#[derive(Clone)]
+pub struct RedisStore {
+    pub(crate) pool: Pool,
+    pub(crate) keys: KeySpace,
+    pub(crate) scripts: Scripts,
+    pub(crate) settings: StoreSettings,
+    pub(crate) lifetime: Lifetime,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Where Redis is, without credentials: for error messages.
+    pub(crate) address: Arc<str>,
+    pub(crate) mode: &'static str,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("address", &self.address)
+            .field("mode", &self.mode)
+            .field("keys", &self.keys)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to Redis and loads the store's scripts.
+    ///
+    /// Errors: [`Error::Config`] for an invalid `config` or `settings` (the message
+    /// names the key); [`Error::Unavailable`] naming the address (never the
+    /// password) when Redis cannot be reached within `config.connect_timeout`.
+    pub async fn connect(
+        config: RedisConfig,
+        settings: StoreSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<RedisStore> {
+        settings.validate()?;
+        let resolved = config.resolve()?;
+        let address: Arc<str> = resolved.address.into();
+
+        let mut builder = Builder::from_config(resolved.fred);
+        builder
+            .with_connection_config(|connection| {
+                connection.connection_timeout = config.connect_timeout;
+                connection.internal_command_timeout = config.connect_timeout;
+            })
+            .with_performance_config(|performance| {
+                performance.default_command_timeout = config.command_timeout;
+            })
+            .set_policy(resolved.policy);
+        let pool = builder
+            .build_pool(config.pool_size)
+            .map_err(|e| Error::config(format!("redis client for {address}: {}", e.details())))?;
+
+        match tokio::time::timeout(config.connect_timeout, pool.init()).await {
+            Ok(Ok(_connection_task)) => {}
+            Ok(Err(e)) => {
+                stop(&pool, config.connect_timeout);
+                return Err(Error::unavailable(format!(
+                    "cannot connect to redis at {address}: {}: {}",
+                    e.kind().to_str(),
+                    e.details()
+                )));
+            }
+            Err(_) => {
+                stop(&pool, config.connect_timeout);
+                return Err(Error::unavailable(format!(
+                    "cannot connect to redis at {address}: no connection within connect_timeout ({:?})",
+                    config.connect_timeout
+                )));
+            }
+        }
+
+        let store = RedisStore {
+            pool,
+            keys: KeySpace::new(config.key_prefix, config.index_shards),
+            scripts: Scripts::new(),
+            lifetime: Lifetime::new(&settings),
+            settings,
+            clock,
+            address,
+            mode: resolved.mode,
+        };
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    /// `SCRIPT LOAD` on every primary, so the first operations use `EVALSHA`
+    /// directly. A server that lost them later (restart, failover, `SCRIPT FLUSH`)
+    /// is served by `EVAL` on `NOSCRIPT`.
+    async fn load_scripts(&self) -> Result<()> {
+        for script in self.scripts.all() {
+            let _: Value = self
+                .pool
+                .next()
+                .script_load_cluster(script.lua())
+                .await
+                .map_err(|e| {
+                    failure::from_fred(
+                        &e,
+                        &self.address,
+                        &format!("loading the {} script", script.name),
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The store's current time in milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now().as_millis()
+    }
+
+    /// Sends `batch` as one pipeline. When a script is missing on the server
+    /// (`NOSCRIPT`), sends the whole batch again with `EVAL`: every command in a
+    /// batch is safe to repeat (reads, idempotent index hints, and the scripts
+    /// themselves, which did not run).
+    pub(crate) async fn run(&self, batch: &Batch, what: &str) -> Result<Replies> {
+        let replies = self.send(batch, false, what).await?;
+        if batch.has_scripts()
+            && replies
+                .iter()
+                .any(|r| matches!(r, Err(e) if failure::is_noscript(e)))
+        {
+            tracing::debug!(address = %self.address, "redis lost the store's scripts; re-sending with EVAL");
+            let again = self.send(batch, true, what).await?;
+            return Ok(Replies::new(again, &self.address));
+        }
+        Ok(Replies::new(replies, &self.address))
+    }
+
+    async fn send(
+        &self,
+        batch: &Batch,
+        send_source: bool,
+        what: &str,
+    ) -> Result<Vec<std::result::Result<Value, fred::error::Error>>> {
+        let pipeline = self.pool.next().pipeline();
+        for (command, args) in batch.commands(send_source) {
+            let _: Value = pipeline
+                .custom(command, args)
+                .await
+                .map_err(|e| failure::from_fred(&e, &self.address, what))?;
+        }
+        let mut replies = pipeline.try_all::<Value>().await;
+        if replies.len() != batch.len() {
+            // The pipeline as a whole failed (timeout, connection lost): fred
+            // reports one error instead of one reply per command.
+            let error = replies.pop().and_then(|r| r.err()).unwrap_or_else(|| {
+                fred::error::Error::new(fred::error::ErrorKind::Protocol, "reply count mismatch")
+            });
+            return Err(failure::from_fred(&error, &self.address, what));
+        }
+        Ok(replies)
+    }
+}
+
+/// Stops a pool that failed to connect, in the background so `connect` returns
+/// within its timeout.
+fn stop(pool: &Pool, limit: Duration) {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(limit, pool.quit()).await;
+    });
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create(&self, new: NewSession) -> Result<Session> {
+        self.create_session(new).await
+    }
+
+    async fn get(&self, id: &SessionId) -> Result<Session> {
+        self.get_session(id).await
+    }
+
+    async fn get_many(&self, ids: &[SessionId]) -> Result<Vec<Option<Session>>> {
+        self.get_sessions(ids).await
+    }
+
+    async fn update(&self, session: &Session) -> Result<Session> {
+        self.update_session(session).await
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<()> {
+        self.touch_session(id).await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        self.delete_session(id).await
+    }
+
+    async fn list(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page<Session>> {
+        self.list_sessions(cursor, limit).await
+    }
+
+    async fn count(&self) -> Result<u64> {
+        self.count_sessions().await
+    }
+
+    async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId> {
+        self.append(id, frame).await
+    }
+
+    async fn read_frames(
+        &self,
+        id: &SessionId,
+        after: Option<FrameId>,
+        limit: usize,
+    ) -> Result<Vec<StoredFrame>> {
+        self.read(id, after, limit).await
+    }
+
+    async fn count_frames(&self, id: &SessionId) -> Result<u64> {
+        self.count_session_frames(id).await
+    }
+
+    async fn delete_frames(&self, id: &SessionId) -> Result<u64> {
+        self.delete_session_frames(id).await
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        self.purge().await
+    }
+
+    async fn health(&self) -> Result<Health> {
+        self.check_health().await
+    }
+}
