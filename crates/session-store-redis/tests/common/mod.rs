@@ -1,0 +1,117 @@
+//! Shared by the Redis integration tests: building stores against the servers that
+//! `cargo xtask integration` starts (or that a developer started by hand).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use session_store_core::{testing::StoreFactory, ManualClock, SessionStore, StoreSettings};
+use session_store_redis::{RedisConfig, RedisStore, Topology};
+
+pub const URL_VAR: &str = "SESSION_STORE_TEST_REDIS_URL";
+pub const CLUSTER_VAR: &str = "SESSION_STORE_TEST_REDIS_CLUSTER_NODES";
+
+/// The standalone server's URL; a missing variable fails the test loudly.
+pub fn standalone_url() -> String {
+    std::env::var(URL_VAR)
+        .unwrap_or_else(|_| panic!("set {URL_VAR} (cargo xtask integration does)"))
+}
+
+/// The cluster's nodes, `host:port` comma-separated.
+pub fn cluster_nodes() -> Vec<String> {
+    let raw = std::env::var(CLUSTER_VAR)
+        .unwrap_or_else(|_| panic!("set {CLUSTER_VAR} (cargo xtask integration does)"));
+    raw.split(',')
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// A key prefix no other test or run uses.
+pub fn fresh_prefix() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("test-{hex}")
+}
+
+pub fn config(topology: Topology) -> RedisConfig {
+    RedisConfig {
+        topology,
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(5),
+        command_timeout: Duration::from_secs(5),
+        key_prefix: fresh_prefix(),
+        index_shards: 4,
+        ..RedisConfig::default()
+    }
+}
+
+pub async fn connect(
+    config: RedisConfig,
+    clock: ManualClock,
+    settings: StoreSettings,
+) -> RedisStore {
+    RedisStore::connect(config, settings, Arc::new(clock))
+        .await
+        .unwrap()
+}
+
+/// Redis `XADD MAXLEN ~` trims whole stream nodes (`stream-node-max-entries`,
+/// default 100), so up to one node's worth beyond the limit may remain.
+pub const FRAME_TRIM_SLACK: u64 = 100;
+
+/// Builds standalone stores, each with a fresh key prefix.
+pub struct StandaloneFactory;
+
+#[async_trait]
+impl StoreFactory for StandaloneFactory {
+    async fn build(&self, clock: ManualClock, settings: StoreSettings) -> Arc<dyn SessionStore> {
+        let url = standalone_url();
+        Arc::new(connect(config(Topology::Standalone { url }), clock, settings).await)
+    }
+
+    fn frame_trim_slack(&self) -> u64 {
+        FRAME_TRIM_SLACK
+    }
+}
+
+/// Builds cluster stores, each with a fresh key prefix.
+pub struct ClusterFactory;
+
+#[async_trait]
+impl StoreFactory for ClusterFactory {
+    async fn build(&self, clock: ManualClock, settings: StoreSettings) -> Arc<dyn SessionStore> {
+        let nodes = cluster_nodes();
+        Arc::new(connect(config(Topology::Cluster { nodes }), clock, settings).await)
+    }
+
+    fn frame_trim_slack(&self) -> u64 {
+        FRAME_TRIM_SLACK
+    }
+}
+
+/// One ignored `#[tokio::test]` per behaviour, in a module `conformance`.
+///
+/// Stands in for `session_store_core::conformance_tests!(#[ignore = ...] factory)`,
+/// which does not compile with an attribute today: its `$(#[$meta:meta])*
+/// $factory:expr` arm is ambiguous (an expression may start with an attribute), and
+/// `__conformance_tests_for!` nests the `$meta` repetition inside the `$name` one.
+/// The behaviour list is `conformance_tests!`'s, copied.
+#[macro_export]
+macro_rules! ignored_conformance_tests {
+    ($factory:expr; $($name:ident)*) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs Redis: cargo xtask integration"]
+                async fn $name() {
+                    let factory = $factory;
+                    ::session_store_core::testing::behaviours::$name(&factory).await;
+                }
+            )*
+        }
+    };
+}
