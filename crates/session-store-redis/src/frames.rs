@@ -19,7 +19,7 @@ impl RedisStore {
         let now = self.now_ms();
         let sliding = now.saturating_add(self.lifetime.ttl_ms);
         let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
-        let what = format!("append to `{frames}`");
+        let what = format!("append to `{meta}` and `{frames}`");
 
         let mut batch = Batch::new();
         let script = batch.push_script(
