@@ -1,0 +1,289 @@
+//! `cargo xtask integration` and `cargo xtask redis`: real Redis for the suites
+//! that are `#[ignore]`d without it, handed to them by environment variables.
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::process;
+use crate::redis::{RedisCluster, RedisServer, Role};
+
+pub const HELP: &str = "\
+cargo xtask integration [-- <cargo test args> [-- <test binary args>]]
+
+Starts one standalone Redis and a 3-master Redis Cluster on free 127.0.0.1 ports,
+then runs
+
+  cargo test --workspace --exclude xtask --all-features --tests -- --include-ignored
+
+with SESSION_STORE_TEST_REDIS_URL, SESSION_STORE_TEST_REDIS_CLUSTER_NODES and
+SESSION_STORE_TEST_REDIS_SERVER set, and stops every server afterwards, also on
+failure or Ctrl-C. Doc tests are left to `cargo xtask ci`: --include-ignored
+would try to compile doc examples marked `ignore`.
+
+Redis comes from redis-server on PATH or, in an xtask built with
+`--features containers`, from Docker containers.
+
+Examples:
+  cargo xtask integration -- conformance            # tests whose name matches
+  cargo xtask integration -- -p session-store-redis -- --nocapture
+";
+
+pub const REDIS_HELP: &str = "\
+cargo xtask redis
+
+Starts the same Redis servers as `cargo xtask integration`, prints the
+environment exports for them, and waits for Ctrl-C, then stops them. Handy for
+running one test by hand in another terminal.
+";
+
+/// Variable naming the standalone server, as `redis://127.0.0.1:<port>`.
+pub const URL_VAR: &str = "SESSION_STORE_TEST_REDIS_URL";
+/// Variable naming the cluster nodes, as `127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`.
+pub const CLUSTER_NODES_VAR: &str = "SESSION_STORE_TEST_REDIS_CLUSTER_NODES";
+/// Variable naming the redis-server binary, for tests that start their own servers.
+pub const SERVER_BINARY_VAR: &str = "SESSION_STORE_TEST_REDIS_SERVER";
+
+const INSTALL_REDIS: &str = "apt-get update && apt-get install -y redis-server";
+
+/// Redis servers for the suites; dropping it stops them.
+pub struct TestRedis {
+    /// `redis://127.0.0.1:<port>` of the standalone server.
+    pub standalone_url: String,
+    /// Comma-separated `host:port` of the cluster's masters.
+    pub cluster_nodes: String,
+    /// The local redis-server binary, when the servers are local processes.
+    pub server_binary: Option<PathBuf>,
+    /// Human description, e.g. "standalone redis 7.0.15 at redis://127.0.0.1:1234".
+    pub description: String,
+    /// Whatever owns the servers; dropping it stops them.
+    _servers: Box<dyn Any>,
+}
+
+impl TestRedis {
+    /// Describes running servers; `servers` owns them and stops them on drop.
+    pub fn new(
+        standalone_url: String,
+        cluster_nodes: String,
+        server_binary: Option<PathBuf>,
+        description: String,
+        servers: impl Any,
+    ) -> Self {
+        Self {
+            standalone_url,
+            cluster_nodes,
+            server_binary,
+            description,
+            _servers: Box::new(servers),
+        }
+    }
+
+    /// The environment the suites read.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            (URL_VAR, self.standalone_url.clone()),
+            (CLUSTER_NODES_VAR, self.cluster_nodes.clone()),
+        ];
+        if let Some(binary) = &self.server_binary {
+            env.push((SERVER_BINARY_VAR, binary.display().to_string()));
+        }
+        env
+    }
+}
+
+/// Starts Redis for the suites: local processes when redis-server is on PATH,
+/// else containers when Docker answers (feature `containers`), else an error
+/// with the command that installs Redis.
+pub fn start_test_redis() -> Result<TestRedis> {
+    if let Some(server_binary) = process::find_on_path("redis-server") {
+        return start_local(server_binary);
+    }
+    let mut docker_info = Command::new("docker");
+    docker_info.arg("info");
+    if process::succeeds_within(&mut docker_info, Duration::from_secs(30)) {
+        return start_in_docker();
+    }
+    bail!(
+        "redis-server is not on PATH and no Docker engine answers `docker info`.\n\
+         Install Redis with:\n    {INSTALL_REDIS}"
+    )
+}
+
+#[cfg(feature = "containers")]
+fn start_in_docker() -> Result<TestRedis> {
+    crate::containers::start()
+}
+
+#[cfg(not(feature = "containers"))]
+fn start_in_docker() -> Result<TestRedis> {
+    bail!(
+        "redis-server is not on PATH; a Docker engine answers, but this xtask was built \
+         without the `containers` feature. Re-run with:\n    \
+         cargo run --quiet --package xtask --features containers -- integration\n\
+         or install Redis with:\n    {INSTALL_REDIS}"
+    )
+}
+
+fn start_local(server_binary: PathBuf) -> Result<TestRedis> {
+    let cli_binary = process::find_on_path("redis-cli")
+        .or_else(|| {
+            let sibling = server_binary.with_file_name("redis-cli");
+            process::is_executable(&sibling).then_some(sibling)
+        })
+        .with_context(|| {
+            format!("redis-cli is not on PATH (Debian package redis-tools): {INSTALL_REDIS}")
+        })?;
+    println!("xtask: starting redis from {}", server_binary.display());
+    let standalone = RedisServer::start(&server_binary, Role::Standalone)
+        .context("starting the standalone redis-server")?;
+    let cluster = RedisCluster::start(&server_binary, &cli_binary)
+        .context("starting the 3-master redis cluster")?;
+    let version = standalone.version()?;
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .unwrap_or(0);
+    if major < 7 {
+        eprintln!("xtask: warning: redis {version} is older than 7; the suites target 7+");
+    }
+    let description = format!(
+        "standalone redis {version} at {}, 3-master cluster (redis {}) at {}",
+        standalone.url(),
+        cluster.version()?,
+        cluster.nodes_list()
+    );
+    Ok(TestRedis::new(
+        standalone.url(),
+        cluster.nodes_list(),
+        Some(server_binary),
+        description,
+        (standalone, cluster),
+    ))
+}
+
+/// `cargo xtask integration`: the whole workspace's tests, ignored ones included,
+/// against fresh Redis servers.
+pub fn run(cargo_test_args: &[String]) -> Result<()> {
+    let redis = start_test_redis()?;
+    println!(
+        "xtask: running integration suites against: {}",
+        redis.description
+    );
+    let mut command = cargo_test_command(cargo_test_args);
+    command.envs(redis.env());
+    println!("xtask: {}", process::display(&command));
+    let outcome = process::run_checked(&mut command);
+    let verdict = if outcome.is_ok() { "passed" } else { "FAILED" };
+    println!(
+        "xtask: integration suites {verdict}; they ran against: {}",
+        redis.description
+    );
+    drop(redis);
+    outcome
+}
+
+/// `cargo test` with the user's extra arguments: before their own `--` they go to
+/// cargo (a test-name filter, `-p <crate>`), after it to the test binaries.
+fn cargo_test_command(extra: &[String]) -> Command {
+    let (cargo_args, binary_args) = match extra.iter().position(|arg| arg == "--") {
+        Some(index) => (&extra[..index], &extra[index + 1..]),
+        None => (extra, &[][..]),
+    };
+    let picks_packages = cargo_args
+        .iter()
+        .any(|arg| arg.starts_with("-p") || arg.starts_with("--package"));
+    let mut command = Command::new(cargo());
+    command.current_dir(crate::workspace_root()).arg("test");
+    if !picks_packages {
+        // xtask is excluded: --all-features would compile its Docker dependencies.
+        command.args(["--workspace", "--exclude", "xtask"]);
+    }
+    command
+        .args(["--all-features", "--tests"])
+        .args(cargo_args)
+        .args(["--", "--include-ignored"])
+        .args(binary_args);
+    command
+}
+
+/// The cargo that runs xtask, so nested builds use the same toolchain.
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
+/// `cargo xtask redis`: the servers stay up until Ctrl-C.
+pub fn serve_until_interrupted() -> Result<()> {
+    let redis = start_test_redis()?;
+    println!("xtask: running {}", redis.description);
+    println!("# paste into another shell, then run e.g. `cargo test -p session-store-redis -- --include-ignored`:");
+    for (name, value) in redis.env() {
+        println!("export {name}={value}");
+    }
+    println!("xtask: press Ctrl-C to stop the servers");
+    while !process::interrupted() {
+        thread::sleep(Duration::from_millis(100));
+    }
+    drop(redis);
+    println!("xtask: servers stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args_of(command: &Command) -> Vec<String> {
+        command
+            .get_args()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn without_extra_args_every_crate_but_xtask_runs_ignored_tests_too() {
+        let args = args_of(&cargo_test_command(&[]));
+        assert_eq!(
+            args,
+            [
+                "test",
+                "--workspace",
+                "--exclude",
+                "xtask",
+                "--all-features",
+                "--tests",
+                "--",
+                "--include-ignored"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_filter_goes_to_cargo_and_args_after_a_second_double_dash_to_the_binaries() {
+        let extra = ["conformance", "--", "--nocapture"].map(String::from);
+        let args = args_of(&cargo_test_command(&extra));
+        let tail = &args[args.len() - 5..];
+        assert_eq!(
+            tail,
+            [
+                "--tests",
+                "conformance",
+                "--",
+                "--include-ignored",
+                "--nocapture"
+            ]
+        );
+    }
+
+    #[test]
+    fn picking_a_package_replaces_the_workspace() {
+        let extra = ["-p", "session-store-redis"].map(String::from);
+        let args = args_of(&cargo_test_command(&extra));
+        assert!(!args.contains(&"--workspace".to_string()), "{args:?}");
+        assert!(args.contains(&"session-store-redis".to_string()));
+    }
+}
