@@ -1,0 +1,130 @@
+//! The proxy's own endpoints: `/healthz`, `/metrics`, and (with
+//! `admin_endpoints = true`) the read-only `/sessions` listing and
+//! `/sessions/{id}` with its recorded frames.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, Query, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use session_store::{Cursor, Direction, FrameId, Session, SessionId, StoredFrame};
+
+use crate::{app::AppState, errors::ProxyError};
+
+/// Default page size of the `/sessions` endpoints.
+const DEFAULT_PAGE: usize = 100;
+/// Largest page of frames `/sessions/{id}` returns.
+const MAX_FRAME_PAGE: usize = 1_000;
+
+/// `GET /healthz`: 200 when the store answers, 503 when it does not.
+pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
+    match app.store.health().await {
+        Ok(health) => Json(json!({
+            "status": "ok",
+            "backend": health.backend,
+            "latency_ms": health.latency.as_secs_f64() * 1000.0,
+            "detail": health.detail,
+        }))
+        .into_response(),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "error": error.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let active = app.store.count().await.ok();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(active),
+    )
+        .into_response()
+}
+
+/// Paging parameters of `/sessions`.
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /sessions?cursor=&limit=`: a page of live sessions.
+pub async fn list_sessions(
+    State(app): State<Arc<AppState>>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Value>, ProxyError> {
+    let cursor = params.cursor.map(Cursor::new);
+    let page = app
+        .store
+        .list(cursor.as_ref(), params.limit.unwrap_or(DEFAULT_PAGE))
+        .await?;
+    Ok(Json(json!({
+        "sessions": page.items,
+        "next_cursor": page.next_cursor.map(|cursor| cursor.as_str().to_owned()),
+    })))
+}
+
+/// Paging parameters of `/sessions/{id}`.
+#[derive(Debug, Deserialize)]
+pub struct FrameParams {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// One frame as the admin endpoint shows it: payload as text.
+#[derive(Debug, Serialize)]
+struct FrameView {
+    id: String,
+    direction: Direction,
+    timestamp: u64,
+    stream_id: Option<String>,
+    event_id: Option<String>,
+    payload: String,
+}
+
+impl From<StoredFrame> for FrameView {
+    fn from(stored: StoredFrame) -> Self {
+        FrameView {
+            id: stored.id.to_string(),
+            direction: stored.frame.direction,
+            timestamp: stored.frame.timestamp.as_millis(),
+            stream_id: stored.frame.stream_id,
+            event_id: stored.frame.event_id,
+            payload: String::from_utf8_lossy(&stored.frame.payload).into_owned(),
+        }
+    }
+}
+
+/// `GET /sessions/{id}?after=&limit=`: the session and a page of its frames.
+pub async fn show_session(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(params): Query<FrameParams>,
+) -> Result<Json<Value>, ProxyError> {
+    let id = SessionId::new(id).map_err(|_| ProxyError::SessionNotFound)?;
+    let after = params
+        .after
+        .map(|after| after.parse::<FrameId>())
+        .transpose()
+        .map_err(|error| ProxyError::BadRequest(error.to_string()))?;
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE).min(MAX_FRAME_PAGE);
+    let session: Session = app.store.get(&id).await?;
+    let frames = app.store.read_frames(&id, after, limit).await?;
+    let next_after = (frames.len() == limit)
+        .then(|| frames.last().map(|frame| frame.id.to_string()))
+        .flatten();
+    let frames: Vec<FrameView> = frames.into_iter().map(FrameView::from).collect();
+    Ok(Json(json!({
+        "session": session,
+        "frames": frames,
+        "next_after": next_after,
+    })))
+}

@@ -1,0 +1,56 @@
+//! The command line: `mcp-proxy --config FILE [--listen ADDR] [--upstream URL]
+//! [--storage memory|redis] [--redis-url URL]`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::config::Overrides;
+
+/// A Streamable HTTP MCP reverse proxy whose sessions live in a session store.
+///
+/// Settings are layered: the TOML file, then the environment (`MCP_PROXY_*` for
+/// `[proxy]`, `SESSION_STORE_*` for `[storage]`), then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-proxy", version)]
+pub struct Cli {
+    /// The TOML file with `[proxy]` and `[storage]` tables.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to accept clients on (`proxy.listen`), e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The upstream MCP endpoint (`proxy.upstream`), e.g. http://127.0.0.1:9000/mcp.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// The session store backend (`storage.backend`).
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub storage: Option<StorageBackend>,
+    /// The Redis server (`storage.redis.url`), e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+}
+
+/// The `--storage` choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StorageBackend {
+    /// In-process; sessions end with the process.
+    Memory,
+    /// Redis; sessions are shared by every instance and survive restarts.
+    Redis,
+}
+
+impl Cli {
+    /// The flags as configuration overrides.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            upstream: self.upstream.clone(),
+            storage_backend: self.storage.map(|backend| match backend {
+                StorageBackend::Memory => "memory".to_owned(),
+                StorageBackend::Redis => "redis".to_owned(),
+            }),
+            redis_url: self.redis_url.clone(),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! GET on the MCP endpoint: the server-to-client SSE stream, live from the
+//! upstream, or resumed after `Last-Event-ID` from the store (see
+//! [`replay`](crate::replay)).
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    response::{IntoResponse, Response},
+};
+use session_store::{FrameId, SessionId};
+
+use crate::{
+    app::AppState,
+    errors::ProxyError,
+    event_id::{ProxyEventId, StreamId},
+    jsonrpc::ClientMessage,
+    post::is_sessionless,
+    relay::{client_channel, sse_response, Relay, StreamTarget, WhenClientLeaves},
+    replay,
+    session::{self, client_session_id, credential_fingerprint},
+    upstream::{forwarded_headers, LAST_EVENT_ID_HEADER},
+};
+
+/// Handles `GET <endpoint>`.
+pub async fn handle(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match open_stream(app, headers).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn open_stream(app: Arc<AppState>, headers: HeaderMap) -> Result<Response, ProxyError> {
+    let Some(id) = client_session_id(&headers)? else {
+        if is_sessionless(&headers, &ClientMessage::default()) {
+            return live_stream(&app, &headers, None, None).await;
+        }
+        return Err(ProxyError::MissingSessionId);
+    };
+    let credential = credential_fingerprint(&headers);
+    let session = session::resolve(app.store.as_ref(), &id, credential.as_deref()).await?;
+    app.store.touch(&session.id).await?;
+    let last_event_id = headers
+        .get(LAST_EVENT_ID_HEADER)
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("Last-Event-ID is not visible ASCII".into()))?
+                .parse::<ProxyEventId>()
+                .map_err(ProxyError::BadRequest)
+        })
+        .transpose()?;
+    match last_event_id {
+        Some(last) => Ok(replay::resume(app, session, last, headers)),
+        None => {
+            let target = StreamTarget {
+                session: session.id.clone(),
+                stream: StreamId::new_get(),
+                cursor: FrameId::ZERO,
+            };
+            live_stream(
+                &app,
+                &headers,
+                session.upstream_session_id.as_deref(),
+                Some(target),
+            )
+            .await
+        }
+    }
+}
+
+/// Opens the upstream's GET stream and relays it, recorded under `target`.
+async fn live_stream(
+    app: &Arc<AppState>,
+    headers: &HeaderMap,
+    upstream_session_id: Option<&str>,
+    target: Option<StreamTarget>,
+) -> Result<Response, ProxyError> {
+    let upstream = app
+        .upstream
+        .send(
+            Method::GET,
+            forwarded_headers(headers, upstream_session_id),
+            None,
+        )
+        .await?;
+    let session = target.as_ref().map(|target| target.session.clone());
+    let Some(upstream) = accept_stream(app, session.as_ref(), upstream).await? else {
+        return Err(ProxyError::SessionNotFound);
+    };
+    if !upstream.status().is_success() || !is_event_stream(upstream.headers()) {
+        return Ok(pass_through(app, upstream).await);
+    }
+    let relay = Relay {
+        target,
+        pending_initialize: None,
+        when_client_leaves: WhenClientLeaves::Stop,
+    };
+    let (tx, body) = client_channel();
+    let app = app.clone();
+    tokio::spawn(async move { relay.run(&app, upstream, &tx).await });
+    Ok(sse_response(StatusCode::OK, session.as_ref(), body))
+}
+
+/// `None` when the upstream answered 404: its session is gone, so the proxy's ends
+/// too.
+pub async fn accept_stream(
+    app: &AppState,
+    session: Option<&SessionId>,
+    upstream: reqwest::Response,
+) -> Result<Option<reqwest::Response>, ProxyError> {
+    if upstream.status() != StatusCode::NOT_FOUND {
+        return Ok(Some(upstream));
+    }
+    if let Some(id) = session {
+        tracing::info!(session = %id, "upstream answered 404 to GET; ending the session");
+        app.store.delete(id).await?;
+    }
+    Ok(None)
+}
+
+/// Whether a response is an SSE stream.
+pub fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"))
+}
+
+/// Largest non-stream answer to a GET passed through (an error description).
+const MAX_PASSED_ERROR_BYTES: usize = 64 * 1024;
+
+/// The upstream's non-stream answer (405, an error), status and small body as is.
+pub async fn pass_through(app: &AppState, upstream: reqwest::Response) -> Response {
+    let status = upstream.status();
+    let content_type: Option<HeaderValue> = upstream.headers().get(header::CONTENT_TYPE).cloned();
+    let body = app
+        .upstream
+        .read_body(upstream, MAX_PASSED_ERROR_BYTES)
+        .await
+        .unwrap_or_default();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    if let Some(content_type) = content_type {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+    }
+    response
+}

@@ -1,0 +1,48 @@
+//! `mcp-proxy`: a reverse proxy for the MCP Streamable HTTP transport whose sessions
+//! live in a pluggable session store (memory, or Redis shared by many instances).
+//!
+//! The proxy issues its own `Mcp-Session-Id` and maps it to the upstream's (dual
+//! ids), records every JSON-RPC message that crosses it as a frame, gives SSE events
+//! ids made of frame ids (`<frame_id>@<stream_id>`), and replays a stream from the
+//! store after `Last-Event-ID`. Because the session lives in the store, any instance
+//! can serve any session, and a restarted instance carries on. `docs/proxy.md`
+//! describes the behaviour; the binary is `src/main.rs`.
+//!
+//! ```
+//! use mcp_proxy::config::{Overrides, ProxyConfig};
+//!
+//! let config = ProxyConfig::from_toml_str(
+//!     r#"
+//!     [proxy]
+//!     listen = "127.0.0.1:8080"
+//!     upstream = "http://127.0.0.1:9000/mcp"
+//!     upstream_timeout = "10s"
+//!
+//!     [storage]
+//!     backend = "memory"
+//!     ttl = "30m"
+//!     "#,
+//!     &Overrides::default(),
+//! )?;
+//! assert_eq!(config.proxy.endpoint_path, "/mcp");
+//! assert_eq!(config.proxy.upstream_timeout, std::time::Duration::from_secs(10));
+//! # Ok::<(), mcp_proxy::config::ConfigError>(())
+//! ```
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod delete;
+pub mod errors;
+pub mod event_id;
+pub mod get_stream;
+pub mod jsonrpc;
+pub mod metered_store;
+pub mod metrics;
+pub mod post;
+pub mod relay;
+pub mod replay;
+pub mod session;
+pub mod sse;
+pub mod upstream;

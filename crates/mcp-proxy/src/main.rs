@@ -1,0 +1,41 @@
+//! The `mcp-proxy` binary: parse flags, load configuration, serve.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mcp_proxy::{app, cli::Cli, config::ProxyConfig};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match ProxyConfig::load(cli.config.as_deref(), &cli.overrides()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("mcp-proxy: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mcp-proxy: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("mcp-proxy: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! A `SessionStore` wrapper that times every operation for `/metrics`, so the
+//! handlers use the store as usual and never forget to measure.
+
+use std::{future::Future, sync::Arc, time::Instant};
+
+use async_trait::async_trait;
+use session_store::{
+    Cursor, Frame, FrameId, Health, NewSession, Page, Result, Session, SessionId, SessionStore,
+    StoredFrame,
+};
+
+use crate::metrics::Metrics;
+
+/// Forwards every call to `inner`, recording its latency and outcome.
+#[derive(Debug)]
+pub struct MeteredStore {
+    inner: Arc<dyn SessionStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    /// Wraps `inner`, reporting to `metrics`.
+    pub fn new(inner: Arc<dyn SessionStore>, metrics: Arc<Metrics>) -> Self {
+        MeteredStore { inner, metrics }
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let outcome = call.await;
+        self.metrics
+            .store_operation(operation, started.elapsed(), outcome.is_err());
+        outcome
+    }
+}
+
+#[async_trait]
+impl SessionStore for MeteredStore {
+    async fn create(&self, new: NewSession) -> Result<Session> {
+        let session = self.timed("create", self.inner.create(new)).await?;
+        self.metrics.session_created();
+        Ok(session)
+    }
+
+    async fn get(&self, id: &SessionId) -> Result<Session> {
+        self.timed("get", self.inner.get(id)).await
+    }
+
+    async fn get_many(&self, ids: &[SessionId]) -> Result<Vec<Option<Session>>> {
+        self.timed("get_many", self.inner.get_many(ids)).await
+    }
+
+    async fn update(&self, session: &Session) -> Result<Session> {
+        self.timed("update", self.inner.update(session)).await
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<()> {
+        self.timed("touch", self.inner.touch(id)).await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        self.timed("delete", self.inner.delete(id)).await
+    }
+
+    async fn list(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page<Session>> {
+        self.timed("list", self.inner.list(cursor, limit)).await
+    }
+
+    async fn count(&self) -> Result<u64> {
+        self.timed("count", self.inner.count()).await
+    }
+
+    async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId> {
+        let direction = frame.direction;
+        let frame_id = self
+            .timed("append_frame", self.inner.append_frame(id, frame))
+            .await?;
+        self.metrics.frame_appended(direction);
+        Ok(frame_id)
+    }
+
+    async fn read_frames(
+        &self,
+        id: &SessionId,
+        after: Option<FrameId>,
+        limit: usize,
+    ) -> Result<Vec<StoredFrame>> {
+        self.timed("read_frames", self.inner.read_frames(id, after, limit))
+            .await
+    }
+
+    async fn count_frames(&self, id: &SessionId) -> Result<u64> {
+        self.timed("count_frames", self.inner.count_frames(id))
+            .await
+    }
+
+    async fn delete_frames(&self, id: &SessionId) -> Result<u64> {
+        self.timed("delete_frames", self.inner.delete_frames(id))
+            .await
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        self.timed("purge_expired", self.inner.purge_expired())
+            .await
+    }
+
+    async fn health(&self) -> Result<Health> {
+        self.timed("health", self.inner.health()).await
+    }
+}

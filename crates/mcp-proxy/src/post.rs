@@ -1,0 +1,312 @@
+//! POST on the MCP endpoint: one JSON-RPC message or batch from the client,
+//! forwarded upstream, its reply streamed back and every message recorded.
+//!
+//! `initialize` without a session creates the session once the upstream accepts
+//! it; sessionless revisions (2026-07-28 and later) are forwarded without one.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::Value;
+use session_store::{
+    Clock, Direction, Error as StoreError, Frame, FrameId, SessionId, SystemClock,
+};
+
+use crate::{
+    app::AppState,
+    errors::ProxyError,
+    event_id::{StreamId, StreamKind},
+    jsonrpc::{self, ClientMessage, InitializeRequest},
+    relay::{sse_response, Relay, StreamTarget, WhenClientLeaves, MAX_EVENT_BYTES},
+    session::{self, client_session_id, credential_fingerprint},
+    upstream::{forwarded_headers, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER},
+};
+
+/// The first protocol revision without sessions: its requests carry no
+/// `Mcp-Session-Id` and are not recorded.
+pub const SESSIONLESS_REVISION: &str = "2026-07-28";
+
+/// Handles `POST <endpoint>`.
+pub async fn handle(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    match forward_post(app, headers, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn forward_post(
+    app: Arc<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ProxyError> {
+    let body = read_limited(body, &headers, app.settings.max_body_bytes).await?;
+    let message = jsonrpc::inspect_client_message(&body).map_err(ProxyError::NotJson)?;
+    let credential = credential_fingerprint(&headers);
+
+    if let Some(id) = client_session_id(&headers)? {
+        let session = session::resolve(app.store.as_ref(), &id, credential.as_deref()).await?;
+        // Appending the request is the session's activity mark (it slides the
+        // expiry like a touch), so no separate touch is needed.
+        let stream = record_request(&app, &session.id, &body, &headers).await?;
+        let forwarded = forwarded_headers(&headers, session.upstream_session_id.as_deref());
+        let upstream = app
+            .upstream
+            .send(Method::POST, forwarded, Some(body))
+            .await?;
+        if upstream.status() == StatusCode::NOT_FOUND {
+            return Err(upstream_lost_session(&app, &session.id).await);
+        }
+        return relay_reply(&app, Some((session.id, stream)), None, upstream).await;
+    }
+    if let Some(initialize) = message.initialize.clone() {
+        return initialize_session(&app, &headers, body, initialize, credential).await;
+    }
+    if is_sessionless(&headers, &message) {
+        let upstream = app
+            .upstream
+            .send(Method::POST, forwarded_headers(&headers, None), Some(body))
+            .await?;
+        return relay_reply(&app, None, None, upstream).await;
+    }
+    Err(ProxyError::MissingSessionId)
+}
+
+/// Whether a request without a session belongs to a sessionless revision, by its
+/// `MCP-Protocol-Version` header or its `_meta` protocol version. Revisions are
+/// dates, so they compare as text.
+pub fn is_sessionless(headers: &HeaderMap, message: &ClientMessage) -> bool {
+    let header = headers
+        .get(PROTOCOL_VERSION_HEADER)
+        .and_then(|value| value.to_str().ok());
+    header
+        .or(message.meta_protocol_version.as_deref())
+        .is_some_and(|version| version >= SESSIONLESS_REVISION)
+}
+
+async fn initialize_session(
+    app: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Bytes,
+    request: InitializeRequest,
+    credential: Option<String>,
+) -> Result<Response, ProxyError> {
+    let upstream = app
+        .upstream
+        .send(
+            Method::POST,
+            forwarded_headers(headers, None),
+            Some(body.clone()),
+        )
+        .await?;
+    if !upstream.status().is_success() {
+        return relay_reply(app, None, None, upstream).await;
+    }
+    let upstream_session_id = upstream
+        .headers()
+        .get(SESSION_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let created = session::create_for_initialize(
+        app.store.as_ref(),
+        &request,
+        upstream_session_id.clone(),
+        credential,
+    )
+    .await;
+    let session = match created {
+        Ok(session) => session,
+        Err(error) => {
+            abandon_upstream_session(app, headers, upstream_session_id);
+            return Err(error);
+        }
+    };
+    tracing::info!(session = %session.id, upstream_session = ?session.upstream_session_id, "session created");
+    let stream = match record_request(app, &session.id, &body, headers).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(session = %session.id, %error, "initialize request not recorded");
+            StreamId::new_unrecorded()
+        }
+    };
+    relay_reply(app, Some((session.id, stream)), Some(request.id), upstream).await
+}
+
+/// The upstream no longer knows the session: it is over for every instance.
+async fn upstream_lost_session(app: &AppState, id: &SessionId) -> ProxyError {
+    tracing::info!(session = %id, "upstream answered 404; ending the session");
+    if let Err(error) = app.store.delete(id).await {
+        tracing::warn!(session = %id, %error, "could not delete a session the upstream lost");
+    }
+    ProxyError::SessionNotFound
+}
+
+/// The store refused the session after the upstream created its side: end the
+/// upstream's session rather than leave it to time out.
+fn abandon_upstream_session(
+    app: &Arc<AppState>,
+    headers: &HeaderMap,
+    upstream_session_id: Option<String>,
+) {
+    let Some(upstream_id) = upstream_session_id else {
+        return;
+    };
+    let app = app.clone();
+    let headers = forwarded_headers(headers, Some(&upstream_id));
+    tokio::spawn(async move {
+        if let Err(error) = app.upstream.send(Method::DELETE, headers, None).await {
+            tracing::debug!(%error, "could not end an abandoned upstream session");
+        }
+    });
+}
+
+/// Records the client's message; the reply stream is named after its frame.
+async fn record_request(
+    app: &AppState,
+    session: &SessionId,
+    body: &Bytes,
+    headers: &HeaderMap,
+) -> Result<StreamId, ProxyError> {
+    let mut frame = Frame::new(Direction::ClientToServer, SystemClock.now(), body.to_vec());
+    if let Some(version) = headers
+        .get(PROTOCOL_VERSION_HEADER)
+        .and_then(|value| value.to_str().ok())
+    {
+        frame = frame.with_header(PROTOCOL_VERSION_HEADER.as_str(), version);
+    }
+    match app.store.append_frame(session, frame).await {
+        Ok(frame_id) => Ok(StreamId::for_request(frame_id)),
+        Err(error @ (StoreError::InvalidInput(_) | StoreError::CapacityExceeded(_))) => {
+            app.metrics.frame_not_recorded();
+            tracing::warn!(session = %session, %error, "request forwarded without being recorded");
+            Ok(StreamId::new_unrecorded())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Sends the upstream's reply to the client: SSE relayed event by event, anything
+/// else read whole (a single JSON message), recorded, and returned.
+async fn relay_reply(
+    app: &Arc<AppState>,
+    target: Option<(SessionId, StreamId)>,
+    pending_initialize: Option<Value>,
+    upstream: reqwest::Response,
+) -> Result<Response, ProxyError> {
+    let status = upstream.status();
+    let content_type = upstream.headers().get(header::CONTENT_TYPE).cloned();
+    let is_sse = content_type
+        .as_ref()
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"));
+    let session = target.as_ref().map(|(session, _)| session.clone());
+
+    if is_sse {
+        let relay = Relay {
+            target: target.map(|(session, stream)| StreamTarget {
+                cursor: match stream.kind() {
+                    StreamKind::Request(request) => request,
+                    StreamKind::Get | StreamKind::Unrecorded => FrameId::ZERO,
+                },
+                session,
+                stream,
+            }),
+            pending_initialize,
+            when_client_leaves: WhenClientLeaves::KeepRecording,
+        };
+        let body = relay.spawn(app.clone(), upstream);
+        return Ok(sse_response(status, session.as_ref(), body));
+    }
+
+    let body = app.upstream.read_body(upstream, MAX_EVENT_BYTES).await?;
+    let is_json = content_type
+        .as_ref()
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if let (Some((session, stream)), true, false) = (&target, is_json, body.is_empty()) {
+        record_reply(app, session, stream, &body, pending_initialize.as_ref()).await;
+    }
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    if let Some(content_type) = content_type {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+    }
+    if let Some(value) = session.and_then(|id| HeaderValue::from_str(id.as_str()).ok()) {
+        response.headers_mut().insert(SESSION_ID_HEADER, value);
+    }
+    Ok(response)
+}
+
+async fn record_reply(
+    app: &AppState,
+    session: &SessionId,
+    stream: &StreamId,
+    body: &Bytes,
+    pending_initialize: Option<&Value>,
+) {
+    let frame = Frame::new(Direction::ServerToClient, SystemClock.now(), body.to_vec())
+        .with_stream_id(stream.as_str());
+    if let Err(error) = app.store.append_frame(session, frame).await {
+        app.metrics.frame_not_recorded();
+        tracing::warn!(session = %session, %error, "reply forwarded without being recorded");
+    }
+    if let Some(result) = pending_initialize.and_then(|id| jsonrpc::initialize_result(body, id)) {
+        if let Err(error) = session::complete_initialize(app.store.as_ref(), session, result).await
+        {
+            tracing::warn!(session = %session, %error, "could not record the initialize result");
+        }
+    }
+}
+
+/// Reads the request body, refusing more than `limit` bytes with 413.
+async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ProxyError::BodyTooLarge { limit })
+        }
+        Err(error) => Err(ProxyError::BodyUnreadable(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessionless_by_header_or_meta() {
+        let message = ClientMessage::default();
+        let mut headers = HeaderMap::new();
+        assert!(!is_sessionless(&headers, &message));
+        headers.insert(
+            PROTOCOL_VERSION_HEADER,
+            HeaderValue::from_static("2025-06-18"),
+        );
+        assert!(!is_sessionless(&headers, &message));
+        headers.insert(
+            PROTOCOL_VERSION_HEADER,
+            HeaderValue::from_static("2026-07-28"),
+        );
+        assert!(is_sessionless(&headers, &message));
+        let with_meta = ClientMessage {
+            meta_protocol_version: Some("2026-07-28".into()),
+            ..ClientMessage::default()
+        };
+        assert!(is_sessionless(&HeaderMap::new(), &with_meta));
+    }
+}

@@ -1,0 +1,163 @@
+//! Sessions as the proxy sees them: the client's `Mcp-Session-Id` resolved through
+//! the store (so any instance can serve any session), bound to the credentials that
+//! created it, and filled in from the `initialize` exchange.
+
+use axum::http::{header, HeaderMap};
+use session_store::{
+    Error as StoreError, NewSession, Session, SessionId, SessionStatus, SessionStore, Transport,
+};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    errors::ProxyError,
+    jsonrpc::{InitializeRequest, InitializeResult},
+    upstream::SESSION_ID_HEADER,
+};
+
+/// The session tag holding the SHA-256 (hex) of the `Authorization` header that
+/// initialized the session.
+pub const CREDENTIAL_TAG: &str = "credential_sha256";
+
+/// Updates of the session after `initialize` retried on a concurrent change.
+const INITIALIZE_UPDATE_ATTEMPTS: usize = 3;
+
+/// The client's `Mcp-Session-Id`, when it sent one. An id that is not a valid
+/// session id can name no session: 404, like any unknown id.
+pub fn client_session_id(headers: &HeaderMap) -> Result<Option<SessionId>, ProxyError> {
+    let Some(value) = headers.get(SESSION_ID_HEADER) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| ProxyError::SessionNotFound)?;
+    SessionId::new(text)
+        .map(Some)
+        .map_err(|_| ProxyError::SessionNotFound)
+}
+
+/// SHA-256 (hex) of the request's `Authorization` header, when it has one.
+pub fn credential_fingerprint(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let digest = Sha256::digest(value.as_bytes());
+    Some(digest.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// Loads the session `id` for a request carrying `credential`.
+///
+/// A session bound to other credentials (or to none, when the request has some) is
+/// reported as not found, so a stolen session id is useless without the
+/// credentials that created it.
+pub async fn resolve(
+    store: &dyn SessionStore,
+    id: &SessionId,
+    credential: Option<&str>,
+) -> Result<Session, ProxyError> {
+    let session = store.get(id).await?;
+    let bound = session.tags.get(CREDENTIAL_TAG).map(String::as_str);
+    if !same_credential(bound, credential) {
+        tracing::info!(session = %id, "request credentials differ from the session's; answering 404");
+        return Err(ProxyError::SessionNotFound);
+    }
+    Ok(session)
+}
+
+fn same_credential(bound: Option<&str>, presented: Option<&str>) -> bool {
+    match (bound, presented) {
+        (None, None) => true,
+        (Some(bound), Some(presented)) if bound.len() == presented.len() => {
+            // Compare every byte so the time taken does not reveal a prefix match.
+            bound
+                .bytes()
+                .zip(presented.bytes())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+        }
+        _ => false,
+    }
+}
+
+/// Creates the session for a successful `initialize`: a fresh proxy id mapped to the
+/// upstream's id, with what the client sent. The server's side is filled in by
+/// [`complete_initialize`] when its result arrives.
+pub async fn create_for_initialize(
+    store: &dyn SessionStore,
+    request: &InitializeRequest,
+    upstream_session_id: Option<String>,
+    credential: Option<String>,
+) -> Result<Session, ProxyError> {
+    let mut new = NewSession::new(SessionId::random()?);
+    new.upstream_session_id = upstream_session_id;
+    new.transport = Transport::StreamableHttp;
+    new.status = SessionStatus::Initializing;
+    new.protocol_version = request.protocol_version.clone();
+    new.client_info = Some(request.client_info.clone());
+    if let Some(credential) = credential {
+        new = new.with_tag(CREDENTIAL_TAG, credential);
+    }
+    Ok(store.create(new).await?)
+}
+
+/// Records the server's answer to `initialize`: negotiated version, server info and
+/// capabilities; the session becomes active. Retries on a concurrent update.
+pub async fn complete_initialize(
+    store: &dyn SessionStore,
+    id: &SessionId,
+    result: InitializeResult,
+) -> Result<(), StoreError> {
+    let mut last_error = None;
+    for _ in 0..INITIALIZE_UPDATE_ATTEMPTS {
+        let mut session = store.get(id).await?;
+        if result.protocol_version.is_some() {
+            session.protocol_version = result.protocol_version.clone();
+        }
+        session.server_info = Some(result.server_info.clone());
+        session.status = SessionStatus::Active;
+        match store.update(&session).await {
+            Ok(_) => return Ok(()),
+            Err(conflict @ StoreError::Conflict { .. }) => last_error = Some(conflict),
+            Err(other) => return Err(other),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| StoreError::unavailable("session update did not settle")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn credentials_bind_exactly() {
+        assert!(same_credential(None, None));
+        assert!(same_credential(Some("ab"), Some("ab")));
+        assert!(!same_credential(Some("ab"), Some("ac")));
+        assert!(!same_credential(Some("ab"), None));
+        assert!(!same_credential(None, Some("ab")));
+        assert!(!same_credential(Some("ab"), Some("abc")));
+    }
+
+    #[test]
+    fn fingerprint_is_sha256_hex_of_the_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(credential_fingerprint(&headers), None);
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("abc"));
+        assert_eq!(
+            credential_fingerprint(&headers).as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+    }
+
+    #[test]
+    fn malformed_session_ids_are_not_found() {
+        let mut headers = HeaderMap::new();
+        assert!(client_session_id(&headers).unwrap().is_none());
+        headers.insert(SESSION_ID_HEADER, HeaderValue::from_static("abc"));
+        assert_eq!(
+            client_session_id(&headers).unwrap().unwrap().as_str(),
+            "abc"
+        );
+        headers.insert(SESSION_ID_HEADER, HeaderValue::from_static(""));
+        assert!(matches!(
+            client_session_id(&headers),
+            Err(ProxyError::SessionNotFound)
+        ));
+    }
+}
