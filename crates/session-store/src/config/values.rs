@@ -1,0 +1,186 @@
+//! Value types of the configuration that need more than serde's defaults: secrets
+//! that must never be printed, Redis URLs whose password must never be printed, and
+//! the string forms environment variables arrive in.
+
+use std::{fmt, time::Duration};
+
+use serde::{de, Deserialize, Deserializer};
+
+/// A secret such as a Redis password. Its `Debug` prints `***`, so a logged
+/// configuration never leaks it; [`expose`](Self::expose) hands it to the driver.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        string_like(deserializer).map(Secret)
+    }
+}
+
+/// A `redis://` or `rediss://` address as written in the configuration. It is
+/// checked when the configuration is validated (so the error can name its source);
+/// its `Debug` and `Display` hide any password in it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// Wraps an address; call [`parse`](Self::parse) to check it.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisUrl(url.into())
+    }
+
+    /// The address exactly as configured, password included: only for the driver.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Parses the address and checks its scheme is `redis` or `rediss`. The error
+    /// message never repeats the address, which may hold a password.
+    pub fn parse(&self) -> Result<url::Url, String> {
+        let parsed =
+            url::Url::parse(&self.0).map_err(|error| format!("not a valid URL ({error})"))?;
+        match parsed.scheme() {
+            "redis" | "rediss" => {}
+            other => {
+                return Err(format!(
+                    "scheme must be `redis` or `rediss`, got `{other}` (expected e.g. redis://127.0.0.1:6379)"
+                ))
+            }
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err("the URL names no host (expected e.g. redis://127.0.0.1:6379)".to_owned());
+        }
+        Ok(parsed)
+    }
+
+    /// True for a `rediss://` address, which implies TLS.
+    pub fn is_tls(&self) -> bool {
+        self.0
+            .get(..9)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+    }
+
+    fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut parsed) if parsed.password().is_some() => {
+                // Setting a password only fails for URLs that cannot carry one.
+                let _ = parsed.set_password(Some("***"));
+                parsed.to_string()
+            }
+            Ok(parsed) => parsed.to_string(),
+            Err(_) => "<unparsable URL>".to_owned(),
+        }
+    }
+}
+
+impl Default for RedisUrl {
+    fn default() -> Self {
+        RedisUrl::new("redis://127.0.0.1:6379")
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(RedisUrl)
+    }
+}
+
+/// Deserializes a string, also accepting the numbers and booleans that figment
+/// makes of environment variables such as `SESSION_STORE_REDIS__PASSWORD=1234`.
+pub(crate) fn string_like<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    struct StringLike;
+
+    impl de::Visitor<'_> for StringLike {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<String, E> {
+            Ok(value.to_owned())
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<String, E> {
+            Ok(value.to_string())
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<String, E> {
+            Ok(value.to_string())
+        }
+
+        fn visit_f64<E: de::Error>(self, value: f64) -> Result<String, E> {
+            Ok(value.to_string())
+        }
+
+        fn visit_bool<E: de::Error>(self, value: bool) -> Result<String, E> {
+            Ok(value.to_string())
+        }
+    }
+
+    deserializer.deserialize_any(StringLike)
+}
+
+/// [`string_like`] for an optional field that is `Some` whenever it is present.
+pub(crate) fn optional_string_like<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    string_like(deserializer).map(Some)
+}
+
+/// A human duration ("5s", "24h") or the word `none` for "no limit".
+pub(crate) fn duration_or_none<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text = string_like(deserializer)?;
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    humantime::parse_duration(text.trim())
+        .map(Some)
+        .map_err(|error| {
+            de::Error::custom(format!(
+                "`{text}` is not a duration such as \"7d\" or \"none\" ({error})"
+            ))
+        })
+}
+
+/// A human duration ("5s", "24h"), with an error that shows the expected form.
+pub(crate) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = string_like(deserializer)?;
+    humantime::parse_duration(text.trim()).map_err(|error| {
+        de::Error::custom(format!(
+            "`{text}` is not a duration such as \"5s\" or \"24h\" ({error})"
+        ))
+    })
+}
