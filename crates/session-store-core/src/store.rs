@@ -78,7 +78,8 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// [`MAX_PAGE_SIZE`](crate::MAX_PAGE_SIZE)), starting after `cursor`. Walking every
     /// page from `None` yields every session that lived throughout the walk exactly
     /// once, even while others are created or deleted. The order is backend-defined.
-    /// A cursor not made by this backend is [`InvalidInput`](crate::Error::InvalidInput).
+    /// A cursor not made by this backend, or a `limit` of 0, is
+    /// [`InvalidInput`](crate::Error::InvalidInput).
     async fn list(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page<Session>>;
 
     /// How many live sessions there are.

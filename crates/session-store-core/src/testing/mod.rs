@@ -50,9 +50,20 @@ pub fn suite_settings() -> StoreSettings {
 /// on every generated test.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($(#[$meta:meta])* $factory:expr) => {
-        $crate::__conformance_tests_for! {
-            [$(#[$meta])*] [$factory]
+    (#[$meta:meta] $factory:expr) => {
+        $crate::__conformance_tests_for! { [#[$meta]] [$factory] }
+    };
+    ($factory:expr) => {
+        $crate::__conformance_tests_for! { [] [$factory] }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests_for {
+    ($attrs:tt [$factory:expr]) => {
+        $crate::__conformance_tests_named! {
+            $attrs [$factory]
             create_returns_revision_one_and_times
             create_on_existing_id_is_already_exists_and_keeps_the_original
             create_reuses_the_id_of_an_expired_session
@@ -96,19 +107,25 @@ macro_rules! conformance_tests {
 
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __conformance_tests_for {
-    ([$(#[$meta:meta])*] [$factory:expr] $($name:ident)*) => {
+macro_rules! __conformance_tests_named {
+    ($attrs:tt [$factory:expr] $($name:ident)*) => {
         mod conformance {
             #[allow(unused_imports)]
             use super::*;
-            $(
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                $(#[$meta])*
-                async fn $name() {
-                    let factory = $factory;
-                    $crate::testing::behaviours::$name(&factory).await;
-                }
-            )*
+            $( $crate::__conformance_test! { $attrs [$factory] $name } )*
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_test {
+    ([$(#[$meta:meta])*] [$factory:expr] $name:ident) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$meta])*
+        async fn $name() {
+            let factory = $factory;
+            $crate::testing::behaviours::$name(&factory).await;
         }
     };
 }

@@ -90,28 +90,3 @@ impl StoreFactory for ClusterFactory {
         FRAME_TRIM_SLACK
     }
 }
-
-/// One ignored `#[tokio::test]` per behaviour, in a module `conformance`.
-///
-/// Stands in for `session_store_core::conformance_tests!(#[ignore = ...] factory)`,
-/// which does not compile with an attribute today: its `$(#[$meta:meta])*
-/// $factory:expr` arm is ambiguous (an expression may start with an attribute), and
-/// `__conformance_tests_for!` nests the `$meta` repetition inside the `$name` one.
-/// The behaviour list is `conformance_tests!`'s, copied.
-#[macro_export]
-macro_rules! ignored_conformance_tests {
-    ($factory:expr; $($name:ident)*) => {
-        mod conformance {
-            #[allow(unused_imports)]
-            use super::*;
-            $(
-                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "needs Redis: cargo xtask integration"]
-                async fn $name() {
-                    let factory = $factory;
-                    ::session_store_core::testing::behaviours::$name(&factory).await;
-                }
-            )*
-        }
-    };
-}
