@@ -145,19 +145,12 @@ fn describe_kind(kind: &Kind, key: &str) -> String {
             if is_secret(key) {
                 format!("invalid value: expected {expected}")
             } else {
-                format!(
-                    "invalid value: found {}, expected {expected}",
-                    describe_actual(actual)
-                )
+                format!("invalid value: found {}, expected {expected}", actual)
             }
         }
         Kind::Message(message) => message.clone(),
         other => other.to_string(),
     }
-}
-
-fn describe_actual(actual: &Actual) -> String {
-    actual.to_string()
 }
 
 /// Keys whose values may hold credentials and are never echoed.
