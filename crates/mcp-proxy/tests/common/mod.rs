@@ -1,0 +1,348 @@
+//! Shared harness of the end-to-end tests: the real `mcp-proxy` and
+//! `demo-upstream` binaries as child processes on free loopback ports (killed on
+//! drop), and a small raw MCP client over reqwest.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use futures::StreamExt;
+use mcp_proxy::sse::{SseEvent, SseParser};
+use serde_json::{json, Value};
+
+/// Longest wait for a process to print its listening address.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for any single HTTP exchange in a test.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A child process, killed when dropped.
+pub struct Process {
+    child: Child,
+    /// The address it printed as listening on.
+    pub address: SocketAddr,
+    /// Where its stderr goes (for debugging a failure).
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `command` and waits (bounded) for its `... listening on <addr>` line.
+    fn start(mut command: Command, name: &str) -> Process {
+        let log = scratch_path(&format!("{name}.log"));
+        let stderr = std::fs::File::create(&log).unwrap();
+        command
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .stdin(Stdio::null());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some((_, address)) = line.split_once("listening on ") {
+                    let _ = tx.send(address.trim().to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(address) => Process {
+                child,
+                address: address.parse().unwrap(),
+                log,
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("{name} did not start within {STARTUP_TIMEOUT:?}; its log:\n{log_text}");
+            }
+        }
+    }
+
+    /// Kills the process now and waits for it to exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The process's MCP endpoint URL.
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.address)
+    }
+
+    /// A URL on the process.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A file path unique to this test process in cargo's scratch directory.
+pub fn scratch_path(name: &str) -> PathBuf {
+    let unique = format!(
+        "{}-{:08x}-{name}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(unique)
+}
+
+/// Starts the rmcp demo upstream on a free loopback port.
+pub fn start_upstream() -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_demo-upstream"));
+    command
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn");
+    Process::start(command, "demo-upstream")
+}
+
+/// Starts `mcp-proxy` with `[proxy]` pointing at `upstream`, `listen` (use
+/// `127.0.0.1:0` for a free port), admin endpoints on, and `extra_toml` appended
+/// (e.g. a `[storage]` table). The environment is cleared so stray `MCP_PROXY_*`
+/// or `SESSION_STORE_*` variables cannot change the test.
+pub fn start_proxy(upstream: &str, listen: &str, proxy_keys: &str, extra_toml: &str) -> Process {
+    let config = scratch_path("mcp-proxy.toml");
+    let toml = format!(
+        "[proxy]\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\nadmin_endpoints = true\nupstream_timeout = \"10s\"\n{proxy_keys}\n{extra_toml}\n"
+    );
+    std::fs::write(&config, toml).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"));
+    command
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .arg("--config")
+        .arg(&config);
+    Process::start(command, "mcp-proxy")
+}
+
+/// A raw MCP client: reqwest with the MCP headers.
+pub struct RawClient {
+    pub http: reqwest::Client,
+    pub session: Option<String>,
+    pub authorization: Option<String>,
+}
+
+/// A reply: status, headers and either the JSON messages (from a JSON body or
+/// every SSE event) or nothing.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub events: Vec<SseEvent>,
+    pub json: Option<Value>,
+}
+
+impl Reply {
+    /// Every JSON-RPC message of the reply, in order.
+    pub fn messages(&self) -> Vec<Value> {
+        let mut messages: Vec<Value> = self
+            .events
+            .iter()
+            .filter(|event| !event.data.is_empty())
+            .map(|event| serde_json::from_str(&event.data).unwrap())
+            .collect();
+        messages.extend(self.json.clone());
+        messages
+    }
+}
+
+impl RawClient {
+    pub fn new() -> Self {
+        RawClient {
+            http: reqwest::Client::builder().build().unwrap(),
+            session: None,
+            authorization: None,
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .request(method, url)
+            .timeout(EXCHANGE_TIMEOUT)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", "2025-06-18");
+        if let Some(session) = &self.session {
+            request = request.header("mcp-session-id", session);
+        }
+        if let Some(authorization) = &self.authorization {
+            request = request.header("authorization", authorization);
+        }
+        request
+    }
+
+    /// POSTs `body` and reads the whole reply.
+    pub async fn post(&self, url: &str, body: &Value) -> Reply {
+        self.post_bytes(url, serde_json::to_vec(body).unwrap())
+            .await
+    }
+
+    /// POSTs raw bytes and reads the whole reply.
+    pub async fn post_bytes(&self, url: &str, body: Vec<u8>) -> Reply {
+        let response = self
+            .request(reqwest::Method::POST, url)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        read_reply(response).await
+    }
+
+    /// Sends `initialize` and keeps the session id the proxy returns.
+    pub async fn initialize(&mut self, url: &str) -> Reply {
+        let reply = self
+            .post(
+                url,
+                &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+                    "protocolVersion":"2025-06-18","capabilities":{},
+                    "clientInfo":{"name":"raw-test-client","version":"1.0"}}}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        self.session = Some(reply.headers["mcp-session-id"].to_str().unwrap().to_owned());
+        let accepted = self
+            .post(
+                url,
+                &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+            )
+            .await;
+        assert_eq!(accepted.status, 202, "{accepted:?}");
+        reply
+    }
+
+    /// Calls a tool and returns every message of the reply.
+    pub async fn call_tool(&self, url: &str, id: u64, name: &str, arguments: Value) -> Reply {
+        self.post(
+            url,
+            &json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+                "name":name,"arguments":arguments,"_meta":{"progressToken":format!("p{id}")}}}),
+        )
+        .await
+    }
+
+    /// POSTs `body` and returns the open SSE response (for reading part of it).
+    pub async fn post_stream(&self, url: &str, body: &Value) -> reqwest::Response {
+        let response = self
+            .http
+            .request(reqwest::Method::POST, url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("mcp-session-id", self.session.clone().unwrap())
+            .body(serde_json::to_vec(body).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response
+    }
+
+    /// GET with `Last-Event-ID`: the resumed stream, read to its end.
+    pub async fn resume(&self, url: &str, last_event_id: &str) -> Reply {
+        let response = self
+            .request(reqwest::Method::GET, url)
+            .header("accept", "text/event-stream")
+            .header("last-event-id", last_event_id)
+            .send()
+            .await
+            .unwrap();
+        read_reply(response).await
+    }
+
+    /// DELETE the session.
+    pub async fn delete(&self, url: &str) -> reqwest::StatusCode {
+        self.request(reqwest::Method::DELETE, url)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+}
+
+/// Reads a reply to its end (bounded by [`EXCHANGE_TIMEOUT`]).
+pub async fn read_reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let is_sse = headers
+        .get("content-type")
+        .is_some_and(|value| value.to_str().unwrap().starts_with("text/event-stream"));
+    if is_sse {
+        let events = tokio::time::timeout(EXCHANGE_TIMEOUT, read_events(response, usize::MAX))
+            .await
+            .expect("SSE stream did not end in time");
+        return Reply {
+            status,
+            headers,
+            events,
+            json: None,
+        };
+    }
+    let body = response.bytes().await.unwrap();
+    let json = (!body.is_empty()).then(|| serde_json::from_slice(&body).unwrap());
+    Reply {
+        status,
+        headers,
+        events: Vec::new(),
+        json,
+    }
+}
+
+/// Reads SSE events until the stream ends or `count` events with data arrived.
+pub async fn read_events(response: reqwest::Response, count: usize) -> Vec<SseEvent> {
+    let mut parser = SseParser::new(16 * 1024 * 1024);
+    let mut events = Vec::new();
+    let mut with_data = 0;
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else { break };
+        for event in parser.push(&chunk).unwrap() {
+            with_data += usize::from(!event.data.is_empty());
+            events.push(event);
+            if with_data >= count {
+                return events;
+            }
+        }
+    }
+    events
+}
+
+/// The admin view of a session: `{session, frames, next_after}`.
+pub async fn admin_session(proxy: &Process, session: &str) -> Value {
+    let response = reqwest::Client::new()
+        .get(proxy.url(&format!("/sessions/{session}?limit=1000")))
+        .timeout(EXCHANGE_TIMEOUT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+/// The `progress` values and final result text of a countdown reply's messages.
+pub fn countdown_messages(messages: &[Value]) -> (Vec<u64>, Vec<String>) {
+    let progress = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .map(|m| m["params"]["progress"].as_f64().unwrap() as u64)
+        .collect();
+    let results = messages
+        .iter()
+        .filter_map(|m| m["result"]["content"][0]["text"].as_str())
+        .map(str::to_owned)
+        .collect();
+    (progress, results)
+}

@@ -1,0 +1,414 @@
+//! End to end over the memory store: the real `mcp-proxy` binary in front of the
+//! rmcp demo upstream, driven by an rmcp client and by raw HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{
+    admin_session, countdown_messages, read_events, start_proxy, start_upstream, RawClient,
+    EXCHANGE_TIMEOUT,
+};
+use mcp_proxy::event_id::ProxyEventId;
+use rmcp::{
+    model::{
+        CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
+    },
+    transport::StreamableHttpClientTransport,
+    ServiceExt,
+};
+use serde_json::{json, Value};
+
+const MEMORY: &str = "[storage]\nbackend = \"memory\"\n";
+
+#[tokio::test]
+async fn rmcp_client_works_through_the_proxy_and_every_message_is_recorded() {
+    let upstream = start_upstream();
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", MEMORY);
+
+    let transport = StreamableHttpClientTransport::from_uri(proxy.mcp_url());
+    let info = ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("e2e-rmcp-client", "1.0"),
+    )
+    .with_protocol_version(ProtocolVersion::V_2025_06_18);
+    let client = info.serve(transport).await.unwrap();
+    let server = client.peer_info().unwrap();
+    assert_eq!(server.server_info.as_ref().unwrap().name, "demo-upstream");
+
+    let tools = client.list_tools(None).await.unwrap();
+    let mut names: Vec<&str> = tools.tools.iter().map(|tool| tool.name.as_ref()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["add", "countdown", "echo"]);
+
+    let sum = client
+        .call_tool(
+            CallToolRequestParams::new("add")
+                .with_arguments(json!({"a": 20, "b": 22}).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(serde_json::to_value(&sum.content).unwrap()[0]["text"], "42");
+    let echo = client
+        .call_tool(
+            CallToolRequestParams::new("echo").with_arguments(
+                json!({"text": "through the proxy"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&echo.content).unwrap()[0]["text"],
+        "through the proxy"
+    );
+
+    // The store holds one session with both sides of the handshake and every message.
+    let listing: Value = serde_json::from_slice(
+        &reqwest::get(proxy.url("/sessions"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let sessions = listing["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{listing}");
+    let id = sessions[0]["id"].as_str().unwrap();
+    let view = admin_session(&proxy, id).await;
+    let session = &view["session"];
+    assert_eq!(session["status"], "active");
+    assert_eq!(session["protocol_version"], "2025-06-18");
+    assert_eq!(
+        session["client_info"]["clientInfo"]["name"],
+        "e2e-rmcp-client"
+    );
+    assert_eq!(
+        session["server_info"]["serverInfo"]["name"],
+        "demo-upstream"
+    );
+    assert!(session["upstream_session_id"].is_string());
+    assert_ne!(session["upstream_session_id"], session["id"], "dual ids");
+
+    let frames = view["frames"].as_array().unwrap();
+    let payloads = |direction: &str| -> Vec<Value> {
+        frames
+            .iter()
+            .filter(|frame| frame["direction"] == direction)
+            .map(|frame| serde_json::from_str(frame["payload"].as_str().unwrap()).unwrap())
+            .collect()
+    };
+    let sent = payloads("client_to_server");
+    let received = payloads("server_to_client");
+    let methods: Vec<&str> = sent.iter().filter_map(|m| m["method"].as_str()).collect();
+    assert_eq!(
+        methods,
+        [
+            "initialize",
+            "notifications/initialized",
+            "tools/list",
+            "tools/call",
+            "tools/call"
+        ]
+    );
+    // One response per request, each recorded with the id of the request.
+    let request_ids: Vec<&Value> = sent
+        .iter()
+        .filter(|m| m.get("id").is_some())
+        .map(|m| &m["id"])
+        .collect();
+    let response_ids: Vec<&Value> = received
+        .iter()
+        .filter(|m| m.get("result").is_some())
+        .map(|m| &m["id"])
+        .collect();
+    assert_eq!(request_ids, response_ids);
+    assert_eq!(
+        session["frame_count"].as_u64().unwrap(),
+        frames.len() as u64
+    );
+
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn refusals_have_the_statuses_the_spec_and_the_brief_ask_for() {
+    let upstream = start_upstream();
+    let proxy = start_proxy(
+        &upstream.mcp_url(),
+        "127.0.0.1:0",
+        "max_body_bytes = 2048",
+        MEMORY,
+    );
+    let url = proxy.mcp_url();
+    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
+
+    let mut client = RawClient::new();
+    // No session id on a request other than initialize: 400.
+    let missing = client.post(&url, &list).await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.json.as_ref().unwrap()["error"]["code"], -32600);
+    // An id the proxy never issued: 404.
+    client.session = Some("0123456789abcdef0123456789abcdef".into());
+    assert_eq!(client.post(&url, &list).await.status, 404);
+    // Not JSON: 400 with a parse error.
+    client.session = None;
+    let garbage = client.post_bytes(&url, b"{not json".to_vec()).await;
+    assert_eq!(garbage.status, 400);
+    assert_eq!(garbage.json.as_ref().unwrap()["error"]["code"], -32700);
+    // Larger than max_body_bytes: 413.
+    client.initialize(&url).await;
+    let big = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+        "name":"echo","arguments":{"text":"x".repeat(4096)}}});
+    let too_large = client.post(&url, &big).await;
+    assert_eq!(too_large.status, 413);
+    assert!(too_large.json.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_body_bytes"));
+    // GET without a session: 400; with an unknown Last-Event-ID format: 400.
+    let bare = reqwest::Client::new()
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 400);
+    let foreign = client.resume(&url, "not-ours").await;
+    assert_eq!(foreign.status, 400);
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_502_with_a_json_rpc_error() {
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let proxy = start_proxy(
+        &format!("http://127.0.0.1:{closed_port}/mcp"),
+        "127.0.0.1:0",
+        "",
+        MEMORY,
+    );
+    let mut client = RawClient::new();
+    let reply = client
+        .post(
+            &proxy.mcp_url(),
+            &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+                "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}),
+        )
+        .await;
+    assert_eq!(reply.status, 502);
+    let body = reply.json.unwrap();
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unreachable"));
+    // No session was created for the failed initialize.
+    client.session = None;
+    let listing: Value = serde_json::from_slice(
+        &reqwest::get(proxy.url("/sessions"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(listing["sessions"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn a_cut_sse_stream_resumes_with_exactly_the_missed_events() {
+    let upstream = start_upstream();
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", MEMORY);
+    let url = proxy.mcp_url();
+    let mut client = RawClient::new();
+    client.initialize(&url).await;
+
+    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{
+        "name":"countdown","arguments":{"from":6,"interval_ms":100},"_meta":{"progressToken":"cut"}}});
+    let stream = client.post_stream(&url, &call).await;
+    let first = tokio::time::timeout(EXCHANGE_TIMEOUT, read_events(stream, 2))
+        .await
+        .unwrap();
+    // The stream is dropped here: the client is gone, the proxy keeps recording.
+    let last_id = first.last().unwrap().id.clone().unwrap();
+    let parsed: ProxyEventId = last_id.parse().unwrap();
+    assert!(parsed.stream.as_str().starts_with('r'));
+
+    let resumed = client.resume(&url, &last_id).await;
+    assert_eq!(resumed.status, 200);
+    let mut messages: Vec<Value> = first
+        .iter()
+        .filter(|event| !event.data.is_empty())
+        .map(|event| serde_json::from_str(&event.data).unwrap())
+        .collect();
+    messages.extend(resumed.messages());
+    let (progress, results) = countdown_messages(&messages);
+    assert_eq!(progress, [1, 2, 3, 4, 5, 6], "none lost, none repeated");
+    assert_eq!(results, ["countdown from 6 done"]);
+    // Every resumed event names the same stream, after the last one seen.
+    for event in resumed.events.iter().filter(|event| !event.data.is_empty()) {
+        let id: ProxyEventId = event.id.as_deref().unwrap().parse().unwrap();
+        assert_eq!(id.stream, parsed.stream);
+        assert!(id.frame > parsed.frame);
+    }
+    // Resuming from the end gives nothing more.
+    let last_of_all = resumed.events.last().unwrap().id.clone().unwrap();
+    assert!(client
+        .resume(&url, &last_of_all)
+        .await
+        .messages()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn delete_ends_the_session_and_credentials_bind_it() {
+    let upstream = start_upstream();
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", MEMORY);
+    let url = proxy.mcp_url();
+    let mut client = RawClient::new();
+    client.authorization = Some("Bearer alice".into());
+    client.initialize(&url).await;
+    let session = client.session.clone().unwrap();
+    let view = admin_session(&proxy, &session).await;
+    assert_eq!(
+        view["session"]["tags"]["credential_sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+
+    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
+    assert_eq!(client.post(&url, &list).await.status, 200);
+    let mut thief = RawClient::new();
+    thief.session = Some(session.clone());
+    assert_eq!(thief.post(&url, &list).await.status, 404, "no credentials");
+    thief.authorization = Some("Bearer mallory".into());
+    assert_eq!(
+        thief.post(&url, &list).await.status,
+        404,
+        "other credentials"
+    );
+    assert_eq!(thief.delete(&url).await, 404);
+
+    assert!(client.delete(&url).await.is_success());
+    assert_eq!(client.post(&url, &list).await.status, 404);
+    assert_eq!(client.delete(&url).await, 404);
+}
+
+#[tokio::test]
+async fn health_and_metrics_report_the_store_and_the_traffic() {
+    let upstream = start_upstream();
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", MEMORY);
+    let mut client = RawClient::new();
+    client.initialize(&proxy.mcp_url()).await;
+    let reply = client
+        .call_tool(&proxy.mcp_url(), 1, "add", json!({"a": 1, "b": 2}))
+        .await;
+    assert_eq!(reply.status, 200);
+
+    let health = reqwest::get(proxy.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let health: Value = serde_json::from_slice(&health.bytes().await.unwrap()).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["backend"], "memory");
+
+    let metrics = reqwest::get(proxy.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "mcp_proxy_sessions_created_total 1",
+        "mcp_proxy_active_sessions 1",
+        "mcp_proxy_frames_appended_total{direction=\"client_to_server\"} 3",
+        "mcp_proxy_store_operation_duration_seconds_count{operation=\"append_frame\"}",
+        "mcp_proxy_http_requests_total{method=\"POST\",status=\"202\"} 1",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected} in\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sessionless_requests_are_forwarded_without_a_session() {
+    let upstream = start_upstream();
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", MEMORY);
+    let response = reqwest::Client::new()
+        .post(proxy.mcp_url())
+        .timeout(EXCHANGE_TIMEOUT)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "add")
+        .body(
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+                "name":"add","arguments":{"a":1,"b":2},"_meta":{
+                    "io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities":{},
+                    "io.modelcontextprotocol/clientInfo":{"name":"sessionless","version":"1"}}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("mcp-session-id").is_none());
+    let reply = common::read_reply(response).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let messages = reply.messages();
+    assert_eq!(
+        messages.last().unwrap()["result"]["content"][0]["text"],
+        "3"
+    );
+    let listing: Value = serde_json::from_slice(
+        &reqwest::get(proxy.url("/sessions"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(listing["sessions"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_bad_configuration_exits_non_zero_with_a_clear_message() {
+    let config = common::scratch_path("bad.toml");
+    std::fs::write(
+        &config,
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream_timeout = \"soon\"\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .env_clear()
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("upstream_timeout"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .env_clear()
+        .args(["--config", "/nonexistent/mcp-proxy.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/mcp-proxy.toml"));
+}
