@@ -46,7 +46,13 @@ pub fn bail_if_interrupted() -> Result<()> {
 
 /// The command line as a user would type it, for logs and error messages.
 pub fn display(command: &Command) -> String {
-    let mut line = command.get_program().to_string_lossy().into_owned();
+    // `cargo` rather than the toolchain path in $CARGO: shorter and copy-pasteable.
+    let program = Path::new(command.get_program());
+    let mut line = if program.file_name() == Some(OsStr::new("cargo")) {
+        "cargo".to_string()
+    } else {
+        program.to_string_lossy().into_owned()
+    };
     for arg in command.get_args() {
         line.push(' ');
         line.push_str(&shell_word(arg));
