@@ -1,10 +1,7 @@
 //! Where a configuration value came from, in the words a user fixes it with: the
 //! TOML file and dotted key, the exact environment variable, or the default.
 
-use figment::{
-    error::{Actual, Kind},
-    Figment, Metadata, Profile,
-};
+use figment::{error::Kind, Figment, Metadata, Profile};
 use session_store_core::Error;
 
 use super::load::ENV_METADATA_NAME;
