@@ -373,4 +373,27 @@ mod tests {
                 .unwrap();
         assert_eq!(config.storage.redis.url.as_str(), "redis://127.0.0.1:7000");
     }
+
+    fn example(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn the_memory_example_is_valid() {
+        let config =
+            ProxyConfig::from_toml_str(&example("mcp-proxy.toml"), &Overrides::default()).unwrap();
+        assert_eq!(config.storage.backend.as_str(), "memory");
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn the_redis_example_is_valid() {
+        let config =
+            ProxyConfig::from_toml_str(&example("mcp-proxy-redis.toml"), &Overrides::default())
+                .unwrap();
+        assert_eq!(config.storage.backend.as_str(), "redis");
+    }
 }
