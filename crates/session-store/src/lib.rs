@@ -56,7 +56,11 @@ pub use session_store_memory::MemoryStore;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use session_store_redis::RedisStore;
+pub use session_store_redis::{RedisConfig, RedisStore, Topology};
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis_backend::redis_config;
 
 pub use build::{build, build_with_clock};
 pub use config::{

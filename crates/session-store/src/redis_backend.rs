@@ -1,23 +1,55 @@
 //! The `redis` branch of [`build`](crate::build): maps `[storage.redis]` onto the
-//! Redis backend and connects.
+//! Redis backend's [`RedisConfig`] and connects.
 
 use std::sync::Arc;
 
-use session_store_core::{Clock, Error, Result, SessionStore};
+use session_store_core::{Clock, Result, SessionStore};
+use session_store_redis::{RedisConfig, RedisStore, Topology};
 
-use crate::StorageConfig;
+use crate::{config::RedisSection, StorageConfig};
 
 /// Connects the Redis backend described by `config.redis`.
-///
-/// Not wired yet: the Redis crate's `RedisStore::connect(RedisConfig,
-/// StoreSettings, Arc<dyn Clock>)` is being written; until it lands this returns a
-/// configuration error rather than a store that does not work.
 pub(crate) async fn build_redis(
     config: &StorageConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn SessionStore>> {
-    let _ = (config.settings(), clock);
-    Err(Error::config(
-        "storage.backend = \"redis\": the Redis backend is not yet wired into the session-store facade",
-    ))
+    let store = RedisStore::connect(redis_config(&config.redis), config.settings(), clock).await?;
+    Ok(Arc::new(store))
+}
+
+/// The backend's connection settings for `[storage.redis]`. Cluster wins over
+/// sentinel, which wins over `url` (validation rejects cluster and sentinel together).
+pub fn redis_config(section: &RedisSection) -> RedisConfig {
+    let urls = |nodes: &[crate::config::RedisUrl]| -> Vec<String> {
+        nodes.iter().map(|node| node.as_str().to_owned()).collect()
+    };
+    let topology = match (&section.cluster, &section.sentinel) {
+        (Some(cluster), _) => Topology::Cluster {
+            nodes: urls(&cluster.nodes),
+        },
+        (None, Some(sentinel)) => Topology::Sentinel {
+            service_name: sentinel.service_name.clone(),
+            nodes: urls(&sentinel.nodes),
+        },
+        (None, None) => Topology::Standalone {
+            url: section.url.as_str().to_owned(),
+        },
+    };
+    RedisConfig {
+        topology,
+        username: section.username.clone(),
+        password: section
+            .password
+            .as_ref()
+            .map(|secret| secret.expose().to_owned()),
+        tls: section.tls,
+        pool_size: section.pool_size,
+        connect_timeout: section.connect_timeout,
+        command_timeout: section.command_timeout,
+        reconnect_min_delay: section.reconnect_min_delay,
+        reconnect_max_delay: section.reconnect_max_delay,
+        reconnect_max_attempts: section.reconnect_max_attempts,
+        key_prefix: section.key_prefix.clone(),
+        index_shards: section.index_shards,
+    }
 }
