@@ -412,3 +412,57 @@ fn a_bad_configuration_exits_non_zero_with_a_clear_message() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/mcp-proxy.toml"));
 }
+
+#[tokio::test]
+async fn a_silent_upstream_is_a_504_with_a_json_rpc_error() {
+    // The kernel accepts connections into the backlog; nobody ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}/mcp", silent.local_addr().unwrap());
+    let proxy = start_proxy(
+        &upstream,
+        "127.0.0.1:0",
+        "upstream_timeout = \"1s\"",
+        MEMORY,
+    );
+    let reply = RawClient::new()
+        .post(
+            &proxy.mcp_url(),
+            &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+                "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}),
+        )
+        .await;
+    assert_eq!(reply.status, 504);
+    let body = reply.json.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("upstream_timeout"));
+    drop(silent);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_stream_finish() {
+    let upstream = start_upstream();
+    let mut proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", MEMORY);
+    let mut client = RawClient::new();
+    client.initialize(&proxy.mcp_url()).await;
+    let call = json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{
+        "name":"countdown","arguments":{"from":5,"interval_ms":100},"_meta":{"progressToken":"term"}}});
+    let stream = client.post_stream(&proxy.mcp_url(), &call).await;
+
+    let status = Command::new("kill")
+        .args(["-TERM", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let reply = common::read_reply(stream).await;
+    let (progress, results) = countdown_messages(&reply.messages());
+    assert_eq!(progress, [1, 2, 3, 4, 5]);
+    assert_eq!(results, ["countdown from 5 done"]);
+    // With nothing left in flight, the proxy exits cleanly.
+    assert!(proxy
+        .wait_exit(EXCHANGE_TIMEOUT)
+        .is_some_and(|code| code == 0));
+}

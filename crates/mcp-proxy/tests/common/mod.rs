@@ -52,25 +52,48 @@ impl Process {
                 }
             }
         });
-        match rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(address) => Process {
-                child,
-                address: address.parse().unwrap(),
-                log,
-            },
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
+        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            if let Ok(address) = rx.recv_timeout(Duration::from_millis(50)) {
+                return Process {
+                    child,
+                    address: address.parse().unwrap(),
+                    log,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
                 let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("{name} did not start within {STARTUP_TIMEOUT:?}; its log:\n{log_text}");
+                panic!("{name} exited at start ({status}); its log:\n{log_text}");
             }
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+        panic!("{name} did not start within {STARTUP_TIMEOUT:?}; its log:\n{log_text}");
     }
 
     /// Kills the process now and waits for it to exit.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The operating system's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (polling, bounded by `limit`) for the process to exit on its own;
+    /// its exit code, or `None` when it is still running or was killed by a signal.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// The process's MCP endpoint URL.
@@ -115,8 +138,13 @@ pub fn start_upstream() -> Process {
 /// or `SESSION_STORE_*` variables cannot change the test.
 pub fn start_proxy(upstream: &str, listen: &str, proxy_keys: &str, extra_toml: &str) -> Process {
     let config = scratch_path("mcp-proxy.toml");
+    let timeout = if proxy_keys.contains("upstream_timeout") {
+        ""
+    } else {
+        "upstream_timeout = \"10s\"\n"
+    };
     let toml = format!(
-        "[proxy]\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\nadmin_endpoints = true\nupstream_timeout = \"10s\"\n{proxy_keys}\n{extra_toml}\n"
+        "[proxy]\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\nadmin_endpoints = true\n{timeout}{proxy_keys}\n{extra_toml}\n"
     );
     std::fs::write(&config, toml).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"));
