@@ -1,6 +1,6 @@
 //! The `mcp-proxy` binary: parse flags, load configuration, serve.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
 use mcp_proxy::{app, cli::Cli, config::ProxyConfig};
@@ -13,6 +13,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = match ProxyConfig::load(cli.config.as_deref(), &cli.overrides()) {
         Ok(config) => config,

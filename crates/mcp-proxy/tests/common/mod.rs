@@ -190,7 +190,12 @@ impl Reply {
 impl RawClient {
     pub fn new() -> Self {
         RawClient {
-            http: reqwest::Client::builder().build().unwrap(),
+            // No pooled connections: a test restarts a proxy on the same address,
+            // and a connection to the killed process must not be reused.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
             session: None,
             authorization: None,
         }
