@@ -93,11 +93,7 @@ async fn live_stream(
     if !upstream.status().is_success() || !is_event_stream(upstream.headers()) {
         return Ok(pass_through(app, upstream).await);
     }
-    let relay = Relay {
-        target,
-        pending_initialize: None,
-        when_client_leaves: WhenClientLeaves::Stop,
-    };
+    let relay = Relay::new(target, WhenClientLeaves::Stop);
     let (tx, body) = client_channel();
     let app = app.clone();
     tokio::spawn(async move { relay.run(&app, upstream, &tx).await });

@@ -24,7 +24,7 @@ use crate::{
     errors::ProxyError,
     event_id::{StreamId, StreamKind},
     jsonrpc::{self, ClientMessage, InitializeRequest},
-    relay::{sse_response, Relay, StreamTarget, WhenClientLeaves, MAX_EVENT_BYTES},
+    relay::{sse_response, Reconnect, Relay, StreamTarget, WhenClientLeaves, MAX_EVENT_BYTES},
     session::{self, client_session_id, credential_fingerprint},
     upstream::{forwarded_headers, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER},
 };
@@ -56,6 +56,7 @@ async fn forward_post(
         // expiry like a touch), so no separate touch is needed.
         let stream = record_request(&app, &session.id, &body, &headers).await?;
         let forwarded = forwarded_headers(&headers, session.upstream_session_id.as_deref());
+        let reconnect = reconnect_for(&message, &forwarded);
         let upstream = app
             .upstream
             .send(Method::POST, forwarded, Some(body))
@@ -63,17 +64,22 @@ async fn forward_post(
         if upstream.status() == StatusCode::NOT_FOUND {
             return Err(upstream_lost_session(&app, &session.id).await);
         }
-        return relay_reply(&app, Some((session.id, stream)), None, upstream).await;
+        let reply = Reply {
+            target: Some((session.id, stream)),
+            pending_initialize: None,
+            reconnect,
+        };
+        return relay_reply(&app, reply, upstream).await;
     }
     if let Some(initialize) = message.initialize.clone() {
-        return initialize_session(&app, &headers, body, initialize, credential).await;
+        return initialize_session(&app, &headers, body, &message, initialize, credential).await;
     }
     if is_sessionless(&headers, &message) {
         let upstream = app
             .upstream
             .send(Method::POST, forwarded_headers(&headers, None), Some(body))
             .await?;
-        return relay_reply(&app, None, None, upstream).await;
+        return relay_reply(&app, Reply::unrecorded(), upstream).await;
     }
     Err(ProxyError::MissingSessionId)
 }
@@ -94,6 +100,7 @@ async fn initialize_session(
     app: &Arc<AppState>,
     headers: &HeaderMap,
     body: Bytes,
+    message: &ClientMessage,
     request: InitializeRequest,
     credential: Option<String>,
 ) -> Result<Response, ProxyError> {
@@ -106,7 +113,7 @@ async fn initialize_session(
         )
         .await?;
     if !upstream.status().is_success() {
-        return relay_reply(app, None, None, upstream).await;
+        return relay_reply(app, Reply::unrecorded(), upstream).await;
     }
     let upstream_session_id = upstream
         .headers()
@@ -135,7 +142,41 @@ async fn initialize_session(
             StreamId::new_unrecorded()
         }
     };
-    relay_reply(app, Some((session.id, stream)), Some(request.id), upstream).await
+    let forwarded = forwarded_headers(headers, session.upstream_session_id.as_deref());
+    let reply = Reply {
+        reconnect: reconnect_for(message, &forwarded),
+        target: Some((session.id, stream)),
+        pending_initialize: Some(request.id),
+    };
+    relay_reply(app, reply, upstream).await
+}
+
+/// How the reply to a POST is handled.
+struct Reply {
+    /// The session and stream it is recorded under; `None`: not recorded.
+    target: Option<(SessionId, StreamId)>,
+    /// The id of an `initialize` request whose result completes the session.
+    pending_initialize: Option<Value>,
+    /// How to poll the upstream when it closes the reply stream early.
+    reconnect: Option<Reconnect>,
+}
+
+impl Reply {
+    fn unrecorded() -> Self {
+        Reply {
+            target: None,
+            pending_initialize: None,
+            reconnect: None,
+        }
+    }
+}
+
+/// Polling the upstream for an unfinished reply stream, for a message with requests.
+fn reconnect_for(message: &ClientMessage, forwarded: &HeaderMap) -> Option<Reconnect> {
+    (!message.request_ids.is_empty()).then(|| Reconnect {
+        headers: forwarded.clone(),
+        awaiting: message.request_ids.clone(),
+    })
 }
 
 /// The upstream no longer knows the session: it is over for every instance.
@@ -195,10 +236,14 @@ async fn record_request(
 /// else read whole (a single JSON message), recorded, and returned.
 async fn relay_reply(
     app: &Arc<AppState>,
-    target: Option<(SessionId, StreamId)>,
-    pending_initialize: Option<Value>,
+    reply: Reply,
     upstream: reqwest::Response,
 ) -> Result<Response, ProxyError> {
+    let Reply {
+        target,
+        pending_initialize,
+        reconnect,
+    } = reply;
     let status = upstream.status();
     let content_type = upstream.headers().get(header::CONTENT_TYPE).cloned();
     let is_sse = content_type
@@ -208,18 +253,17 @@ async fn relay_reply(
     let session = target.as_ref().map(|(session, _)| session.clone());
 
     if is_sse {
-        let relay = Relay {
-            target: target.map(|(session, stream)| StreamTarget {
-                cursor: match stream.kind() {
-                    StreamKind::Request(request) => request,
-                    StreamKind::Get | StreamKind::Unrecorded => FrameId::ZERO,
-                },
-                session,
-                stream,
-            }),
-            pending_initialize,
-            when_client_leaves: WhenClientLeaves::KeepRecording,
-        };
+        let target = target.map(|(session, stream)| StreamTarget {
+            cursor: match stream.kind() {
+                StreamKind::Request(request) => request,
+                StreamKind::Get | StreamKind::Unrecorded => FrameId::ZERO,
+            },
+            session,
+            stream,
+        });
+        let mut relay = Relay::new(target, WhenClientLeaves::KeepRecording);
+        relay.pending_initialize = pending_initialize;
+        relay.reconnect = reconnect;
         let body = relay.spawn(app.clone(), upstream);
         return Ok(sse_response(status, session.as_ref(), body));
     }

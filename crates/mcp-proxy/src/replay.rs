@@ -253,15 +253,12 @@ impl Replay {
             }
             _ => return,
         };
-        let relay = Relay {
-            target: Some(StreamTarget {
-                session: session.id.clone(),
-                stream: self.stream.clone(),
-                cursor: self.delivered,
-            }),
-            pending_initialize: None,
-            when_client_leaves: WhenClientLeaves::Stop,
+        let target = StreamTarget {
+            session: session.id.clone(),
+            stream: self.stream.clone(),
+            cursor: self.delivered,
         };
+        let relay = Relay::new(Some(target), WhenClientLeaves::Stop);
         relay.run(app, upstream, tx).await;
     }
 }
