@@ -27,12 +27,15 @@ enum Step {
         keys: Vec<String>,
         args: Vec<Value>,
     },
+    /// `WAIT`, sent to the node that owns `slot` (the write it follows).
+    Wait { args: Vec<Value>, slot: u16 },
 }
 
 /// Commands to send together; `push*` returns the index of the reply.
 #[derive(Default)]
 pub(crate) struct Batch {
     steps: Vec<Step>,
+    retry_safe: bool,
 }
 
 /// An argument for a command: text, a number or raw bytes.
@@ -53,6 +56,30 @@ pub(crate) fn raw(bytes: Vec<u8>) -> Value {
 impl Batch {
     pub(crate) fn new() -> Self {
         Batch::default()
+    }
+
+    /// A batch that may be sent again when an attempt fails on the way (reads,
+    /// expiry slides, keyed appends): [`RedisStore::run`](crate::RedisStore)
+    /// retries it within the command timeout.
+    pub(crate) fn retry_safe() -> Self {
+        Batch {
+            steps: Vec::new(),
+            retry_safe: true,
+        }
+    }
+
+    pub(crate) fn is_retry_safe(&self) -> bool {
+        self.retry_safe
+    }
+
+    /// Queues `WAIT <replicas> <timeout_ms>` on the node owning `key`, after the
+    /// writes it must cover (same connection, same pipeline).
+    pub(crate) fn push_wait(&mut self, key: &str, replicas: u32, timeout_ms: u64) -> usize {
+        self.steps.push(Step::Wait {
+            args: vec![num(u64::from(replicas)), num(timeout_ms)],
+            slot: fred::util::redis_keyslot(key.as_bytes()),
+        });
+        self.steps.len() - 1
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -93,6 +120,12 @@ impl Batch {
             .map(|step| match step {
                 Step::Command { name, args } => (
                     CustomCommand::new(*name, ClusterHash::FirstKey, false),
+                    args.clone(),
+                ),
+                // Not flagged blocking: fred would then refuse to pipeline it with
+                // the write it must follow on the same connection.
+                Step::Wait { args, slot } => (
+                    CustomCommand::new("WAIT", ClusterHash::Custom(*slot), false),
                     args.clone(),
                 ),
                 Step::Script { script, keys, args } => {
@@ -139,6 +172,13 @@ impl Replies {
                 "{what}: redis sent no reply for this command"
             ))),
         }
+    }
+
+    /// True when some reply is an error that sending again may cure.
+    pub(crate) fn has_transient_error(&self) -> bool {
+        self.replies
+            .iter()
+            .any(|r| matches!(r, Some(Err(e)) if crate::failure::is_transient(e)))
     }
 
     /// The reply at `index` as an integer.

@@ -68,6 +68,16 @@ pub struct RedisConfig {
     /// over cluster slots; changing it on a live deployment orphans index entries
     /// until the sessions expire (they are still readable by id).
     pub index_shards: u16,
+    /// Replicas that must acknowledge every write before it returns (`WAIT`);
+    /// 0 (the default) does not wait. Replication is asynchronous, so without it a
+    /// write acknowledged by the primary can be lost in a failover. A write that
+    /// is not acknowledged by this many replicas within
+    /// [`replica_wait_timeout`](Self::replica_wait_timeout) is
+    /// [`Error::Unavailable`] (it may still have been applied).
+    pub wait_for_replicas: u32,
+    /// How long a write waits for [`wait_for_replicas`](Self::wait_for_replicas)
+    /// acknowledgements; keep it below `command_timeout`.
+    pub replica_wait_timeout: Duration,
 }
 
 impl Default for RedisConfig {
@@ -87,6 +97,8 @@ impl Default for RedisConfig {
             reconnect_max_attempts: 0,
             key_prefix: "mcp".to_owned(),
             index_shards: 16,
+            wait_for_replicas: 0,
+            replica_wait_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -106,6 +118,8 @@ impl fmt::Debug for RedisConfig {
             .field("reconnect_max_attempts", &self.reconnect_max_attempts)
             .field("key_prefix", &self.key_prefix)
             .field("index_shards", &self.index_shards)
+            .field("wait_for_replicas", &self.wait_for_replicas)
+            .field("replica_wait_timeout", &self.replica_wait_timeout)
             .finish()
     }
 }
@@ -156,6 +170,20 @@ impl RedisConfig {
         ] {
             if value.is_zero() {
                 return Err(Error::config(format!("{name} must be greater than zero")));
+            }
+        }
+        if self.wait_for_replicas > 0 {
+            if self.replica_wait_timeout.as_millis() == 0 {
+                return Err(Error::config(
+                    "redis.replica_wait_timeout must be at least 1ms when redis.wait_for_replicas is set",
+                ));
+            }
+            if self.replica_wait_timeout >= self.command_timeout {
+                return Err(Error::config(format!(
+                    "redis.replica_wait_timeout ({:?}) must be shorter than redis.command_timeout ({:?}): \
+                     the write and its WAIT share one command timeout",
+                    self.replica_wait_timeout, self.command_timeout
+                )));
             }
         }
         if self.reconnect_min_delay > self.reconnect_max_delay {

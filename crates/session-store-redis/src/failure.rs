@@ -39,6 +39,21 @@ pub(crate) fn from_fred(error: &FredError, address: &str, what: &str) -> Error {
     }
 }
 
+/// True when the same command may succeed if sent again soon: the connection
+/// failed or timed out, or the server answered "not now" (loading, failing over).
+pub(crate) fn is_transient(error: &FredError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::IO
+            | ErrorKind::Timeout
+            | ErrorKind::Canceled
+            | ErrorKind::Cluster
+            | ErrorKind::Routing
+            | ErrorKind::Backpressure
+            | ErrorKind::Sentinel
+    ) || is_transient_server_error(error.details())
+}
+
 /// Server replies that mean "try again later" rather than "never".
 fn is_transient_server_error(details: &str) -> bool {
     [

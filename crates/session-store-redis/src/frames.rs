@@ -2,7 +2,10 @@
 
 use session_store_core::{codec, Error, Frame, FrameId, Result, SessionId, StoredFrame};
 
+use crate::AppendKey;
+
 use crate::{
+    append_key::REMEMBERED_APPEND_KEYS,
     batch::{arg, num, raw, to_array, to_bytes, to_text, Batch},
     sessions::{corrupt_field, numbers, script_status},
     RedisStore,
@@ -13,7 +16,34 @@ use crate::{
 pub const MAX_FRAMES_PER_READ: usize = 10_000;
 
 impl RedisStore {
-    pub(crate) async fn append(&self, id: &SessionId, frame: Frame) -> Result<FrameId> {
+    /// Appends a frame under an idempotency key: sending the same key again (a
+    /// retry after a lost reply, a fallback write-back) stores nothing new and
+    /// returns the id the first attempt got, as long as fewer than
+    /// [`REMEMBERED_APPEND_KEYS`](crate::REMEMBERED_APPEND_KEYS) other appends
+    /// reached the session in between.
+    ///
+    /// Errors as [`append_frame`](session_store_core::SessionStore::append_frame).
+    pub async fn append_frame_with_key(
+        &self,
+        id: &SessionId,
+        frame: Frame,
+        key: &AppendKey,
+    ) -> Result<FrameId> {
+        self.append(id, frame, key).await
+    }
+
+    /// A fresh append key from this store's generator, for callers that keep it
+    /// to send the same append again.
+    pub fn new_append_key(&self) -> AppendKey {
+        self.append_keys.next_key()
+    }
+
+    pub(crate) async fn append(
+        &self,
+        id: &SessionId,
+        frame: Frame,
+        key: &AppendKey,
+    ) -> Result<FrameId> {
         self.settings.check_frame(&frame)?;
         let encoded = codec::encode(&frame)?;
         let now = self.now_ms();
@@ -21,7 +51,8 @@ impl RedisStore {
         let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
         let what = format!("append to `{meta}` and `{frames}`");
 
-        let mut batch = Batch::new();
+        // The key makes the script safe to send again, so the batch is retried.
+        let mut batch = Batch::retry_safe();
         let script = batch.push_script(
             &self.scripts.append,
             vec![meta.clone(), frames],
@@ -31,6 +62,8 @@ impl RedisStore {
                 num(self.settings.max_frames_per_session),
                 num(self.lifetime.ttl_ms),
                 num(self.lifetime.max_life_ms),
+                arg(key.as_str()),
+                num(REMEMBERED_APPEND_KEYS as u64),
             ],
         );
         let index = self.keys.expiry_index(self.keys.shard_of(id));
@@ -38,6 +71,7 @@ impl RedisStore {
             "ZADD",
             vec![arg(&index), arg("XX"), num(sliding), arg(id.as_str())],
         );
+        let wait = self.push_replica_wait(&mut batch, &meta);
         let mut replies = self.run(&batch, &what).await?;
 
         let (status, rest) = script_status(replies.take(script, &what)?, &what)?;
@@ -52,6 +86,7 @@ impl RedisStore {
             }
         }
         replies.take(zadd, &format!("ZADD XX `{index}`"))?;
+        self.check_replica_wait(&mut replies, wait, &what)?;
         let mut rest = rest.into_iter();
         let frame_id = rest
             .next()
@@ -78,7 +113,7 @@ impl RedisStore {
         // cut to `limit` below.
         let count = limit.clamp(1, MAX_FRAMES_PER_READ);
 
-        let mut batch = Batch::new();
+        let mut batch = Batch::retry_safe();
         let probe = self.push_probe(&mut batch, &meta);
         let range = batch.push(
             "XRANGE",
@@ -115,18 +150,30 @@ impl RedisStore {
         let now = self.now_ms();
         let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
         let what = format!("XLEN `{frames}`");
-        let mut batch = Batch::new();
+        // Counting is a read; deleting twice removes nothing more, but the second
+        // attempt would report 0 removed, so only the count is retried.
+        let mut batch = if delete {
+            Batch::new()
+        } else {
+            Batch::retry_safe()
+        };
         let probe = self.push_probe(&mut batch, &meta);
         let len = batch.push("XLEN", vec![arg(&frames)]);
         // Deleting the frames of a session that turns out not to be live removes
         // nothing anyone can read.
         let del = delete.then(|| batch.push("DEL", vec![arg(&frames)]));
+        let wait = if delete {
+            self.push_replica_wait(&mut batch, &meta)
+        } else {
+            None
+        };
         let mut replies = self.run(&batch, &what).await?;
         let live = self.read_probe(&mut replies, probe, &meta, now)?;
         let len = replies.int(len, &what)?;
         if let Some(del) = del {
             replies.take(del, &format!("DEL `{frames}`"))?;
         }
+        self.check_replica_wait(&mut replies, wait, &what)?;
         if live.is_none() {
             return Err(Error::NotFound(id.clone()));
         }

@@ -29,6 +29,7 @@
 //! # }
 //! ```
 
+mod append_key;
 mod batch;
 mod config;
 mod failure;
@@ -36,10 +37,14 @@ mod frames;
 mod keys;
 mod maintenance;
 mod record;
+mod retry;
 mod scripts;
 mod sessions;
 mod store;
+mod write_back;
 
+pub use append_key::{AppendKey, AppendKeys, REMEMBERED_APPEND_KEYS};
 pub use config::{RedisConfig, Topology};
 pub use frames::MAX_FRAMES_PER_READ;
 pub use store::RedisStore;
+pub use write_back::{KeyedFrame, SessionWriteBack, WriteBackReport};

@@ -105,7 +105,7 @@ impl RedisStore {
         let key = self.keys.id_index(shard);
         let what = format!("ZRANGE BYLEX `{key}`");
         let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
-        let mut batch = Batch::new();
+        let mut batch = Batch::retry_safe();
         let range = batch.push(
             "ZRANGE",
             vec![
@@ -138,7 +138,7 @@ impl RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut batch = Batch::new();
+        let mut batch = Batch::retry_safe();
         let slots: Vec<_> = ids
             .iter()
             .map(|id| {
@@ -160,13 +160,13 @@ impl RedisStore {
         if !gone.is_empty() {
             // Only entries whose meta is physically gone: an expired session still
             // present stays in the expiry index for purge to delete its keys.
-            let mut check = Batch::new();
+            let mut check = Batch::retry_safe();
             let exists: Vec<_> = gone
                 .iter()
                 .map(|id| check.push("EXISTS", vec![arg(self.keys.meta(id))]))
                 .collect();
             let mut replies = self.run(&check, "list").await?;
-            let mut prune = Batch::new();
+            let mut prune = Batch::retry_safe();
             for (id, index) in gone.iter().zip(exists) {
                 if replies.int(index, "EXISTS during list")? == 0 {
                     prune.push(
@@ -188,7 +188,7 @@ impl RedisStore {
 
     pub(crate) async fn count_sessions(&self) -> Result<u64> {
         let now = self.now_ms();
-        let mut batch = Batch::new();
+        let mut batch = Batch::retry_safe();
         let counts: Vec<_> = (0..self.keys.shards())
             .map(|shard| {
                 batch.push(
@@ -234,7 +234,7 @@ impl RedisStore {
     async fn purge_round(&self, shard: u16, now: u64) -> Result<(usize, u64)> {
         let index = self.keys.expiry_index(shard);
         let what = format!("ZRANGEBYSCORE `{index}`");
-        let mut batch = Batch::new();
+        let mut batch = Batch::retry_safe();
         let range = batch.push(
             "ZRANGEBYSCORE",
             vec![
@@ -250,7 +250,7 @@ impl RedisStore {
         let candidates = to_array(replies.take(range, &what)?, &what)?;
         let examined = candidates.len();
         let mut ids = Vec::with_capacity(examined);
-        let mut fixes = Batch::new();
+        let mut fixes = Batch::retry_safe();
         for member in candidates {
             match to_text(member.clone()).map(SessionId::new) {
                 Some(Ok(id)) => ids.push(id),
@@ -260,7 +260,7 @@ impl RedisStore {
             }
         }
 
-        let mut check = Batch::new();
+        let mut check = Batch::retry_safe();
         let probes: Vec<_> = ids
             .iter()
             .map(|id| self.push_probe(&mut check, &self.keys.meta(id)))
@@ -300,7 +300,7 @@ impl RedisStore {
 
     pub(crate) async fn check_health(&self) -> Result<Health> {
         let started = Instant::now();
-        let mut batch = Batch::new();
+        let mut batch = Batch::retry_safe();
         let ping = batch.push("PING", Vec::new());
         let info = batch.push("INFO", vec![arg("server")]);
         let mut replies = self.run(&batch, "health check").await?;

@@ -92,7 +92,7 @@ impl RedisStore {
         if actual >= sent {
             return Ok(());
         }
-        let mut batch = Batch::new();
+        let mut batch = Batch::retry_safe();
         let index = self.keys.expiry_index(self.keys.shard_of(id));
         let zadd = batch.push(
             "ZADD",
@@ -135,6 +135,7 @@ impl RedisStore {
             vec![arg(&expiry_index), num(expires), arg(id.as_str())],
         );
         let by_id = batch.push("ZADD", vec![arg(&id_index), arg("0"), arg(id.as_str())]);
+        let wait = self.push_replica_wait(&mut batch, &meta);
         let mut replies = self.run(&batch, &what).await?;
 
         let (status, rest) = script_status(replies.take(script, &what)?, &what)?;
@@ -151,6 +152,7 @@ impl RedisStore {
         }
         replies.take(by_expiry, &format!("ZADD `{expiry_index}`"))?;
         replies.take(by_id, &format!("ZADD `{id_index}`"))?;
+        self.check_replica_wait(&mut replies, wait, &what)?;
         let now = Timestamp::from_millis(now);
         Ok(new.into_session(now, Timestamp::from_millis(expires)))
     }
@@ -167,7 +169,7 @@ impl RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut batch = Batch::new();
+        let mut batch = Batch::retry_safe();
         let slots: Vec<(String, usize, usize)> = ids
             .iter()
             .map(|id| {
@@ -228,6 +230,7 @@ impl RedisStore {
             "ZADD",
             vec![arg(&index), arg("XX"), num(sliding), arg(id.as_str())],
         );
+        let wait = self.push_replica_wait(&mut batch, &meta);
         let mut replies = self.run(&batch, &what).await?;
 
         let (status, rest) = script_status(replies.take(script, &what)?, &what)?;
@@ -254,6 +257,7 @@ impl RedisStore {
             }
         }
         replies.take(zadd, &format!("ZADD XX `{index}`"))?;
+        self.check_replica_wait(&mut replies, wait, &what)?;
         let [created, frame_count, revision, last, expires] = numbers::<5>(&rest, &what)?;
         self.correct_index_score(id, sliding, expires).await?;
         let mut stored = session.clone();
@@ -274,7 +278,7 @@ impl RedisStore {
 
         // Plain commands, no script: PEXPIREAT on a missing key does nothing, so
         // a touch never half-creates a session.
-        let mut batch = Batch::new();
+        let mut batch = Batch::retry_safe();
         let probe = self.push_probe(&mut batch, &meta);
         let slide_meta = batch.push("PEXPIREAT", vec![arg(&meta), num(sliding)]);
         let slide_frames = batch.push("PEXPIREAT", vec![arg(&frames), num(sliding)]);
@@ -308,9 +312,12 @@ impl RedisStore {
         let mut batch = Batch::new();
         let probe = self.push_probe(&mut batch, &meta);
         let removals = self.push_removal(&mut batch, id);
-        let mut replies = self.run(&batch, &format!("delete of `{meta}`")).await?;
+        let what = format!("delete of `{meta}`");
+        let wait = self.push_replica_wait(&mut batch, &meta);
+        let mut replies = self.run(&batch, &what).await?;
         let live = self.read_probe(&mut replies, probe, &meta, now)?;
         self.read_removal(&mut replies, removals, id)?;
+        self.check_replica_wait(&mut replies, wait, &what)?;
         Ok(live.is_some())
     }
 
@@ -349,7 +356,7 @@ impl RedisStore {
     /// Deletes a session's keys and index entries (second round trip of the rare
     /// paths).
     pub(crate) async fn remove_keys(&self, id: &SessionId) -> Result<()> {
-        let mut batch = Batch::new();
+        let mut batch = Batch::retry_safe();
         let removal = self.push_removal(&mut batch, id);
         let mut replies = self
             .run(&batch, &format!("removal of session `{id}`"))

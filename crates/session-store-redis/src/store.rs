@@ -1,14 +1,18 @@
 //! `RedisStore`: the connection pool, the key layout and the scripts, and the
 //! [`SessionStore`] implementation that dispatches to the operation modules.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use fred::{
     clients::Pool,
     interfaces::{ClientLike, LuaInterface},
     prelude::Builder,
-    types::Value,
+    types::{config::Options, Value},
 };
 use session_store_core::{
     Clock, Cursor, Error, Frame, FrameId, Health, NewSession, Page, Result, Session, SessionId,
@@ -16,13 +20,22 @@ use session_store_core::{
 };
 
 use crate::{
+    append_key::AppendKeys,
     batch::{Batch, Replies},
     config::RedisConfig,
     failure,
     keys::KeySpace,
     record::Lifetime,
+    retry::Backoff,
     scripts::Scripts,
 };
+
+/// `wait_for_replicas` with its timeout, when set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReplicaWait {
+    pub(crate) replicas: u32,
+    pub(crate) timeout_ms: u64,
+}
 
 /// A [`SessionStore`] on Redis: standalone, cluster or sentinel, through a fred
 /// connection pool.
@@ -42,6 +55,10 @@ pub struct RedisStore {
     /// Where Redis is, without credentials: for error messages.
     pub(crate) address: Arc<str>,
     pub(crate) mode: &'static str,
+    /// Budget of one operation, retries included.
+    pub(crate) command_timeout: Duration,
+    pub(crate) replica_wait: Option<ReplicaWait>,
+    pub(crate) append_keys: Arc<AppendKeys>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -51,6 +68,8 @@ impl fmt::Debug for RedisStore {
             .field("mode", &self.mode)
             .field("keys", &self.keys)
             .field("settings", &self.settings)
+            .field("command_timeout", &self.command_timeout)
+            .field("replica_wait", &self.replica_wait)
             .finish_non_exhaustive()
     }
 }
@@ -112,6 +131,12 @@ impl RedisStore {
             clock,
             address,
             mode: resolved.mode,
+            command_timeout: config.command_timeout,
+            replica_wait: (config.wait_for_replicas > 0).then(|| ReplicaWait {
+                replicas: config.wait_for_replicas,
+                timeout_ms: session_store_core::duration_millis(config.replica_wait_timeout),
+            }),
+            append_keys: Arc::new(AppendKeys::new()),
         };
         store.load_scripts().await?;
         Ok(store)
@@ -143,19 +168,47 @@ impl RedisStore {
         self.clock.now().as_millis()
     }
 
-    /// Sends `batch` as one pipeline. When a script is missing on the server
-    /// (`NOSCRIPT`), sends the whole batch again with `EVAL`: every command in a
-    /// batch is safe to repeat (reads, idempotent index hints, and the scripts
-    /// themselves, which did not run).
+    /// Sends `batch` as one pipeline within the command timeout. When a script is
+    /// missing on the server (`NOSCRIPT`), sends the whole batch again with `EVAL`:
+    /// every command in a batch is safe to repeat after `NOSCRIPT` (reads,
+    /// idempotent index hints, and the scripts themselves, which did not run).
+    ///
+    /// A [`retry_safe`](Batch::retry_safe) batch is sent again when an attempt
+    /// fails on the way (connection lost, timeout, `LOADING`, `READONLY` after a
+    /// failover), with exponential backoff and jitter, until the command timeout
+    /// is spent. Other batches get exactly one attempt: fred is told not to
+    /// re-send them after a reconnect, because a write that reached Redis before
+    /// the connection broke must not be applied twice.
     pub(crate) async fn run(&self, batch: &Batch, what: &str) -> Result<Replies> {
-        let replies = self.send(batch, false, what).await?;
+        let deadline = Instant::now() + self.command_timeout;
+        let mut backoff = Backoff::new();
+        loop {
+            let outcome = self.run_once(batch, deadline, what).await;
+            let retry = batch.is_retry_safe()
+                && match &outcome {
+                    Err(error) => error.is_retryable(),
+                    Ok(replies) => replies.has_transient_error(),
+                };
+            if !retry {
+                return outcome;
+            }
+            let Some(pause) = backoff.next_pause(deadline) else {
+                return outcome;
+            };
+            tracing::debug!(address = %self.address, what, ?pause, "retrying a redis read after a transient failure");
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn run_once(&self, batch: &Batch, deadline: Instant, what: &str) -> Result<Replies> {
+        let replies = self.send(batch, false, deadline, what).await?;
         if batch.has_scripts()
             && replies
                 .iter()
                 .any(|r| matches!(r, Err(e) if failure::is_noscript(e)))
         {
             tracing::debug!(address = %self.address, "redis lost the store's scripts; re-sending with EVAL");
-            let again = self.send(batch, true, what).await?;
+            let again = self.send(batch, true, deadline, what).await?;
             return Ok(Replies::new(again, &self.address));
         }
         Ok(Replies::new(replies, &self.address))
@@ -165,9 +218,26 @@ impl RedisStore {
         &self,
         batch: &Batch,
         send_source: bool,
+        deadline: Instant,
         what: &str,
     ) -> Result<Vec<std::result::Result<Value, fred::error::Error>>> {
-        let pipeline = self.pool.next().pipeline();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(Error::unavailable(format!(
+                "redis at {} did not complete {what} within command_timeout ({:?})",
+                self.address, self.command_timeout
+            )));
+        }
+        let options = Options {
+            timeout: Some(remaining),
+            // A disconnected client answers at once instead of queueing the
+            // command until a reconnect: callers (and the fallback breaker) learn
+            // about an outage in microseconds, not after a timeout.
+            fail_fast: true,
+            max_attempts: Some(1),
+            ..Options::default()
+        };
+        let pipeline = self.pool.next().pipeline().with_options(&options);
         for (command, args) in batch.commands(send_source) {
             let _: Value = pipeline
                 .custom(command, args)
@@ -184,6 +254,34 @@ impl RedisStore {
             return Err(failure::from_fred(&error, &self.address, what));
         }
         Ok(replies)
+    }
+
+    /// Queues `WAIT` after the writes of `batch` when `wait_for_replicas` is set.
+    pub(crate) fn push_replica_wait(&self, batch: &mut Batch, key: &str) -> Option<usize> {
+        self.replica_wait
+            .map(|wait| batch.push_wait(key, wait.replicas, wait.timeout_ms))
+    }
+
+    /// Checks the `WAIT` reply queued by [`push_replica_wait`](Self::push_replica_wait).
+    pub(crate) fn check_replica_wait(
+        &self,
+        replies: &mut Replies,
+        index: Option<usize>,
+        what: &str,
+    ) -> Result<()> {
+        let (Some(index), Some(wait)) = (index, self.replica_wait) else {
+            return Ok(());
+        };
+        let acknowledged = replies.int(index, &format!("WAIT after {what}"))?;
+        if acknowledged < i64::from(wait.replicas) {
+            return Err(Error::unavailable(format!(
+                "{what} was applied on the redis primary at {} but only {acknowledged} of the \
+                 {} replicas required by redis.wait_for_replicas acknowledged it within {}ms; \
+                 it may be lost in a failover",
+                self.address, wait.replicas, wait.timeout_ms
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -230,8 +328,11 @@ impl SessionStore for RedisStore {
         self.count_sessions().await
     }
 
+    /// Appends under a fresh [`AppendKey`](crate::AppendKey), so the store's own
+    /// retries never store the frame twice.
     async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId> {
-        self.append(id, frame).await
+        let key = self.append_keys.next_key();
+        self.append(id, frame, &key).await
     }
 
     async fn read_frames(

@@ -1,0 +1,266 @@
+//! Idempotent appends, write-back of sessions served from memory, and the
+//! replica-acknowledgement option, against the standalone server of
+//! `cargo xtask integration`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use session_store_core::{
+    testing::suite_settings, Clock, Direction, Error, Frame, FrameId, ManualClock, NewSession,
+    SessionId, SessionStatus, SessionStore, StoredFrame,
+};
+use session_store_redis::{
+    AppendKey, KeyedFrame, RedisStore, SessionWriteBack, Topology, REMEMBERED_APPEND_KEYS,
+};
+
+async fn store() -> (RedisStore, ManualClock) {
+    let clock = ManualClock::starting_now();
+    let config = common::config(Topology::Standalone {
+        url: common::standalone_url(),
+    });
+    (
+        common::connect(config, clock.clone(), suite_settings()).await,
+        clock,
+    )
+}
+
+fn frame(clock: &ManualClock, body: &str) -> Frame {
+    Frame::new(
+        Direction::ServerToClient,
+        clock.now(),
+        body.as_bytes().to_vec(),
+    )
+}
+
+async fn payloads(store: &RedisStore, id: &SessionId) -> Vec<(FrameId, String)> {
+    store
+        .read_frames(id, None, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.id, String::from_utf8(f.frame.payload).unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn append_sent_twice_with_one_key_is_stored_once_with_one_id() {
+    let (store, clock) = store().await;
+    let id = SessionId::random().unwrap();
+    store.create(NewSession::new(id.clone())).await.unwrap();
+    let key = store.new_append_key();
+    let first = store
+        .append_frame_with_key(&id, frame(&clock, "a"), &key)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_millis(5));
+    let again = store
+        .append_frame_with_key(&id, frame(&clock, "a"), &key)
+        .await
+        .unwrap();
+    assert_eq!(first, again, "the repeat returns the stored id");
+    assert_eq!(store.count_frames(&id).await.unwrap(), 1);
+    assert_eq!(store.get(&id).await.unwrap().frame_count, 1);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn a_key_is_remembered_across_the_documented_number_of_other_appends() {
+    let (store, clock) = store().await;
+    let id = SessionId::random().unwrap();
+    store.create(NewSession::new(id.clone())).await.unwrap();
+    let key = AppendKey::new("k0").unwrap();
+    let first = store
+        .append_frame_with_key(&id, frame(&clock, "first"), &key)
+        .await
+        .unwrap();
+    for n in 0..REMEMBERED_APPEND_KEYS - 1 {
+        store
+            .append_frame(&id, frame(&clock, &format!("other {n}")))
+            .await
+            .unwrap();
+    }
+    let repeat = store
+        .append_frame_with_key(&id, frame(&clock, "first"), &key)
+        .await
+        .unwrap();
+    assert_eq!(repeat, first);
+    let stored = REMEMBERED_APPEND_KEYS as u64;
+    assert_eq!(store.count_frames(&id).await.unwrap(), stored);
+}
+
+fn keyed(key: &str, id: FrameId, clock: &ManualClock, body: &str) -> KeyedFrame {
+    KeyedFrame {
+        key: AppendKey::new(key).unwrap(),
+        frame: StoredFrame {
+            id,
+            frame: frame(clock, body),
+        },
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn write_back_recreates_a_lost_session_with_its_frame_ids() {
+    let (store, clock) = store().await;
+    let id = SessionId::random().unwrap();
+    let mut session = store
+        .create(NewSession::new(id.clone()).with_protocol_version("2025-06-18"))
+        .await
+        .unwrap();
+    // Redis loses it (restart without persistence).
+    store.delete(&id).await.unwrap();
+    let now = clock.now().as_millis();
+    session.frame_count = 2;
+    session.revision = 2;
+    session.status = SessionStatus::Active;
+    let write_back = SessionWriteBack {
+        session: session.clone(),
+        base_revision: 1,
+        updated: true,
+        frames: vec![
+            keyed("a1", FrameId::new(now + 1, 0), &clock, "one"),
+            keyed("a2", FrameId::new(now + 1, 1), &clock, "two"),
+        ],
+        key: store.new_append_key(),
+    };
+    let report = store.write_back(&write_back).await.unwrap();
+    assert!(report.recreated);
+    assert_eq!(report.frames_written, 2);
+    assert_eq!(
+        report.frame_ids,
+        vec![FrameId::new(now + 1, 0), FrameId::new(now + 1, 1)]
+    );
+    let stored = store.get(&id).await.unwrap();
+    assert_eq!(stored.revision, 2);
+    assert_eq!(stored.status, SessionStatus::Active);
+    assert_eq!(stored.frame_count, 2);
+    assert_eq!(stored.created_at, session.created_at);
+    assert_eq!(
+        payloads(&store, &id).await,
+        vec![
+            (FrameId::new(now + 1, 0), "one".to_owned()),
+            (FrameId::new(now + 1, 1), "two".to_owned())
+        ]
+    );
+
+    // Sent again (its reply was lost): nothing changes.
+    let again = store.write_back(&write_back).await.unwrap();
+    assert!(!again.recreated);
+    assert_eq!(again.frames_written, 0);
+    assert_eq!(again.frames_already_stored, 2);
+    assert_eq!(again.conflict_revision, None);
+    assert_eq!(store.count_frames(&id).await.unwrap(), 2);
+    assert_eq!(store.get(&id).await.unwrap().frame_count, 2);
+
+    // Later appends sort after every id handed out.
+    let next = store
+        .append_frame(&id, frame(&clock, "three"))
+        .await
+        .unwrap();
+    assert!(next > FrameId::new(now + 1, 1));
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn write_back_merges_frames_skips_stored_keys_and_loses_updates_to_newer_revisions() {
+    let (store, clock) = store().await;
+    let id = SessionId::random().unwrap();
+    let session = store.create(NewSession::new(id.clone())).await.unwrap();
+    // This append reached Redis, but its reply was lost: the fallback kept it.
+    let lost_key = AppendKey::new("lost").unwrap();
+    let stored_at = store
+        .append_frame_with_key(&id, frame(&clock, "lost reply"), &lost_key)
+        .await
+        .unwrap();
+    // Meanwhile another proxy instance updated the session.
+    let mut theirs = store.get(&id).await.unwrap();
+    theirs.status = SessionStatus::Closed;
+    store.update(&theirs).await.unwrap();
+
+    let mut ours = session.clone();
+    ours.status = SessionStatus::Active;
+    ours.revision = 2;
+    let later = clock.now().as_millis() + 10;
+    let write_back = SessionWriteBack {
+        session: ours,
+        base_revision: 1,
+        updated: true,
+        frames: vec![
+            keyed("lost", FrameId::new(later, 0), &clock, "lost reply"),
+            keyed("fresh", FrameId::new(later, 1), &clock, "fresh"),
+        ],
+        key: store.new_append_key(),
+    };
+    let report = store.write_back(&write_back).await.unwrap();
+    assert_eq!(report.conflict_revision, Some(2), "redis's revision wins");
+    assert_eq!(report.frames_already_stored, 1);
+    assert_eq!(report.frames_written, 1);
+    assert_eq!(report.frame_ids, vec![stored_at, FrameId::new(later, 1)]);
+    let stored = store.get(&id).await.unwrap();
+    assert_eq!(stored.status, SessionStatus::Closed);
+    assert_eq!(stored.frame_count, 2);
+    let texts: Vec<String> = payloads(&store, &id)
+        .await
+        .into_iter()
+        .map(|p| p.1)
+        .collect();
+    assert_eq!(texts, vec!["lost reply", "fresh"]);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn write_back_renumbers_frames_at_or_below_the_streams_last_id() {
+    let (store, clock) = store().await;
+    let id = SessionId::random().unwrap();
+    let session = store.create(NewSession::new(id.clone())).await.unwrap();
+    clock.advance(Duration::from_millis(50));
+    let theirs = store
+        .append_frame(&id, frame(&clock, "theirs"))
+        .await
+        .unwrap();
+    let write_back = SessionWriteBack {
+        session,
+        base_revision: 1,
+        updated: false,
+        frames: vec![keyed(
+            "mine",
+            FrameId::new(theirs.millis - 1, 0),
+            &clock,
+            "mine",
+        )],
+        key: store.new_append_key(),
+    };
+    let report = store.write_back(&write_back).await.unwrap();
+    assert_eq!(report.frames_renumbered, 1);
+    assert!(report.frame_ids[0] > theirs);
+    let texts: Vec<String> = payloads(&store, &id)
+        .await
+        .into_iter()
+        .map(|p| p.1)
+        .collect();
+    assert_eq!(texts, vec!["theirs", "mine"]);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn waiting_for_missing_replicas_is_unavailable_naming_the_setting() {
+    let clock = ManualClock::starting_now();
+    let mut config = common::config(Topology::Standalone {
+        url: common::standalone_url(),
+    });
+    config.wait_for_replicas = 1;
+    config.replica_wait_timeout = Duration::from_millis(20);
+    let store = common::connect(config, clock.clone(), suite_settings()).await;
+    match store
+        .create(NewSession::new(SessionId::random().unwrap()))
+        .await
+    {
+        Err(Error::Unavailable(message)) => {
+            assert!(message.contains("wait_for_replicas"), "{message}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
