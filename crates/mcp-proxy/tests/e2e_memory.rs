@@ -24,6 +24,15 @@ const MEMORY: &str = "[storage]\nbackend = \"memory\"\n";
 
 #[tokio::test]
 async fn rmcp_client_works_through_the_proxy_and_every_message_is_recorded() {
+    rmcp_session_through_the_proxy(ProtocolVersion::V_2025_06_18).await;
+}
+
+#[tokio::test]
+async fn rmcp_client_on_2025_11_25_works_through_the_proxy() {
+    rmcp_session_through_the_proxy(ProtocolVersion::V_2025_11_25).await;
+}
+
+async fn rmcp_session_through_the_proxy(version: ProtocolVersion) {
     let upstream = start_upstream();
     let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", MEMORY);
 
@@ -32,7 +41,7 @@ async fn rmcp_client_works_through_the_proxy_and_every_message_is_recorded() {
         ClientCapabilities::default(),
         Implementation::new("e2e-rmcp-client", "1.0"),
     )
-    .with_protocol_version(ProtocolVersion::V_2025_06_18);
+    .with_protocol_version(version.clone());
     let client = info.serve(transport).await.unwrap();
     let server = client.peer_info().unwrap();
     assert_eq!(server.server_info.as_ref().unwrap().name, "demo-upstream");
@@ -82,7 +91,7 @@ async fn rmcp_client_works_through_the_proxy_and_every_message_is_recorded() {
     let view = admin_session(&proxy, id).await;
     let session = &view["session"];
     assert_eq!(session["status"], "active");
-    assert_eq!(session["protocol_version"], "2025-06-18");
+    assert_eq!(session["protocol_version"], version.as_str());
     assert_eq!(
         session["client_info"]["clientInfo"]["name"],
         "e2e-rmcp-client"
