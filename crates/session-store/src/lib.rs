@@ -37,6 +37,8 @@
 
 mod build;
 mod config;
+#[cfg(feature = "redis")]
+pub mod fallback;
 mod purge;
 #[cfg(feature = "redis")]
 mod redis_backend;
@@ -60,7 +62,11 @@ pub use session_store_redis::{RedisConfig, RedisStore, Topology};
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis_backend::redis_config;
+pub use redis_backend::{fallback_settings, redis_config};
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use fallback::{BreakerState, FallbackPrimary, FallbackSettings, FallbackStats, FallbackStore};
 
 pub use build::{build, build_with_clock};
 pub use config::{

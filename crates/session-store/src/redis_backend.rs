@@ -1,20 +1,48 @@
 //! The `redis` branch of [`build`](crate::build): maps `[storage.redis]` onto the
-//! Redis backend's [`RedisConfig`] and connects.
+//! Redis backend's [`RedisConfig`], connects, and wraps the store in a
+//! [`FallbackStore`] when `fallback_to_memory` is set.
 
 use std::sync::Arc;
 
 use session_store_core::{Clock, Result, SessionStore};
 use session_store_redis::{RedisConfig, RedisStore, Topology};
 
-use crate::{config::RedisSection, StorageConfig};
+use crate::{
+    config::{BreakerSection, RedisSection},
+    FallbackSettings, FallbackStore, StorageConfig,
+};
 
-/// Connects the Redis backend described by `config.redis`.
+/// Connects the Redis backend described by `config.redis`, behind a
+/// [`FallbackStore`] when `fallback_to_memory` is set.
 pub(crate) async fn build_redis(
     config: &StorageConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn SessionStore>> {
-    let store = RedisStore::connect(redis_config(&config.redis), config.settings(), clock).await?;
-    Ok(Arc::new(store))
+    let store = RedisStore::connect(
+        redis_config(&config.redis),
+        config.settings(),
+        clock.clone(),
+    )
+    .await?;
+    if !config.redis.fallback_to_memory {
+        return Ok(Arc::new(store));
+    }
+    let fallback = fallback_settings(&config.redis.breaker);
+    Ok(Arc::new(FallbackStore::new(
+        store,
+        config.settings(),
+        fallback,
+        clock,
+    )?))
+}
+
+/// The breaker settings for `[storage.redis.breaker]`.
+pub fn fallback_settings(section: &BreakerSection) -> FallbackSettings {
+    FallbackSettings {
+        failure_threshold: section.failure_threshold,
+        cool_down: section.cool_down,
+        remembered_sessions: section.remembered_sessions,
+    }
 }
 
 /// The backend's connection settings for `[storage.redis]`. Cluster wins over
@@ -51,5 +79,7 @@ pub fn redis_config(section: &RedisSection) -> RedisConfig {
         reconnect_max_attempts: section.reconnect_max_attempts,
         key_prefix: section.key_prefix.clone(),
         index_shards: section.index_shards,
+        wait_for_replicas: section.wait_for_replicas,
+        replica_wait_timeout: section.replica_wait_timeout,
     }
 }

@@ -160,6 +160,10 @@ pub struct RedisSection {
     pub fallback_to_memory: bool,
     /// `wait_for_replicas`: replicas a write waits for (`WAIT`; default 0).
     pub wait_for_replicas: u32,
+    /// `replica_wait_timeout`: how long a write waits for those replicas
+    /// (default `"500ms"`; must be shorter than `command_timeout`).
+    #[serde(deserialize_with = "values::duration")]
+    pub replica_wait_timeout: Duration,
     /// `[storage.redis.cluster]`: connect to a Redis Cluster instead of `url`.
     pub cluster: Option<ClusterSection>,
     /// `[storage.redis.sentinel]`: discover the primary through Sentinel.
@@ -185,6 +189,7 @@ impl Default for RedisSection {
             index_shards: 16,
             fallback_to_memory: false,
             wait_for_replicas: 0,
+            replica_wait_timeout: Duration::from_millis(500),
             cluster: None,
             sentinel: None,
             breaker: BreakerSection::default(),
@@ -238,6 +243,9 @@ pub struct BreakerSection {
     /// `cool_down`: time open before a trial call (default `"5s"`).
     #[serde(deserialize_with = "values::duration")]
     pub cool_down: Duration,
+    /// `remembered_sessions`: recently used sessions kept in memory so they can
+    /// be served while Redis is unreachable (default 100000).
+    pub remembered_sessions: usize,
 }
 
 impl Default for BreakerSection {
@@ -245,6 +253,7 @@ impl Default for BreakerSection {
         BreakerSection {
             failure_threshold: 5,
             cool_down: Duration::from_secs(5),
+            remembered_sessions: 100_000,
         }
     }
 }

@@ -141,6 +141,24 @@ pub(crate) fn validate(config: &StorageConfig, origins: &dyn Origins) -> Result<
             ),
         );
     }
+    if redis.wait_for_replicas > 0 {
+        problems.positive_duration("redis.replica_wait_timeout", redis.replica_wait_timeout);
+        if redis.replica_wait_timeout >= redis.command_timeout {
+            problems.push(
+                "redis.replica_wait_timeout",
+                format!(
+                    "\"{}\"",
+                    humantime::format_duration(redis.replica_wait_timeout)
+                ),
+                &format!(
+                    "must be shorter than {} = \"{}\" (from {}): the write and its WAIT share one command timeout",
+                    origins.key("redis.command_timeout"),
+                    humantime::format_duration(redis.command_timeout),
+                    origins.source("redis.command_timeout")
+                ),
+            );
+        }
+    }
     problems.at_least_one(
         "redis.breaker.failure_threshold",
         u64::from(redis.breaker.failure_threshold),

@@ -1,0 +1,336 @@
+//! The circuit breaker of [`FallbackStore`](super::FallbackStore): which way calls
+//! go (primary or memory), when that changes, and the counters that show it.
+//!
+//! One atomic byte holds the routing state, so a call on a healthy primary costs
+//! one atomic load. Transitions are compare-and-swap, so each is logged and
+//! counted exactly once however many callers race to it.
+
+use std::{
+    sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering},
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+
+/// What the breaker reports (see [`FallbackStats`](super::FallbackStats)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BreakerState {
+    /// The primary answers; calls go to it.
+    Closed,
+    /// The primary failed `failure_threshold` times in a row: calls are served
+    /// from memory until a probe succeeds after `cool_down`.
+    Open,
+    /// A probe succeeded: sessions changed in memory are being written back;
+    /// calls on them wait for their write-back, other calls go to the primary.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// `closed`, `open` or `half_open`: for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+
+    /// 0 closed, 1 half-open, 2 open: a gauge value for metrics.
+    pub fn as_gauge(self) -> u8 {
+        match self {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        }
+    }
+}
+
+/// Closed, and nothing waits in memory: the fast path.
+const CLOSED: u8 = 0;
+/// Closed, but some calls failed over to memory and wait to be written back
+/// (fewer failures than the threshold). Routed like half-open.
+const DRAINING: u8 = 1;
+const OPEN: u8 = 2;
+const HALF_OPEN: u8 = 3;
+
+/// Where a call goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Straight to the primary; the journal is empty.
+    Primary,
+    /// To memory for sessions written there, to the primary for the rest.
+    Mixed,
+    /// To memory only.
+    Memory,
+}
+
+/// Monotonic counters, exposed through [`FallbackStats`](super::FallbackStats).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) opened: AtomicU64,
+    pub(crate) half_opened: AtomicU64,
+    pub(crate) closed: AtomicU64,
+    pub(crate) primary_failures: AtomicU64,
+    pub(crate) probes_failed: AtomicU64,
+}
+
+/// When the current outage began and ended, for the durations in the stats.
+#[derive(Debug, Default)]
+struct Times {
+    opened_at: Option<Instant>,
+    /// When the current cool-down began: at opening, and again after a failed
+    /// probe or a failed write-back.
+    cool_down_from: Option<Instant>,
+    half_opened_at: Option<Instant>,
+    last_recovery: Option<Duration>,
+    last_outage: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    state: AtomicU8,
+    consecutive_failures: AtomicU32,
+    failure_threshold: u32,
+    cool_down: Duration,
+    times: Mutex<Times>,
+    pub(crate) counters: Counters,
+}
+
+impl Breaker {
+    pub(crate) fn new(failure_threshold: u32, cool_down: Duration) -> Self {
+        Breaker {
+            state: AtomicU8::new(CLOSED),
+            consecutive_failures: AtomicU32::new(0),
+            failure_threshold: failure_threshold.max(1),
+            cool_down,
+            times: Mutex::new(Times::default()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The route for the next call: one atomic load.
+    pub(crate) fn route(&self) -> Route {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => Route::Primary,
+            OPEN => Route::Memory,
+            _ => Route::Mixed,
+        }
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        match self.state.load(Ordering::Acquire) {
+            OPEN => BreakerState::Open,
+            HALF_OPEN => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.state.load(Ordering::Acquire) == OPEN
+    }
+
+    pub(crate) fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn last_recovery(&self) -> Option<Duration> {
+        self.times.lock().last_recovery
+    }
+
+    pub(crate) fn last_outage(&self) -> Option<Duration> {
+        self.times.lock().last_outage
+    }
+
+    /// A primary call answered (any answer but Unavailable).
+    pub(crate) fn record_success(&self) {
+        // Load first: the common case writes nothing, so the cache line stays shared.
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A primary call failed with Unavailable (connection failure or timeout).
+    /// Opens the breaker at the threshold, or at once when half-open.
+    pub(crate) fn record_failure(&self, error: &dyn std::fmt::Display) {
+        self.counters
+            .primary_failures
+            .fetch_add(1, Ordering::Relaxed);
+        let failures = self
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let state = self.state.load(Ordering::Acquire);
+        let trips = match state {
+            HALF_OPEN => true,
+            CLOSED | DRAINING => failures >= self.failure_threshold,
+            _ => false,
+        };
+        if trips && self.transition(state, OPEN) {
+            let mut times = self.times.lock();
+            let now = Instant::now();
+            if times.opened_at.is_none() {
+                times.opened_at = Some(now);
+            }
+            times.cool_down_from = Some(now);
+            times.half_opened_at = None;
+            drop(times);
+            self.counters.opened.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                breaker = "open",
+                consecutive_failures = failures,
+                cool_down = ?self.cool_down,
+                %error,
+                "session store: primary unavailable, circuit breaker opened; serving from memory"
+            );
+        }
+    }
+
+    /// A call was served from memory while the breaker was closed: route the
+    /// following calls through the journal until it is written back.
+    pub(crate) fn mark_draining(&self) {
+        if self.transition(CLOSED, DRAINING) {
+            tracing::debug!("session store: a call failed over to memory; write-back pending");
+        }
+    }
+
+    /// Whether the cool-down since the breaker opened (or since the last failed
+    /// probe) is over, so a probe may be sent.
+    pub(crate) fn probe_due(&self, now: Instant) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        let since = self.times.lock().cool_down_from;
+        since.is_none_or(|since| now.saturating_duration_since(since) >= self.cool_down)
+    }
+
+    /// A probe failed: the cool-down starts again.
+    pub(crate) fn probe_failed(&self) {
+        self.counters.probes_failed.fetch_add(1, Ordering::Relaxed);
+        self.times.lock().cool_down_from = Some(Instant::now());
+    }
+
+    /// A probe succeeded after the cool-down: start writing back.
+    pub(crate) fn half_open(&self) {
+        if self.transition(OPEN, HALF_OPEN) {
+            let now = Instant::now();
+            let mut times = self.times.lock();
+            times.half_opened_at = Some(now);
+            let open_for = times.opened_at.map(|at| now.saturating_duration_since(at));
+            drop(times);
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.counters.half_opened.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                breaker = "half_open",
+                open_for = ?open_for,
+                "session store: primary answers again, circuit breaker half-open; writing back"
+            );
+        }
+    }
+
+    /// The journal is empty: back to the fast path. Called with the journal's
+    /// lock held, so nothing is added to it in between.
+    pub(crate) fn close(&self) {
+        let state = self.state.load(Ordering::Acquire);
+        if state != HALF_OPEN && state != DRAINING {
+            return;
+        }
+        if self.transition(state, CLOSED) {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            if state == DRAINING {
+                tracing::debug!("session store: calls served from memory were written back");
+                return;
+            }
+            let now = Instant::now();
+            let mut times = self.times.lock();
+            let recovery = times
+                .half_opened_at
+                .map(|at| now.saturating_duration_since(at));
+            let outage = times
+                .opened_at
+                .take()
+                .map(|at| now.saturating_duration_since(at));
+            times.half_opened_at = None;
+            times.cool_down_from = None;
+            times.last_recovery = recovery;
+            times.last_outage = outage;
+            drop(times);
+            self.counters.closed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                breaker = "closed",
+                outage = ?outage,
+                write_back = ?recovery,
+                "session store: write-back complete, circuit breaker closed"
+            );
+        }
+    }
+
+    fn transition(&self, from: u8, to: u8) -> bool {
+        self.state
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_threshold_consecutive_failures_only() {
+        let breaker = Breaker::new(3, Duration::from_secs(1));
+        breaker.record_failure(&"x");
+        breaker.record_failure(&"x");
+        breaker.record_success();
+        breaker.record_failure(&"x");
+        breaker.record_failure(&"x");
+        assert_eq!(
+            breaker.route(),
+            Route::Primary,
+            "a success resets the count"
+        );
+        breaker.record_failure(&"x");
+        assert_eq!(breaker.state(), BreakerState::Open);
+        assert_eq!(breaker.route(), Route::Memory);
+        assert_eq!(breaker.counters.opened.load(Ordering::Relaxed), 1);
+        breaker.record_failure(&"x");
+        assert_eq!(breaker.counters.opened.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn probes_wait_for_the_cool_down_then_half_open_then_close() {
+        let breaker = Breaker::new(1, Duration::from_secs(60));
+        breaker.record_failure(&"x");
+        assert!(!breaker.probe_due(Instant::now()), "cool-down not over");
+        assert!(breaker.probe_due(Instant::now() + Duration::from_secs(61)));
+        breaker.half_open();
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        assert_eq!(breaker.route(), Route::Mixed);
+        breaker.close();
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        assert!(breaker.last_recovery().is_some() && breaker.last_outage().is_some());
+        assert_eq!(breaker.counters.closed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_failure_while_half_open_reopens_at_once() {
+        let breaker = Breaker::new(5, Duration::from_millis(1));
+        for _ in 0..5 {
+            breaker.record_failure(&"x");
+        }
+        breaker.half_open();
+        breaker.record_failure(&"x");
+        assert_eq!(breaker.state(), BreakerState::Open);
+        assert_eq!(breaker.counters.opened.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn draining_routes_mixed_and_reports_closed() {
+        let breaker = Breaker::new(5, Duration::from_secs(1));
+        breaker.mark_draining();
+        assert_eq!(breaker.route(), Route::Mixed);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        breaker.close();
+        assert_eq!(breaker.route(), Route::Primary);
+        assert_eq!(breaker.counters.closed.load(Ordering::Relaxed), 0);
+    }
+}

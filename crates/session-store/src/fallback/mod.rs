@@ -1,0 +1,288 @@
+//! `FallbackStore`: keeps an MCP proxy serving while Redis is unreachable.
+//!
+//! It wraps the primary (Redis) with a circuit breaker and an in-memory journal:
+//!
+//! - **Closed**: every call goes to the primary (the check is one atomic load).
+//!   Each successful call also refreshes a bounded memory of recently used
+//!   sessions (their state and last frame id). A call that fails with
+//!   [`Error::Unavailable`] (connection failure, timeout) counts as a failure and
+//!   is then served from memory, so the caller does not see it. NotFound,
+//!   Conflict and InvalidInput are answers, not failures.
+//! - **Open** after `failure_threshold` consecutive failures: calls are served
+//!   from memory. A session created now, or a remembered session written to now,
+//!   is held in the journal (marked dirty) with its new frames, whose ids are
+//!   greater than every id the primary handed out. A session that exists only in
+//!   the primary, or a listing, is [`Error::Unavailable`]: never a false NotFound
+//!   that would make a client re-initialize.
+//! - **Half-open** once `cool_down` has passed and a background probe (`PING`)
+//!   succeeds: the journal is written back, session by session, in order. A call
+//!   on a session being written back waits for it, then goes to the primary;
+//!   calls on other sessions go to the primary at once. When the journal is
+//!   empty the breaker **closes**. A failure while half-open opens it again.
+//!
+//! Write-back rule (documented in `docs/operations.md`): a session Redis lost is
+//! recreated from memory; otherwise a local update applies only if Redis still
+//! holds the revision it was based on (else Redis wins and the conflict is
+//! counted); frames are merged, keep their ids where Redis has no larger one, and
+//! are never stored twice (each append carries an idempotency key).
+//!
+//! Transitions are logged (warn when opening, info when half-opening and
+//! closing) and counted in [`FallbackStore::stats`].
+//!
+//! ```no_run
+//! use std::{sync::Arc, time::Duration};
+//! use session_store::{FallbackSettings, FallbackStore, RedisConfig, RedisStore, StoreSettings, SystemClock};
+//!
+//! # async fn run() -> session_store::Result<()> {
+//! let settings = StoreSettings::default();
+//! let redis = RedisStore::connect(RedisConfig::default(), settings.clone(), Arc::new(SystemClock)).await?;
+//! let store = FallbackStore::new(redis, settings, FallbackSettings::default(), Arc::new(SystemClock))?;
+//! let stats = store.stats();
+//! println!("breaker {} ({} sessions waiting for write-back)", stats.state.as_str(), stats.dirty_sessions);
+//! # Ok(())
+//! # }
+//! ```
+
+mod breaker;
+mod journal;
+mod known;
+mod primary;
+mod recovery;
+mod store;
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use session_store_core::{Clock, Error, Result, StoreSettings};
+use session_store_redis::RedisStore;
+use tokio::task::JoinHandle;
+
+pub use breaker::BreakerState;
+pub use primary::FallbackPrimary;
+
+use breaker::Breaker;
+use journal::Journal;
+use known::KnownSessions;
+
+/// How the breaker behaves; `[storage.redis.breaker]` in configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FallbackSettings {
+    /// Consecutive Unavailable failures that open the breaker (at least 1).
+    pub failure_threshold: u32,
+    /// Time the breaker stays open before a probe may half-open it (at least 1ms).
+    pub cool_down: Duration,
+    /// How many recently used sessions are remembered so they can be served
+    /// while the primary is unreachable.
+    pub remembered_sessions: usize,
+}
+
+impl Default for FallbackSettings {
+    fn default() -> Self {
+        FallbackSettings {
+            failure_threshold: 5,
+            cool_down: Duration::from_secs(5),
+            remembered_sessions: 100_000,
+        }
+    }
+}
+
+impl FallbackSettings {
+    /// Checks the values; the message names the configuration key.
+    pub fn validate(&self) -> Result<()> {
+        if self.failure_threshold == 0 {
+            return Err(Error::config(
+                "storage.redis.breaker.failure_threshold must be at least 1",
+            ));
+        }
+        if self.cool_down.as_millis() == 0 {
+            return Err(Error::config(
+                "storage.redis.breaker.cool_down must be at least 1ms",
+            ));
+        }
+        Ok(())
+    }
+
+    /// How often the background task checks the breaker: a quarter of the
+    /// cool-down, between 10ms and 1s.
+    fn probe_interval(&self) -> Duration {
+        (self.cool_down / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+/// A snapshot of the breaker and the journal, for logs and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FallbackStats {
+    /// Where calls go now.
+    pub state: BreakerState,
+    /// Unavailable failures in a row (reset by any answer).
+    pub consecutive_failures: u32,
+    /// Times the breaker opened.
+    pub opened_total: u64,
+    /// Times a probe half-opened it.
+    pub half_opened_total: u64,
+    /// Times it closed after a write-back.
+    pub closed_total: u64,
+    /// Primary calls that failed with Unavailable.
+    pub primary_failures_total: u64,
+    /// Probes (`PING` after the cool-down) that failed.
+    pub probes_failed_total: u64,
+    /// Calls answered from memory instead of the primary.
+    pub served_from_memory_total: u64,
+    /// Calls answered Unavailable because the session was only in the primary.
+    pub unavailable_total: u64,
+    /// Sessions in memory waiting for write-back now.
+    pub dirty_sessions: u64,
+    /// Sessions remembered from the primary now.
+    pub remembered_sessions: u64,
+    /// Sessions written back (merged, recreated or deleted).
+    pub written_back_sessions_total: u64,
+    /// Sessions Redis no longer had, recreated from memory.
+    pub recreated_sessions_total: u64,
+    /// Frames stored by write-backs.
+    pub written_back_frames_total: u64,
+    /// Frames a write-back found already stored (a reply lost before the outage).
+    pub duplicate_frames_skipped_total: u64,
+    /// Frames that got a new id because Redis had larger ids.
+    pub renumbered_frames_total: u64,
+    /// Local updates that lost to a concurrent update in Redis.
+    pub write_back_conflicts_total: u64,
+    /// Sessions the primary rejected during write-back (logged at error level).
+    pub write_back_failures_total: u64,
+    /// How long the last recovery took, from half-open to closed.
+    pub last_write_back: Option<Duration>,
+    /// How long the last outage lasted, from open to closed.
+    pub last_outage: Option<Duration>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    served_from_memory: AtomicU64,
+    unavailable: AtomicU64,
+    written_back_sessions: AtomicU64,
+    recreated_sessions: AtomicU64,
+    written_back_frames: AtomicU64,
+    duplicate_frames: AtomicU64,
+    renumbered_frames: AtomicU64,
+    conflicts: AtomicU64,
+    write_back_failures: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+fn read(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// The shared state of a [`FallbackStore`] and its recovery task.
+struct Inner<P> {
+    primary: P,
+    breaker: Breaker,
+    known: KnownSessions,
+    journal: Journal,
+    settings: StoreSettings,
+    clock: Arc<dyn Clock>,
+    counters: Counters,
+}
+
+/// A [`SessionStore`](session_store_core::SessionStore) that serves from memory
+/// while its primary is unreachable and writes back when it returns. See the
+/// [module documentation](self) for the behaviour in each breaker state.
+///
+/// Build it through [`build`](crate::build) with `fallback_to_memory = true`, or
+/// with [`FallbackStore::new`]. It runs a background task (probe and write-back)
+/// that stops when the store is dropped.
+pub struct FallbackStore<P: FallbackPrimary = RedisStore> {
+    inner: Arc<Inner<P>>,
+    recovery: JoinHandle<()>,
+}
+
+impl<P: FallbackPrimary> fmt::Debug for FallbackStore<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FallbackStore")
+            .field("primary", &self.inner.primary)
+            .field("state", &self.inner.breaker.state())
+            .field("dirty_sessions", &self.inner.journal.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: FallbackPrimary + 'static> FallbackStore<P> {
+    /// Wraps `primary`. `settings` must be the primary's (the memory side applies
+    /// the same TTL and limits).
+    ///
+    /// Errors: [`Error::Config`] for invalid `fallback` or `settings`.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime (it spawns the recovery task).
+    pub fn new(
+        primary: P,
+        settings: StoreSettings,
+        fallback: FallbackSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        settings.validate()?;
+        fallback.validate()?;
+        let inner = Arc::new(Inner {
+            primary,
+            breaker: Breaker::new(fallback.failure_threshold, fallback.cool_down),
+            known: KnownSessions::new(fallback.remembered_sessions),
+            journal: Journal::default(),
+            settings,
+            clock,
+            counters: Counters::default(),
+        });
+        let recovery = recovery::spawn(Arc::downgrade(&inner), fallback.probe_interval());
+        Ok(FallbackStore { inner, recovery })
+    }
+}
+
+impl<P: FallbackPrimary> FallbackStore<P> {
+    /// The wrapped primary.
+    pub fn primary(&self) -> &P {
+        &self.inner.primary
+    }
+
+    /// The breaker's state and counters now.
+    pub fn stats(&self) -> FallbackStats {
+        let inner = &self.inner;
+        let breaker = &inner.breaker.counters;
+        let counters = &inner.counters;
+        FallbackStats {
+            state: inner.breaker.state(),
+            consecutive_failures: inner.breaker.consecutive_failures(),
+            opened_total: read(&breaker.opened),
+            half_opened_total: read(&breaker.half_opened),
+            closed_total: read(&breaker.closed),
+            primary_failures_total: read(&breaker.primary_failures),
+            probes_failed_total: read(&breaker.probes_failed),
+            served_from_memory_total: read(&counters.served_from_memory),
+            unavailable_total: read(&counters.unavailable),
+            dirty_sessions: u64::try_from(inner.journal.len()).unwrap_or(u64::MAX),
+            remembered_sessions: u64::try_from(inner.known.len()).unwrap_or(u64::MAX),
+            written_back_sessions_total: read(&counters.written_back_sessions),
+            recreated_sessions_total: read(&counters.recreated_sessions),
+            written_back_frames_total: read(&counters.written_back_frames),
+            duplicate_frames_skipped_total: read(&counters.duplicate_frames),
+            renumbered_frames_total: read(&counters.renumbered_frames),
+            write_back_conflicts_total: read(&counters.conflicts),
+            write_back_failures_total: read(&counters.write_back_failures),
+            last_write_back: inner.breaker.last_recovery(),
+            last_outage: inner.breaker.last_outage(),
+        }
+    }
+}
+
+impl<P: FallbackPrimary> Drop for FallbackStore<P> {
+    fn drop(&mut self) {
+        self.recovery.abort();
+    }
+}

@@ -1,0 +1,47 @@
+//! What [`FallbackStore`](super::FallbackStore) needs from its primary beyond
+//! [`SessionStore`]: keyed (idempotent) appends and the write-back of sessions
+//! served from memory. [`RedisStore`] provides both.
+
+use async_trait::async_trait;
+use session_store_core::{Frame, FrameId, Result, SessionId, SessionStore};
+use session_store_redis::{AppendKey, RedisStore, SessionWriteBack, WriteBackReport};
+
+/// A store that [`FallbackStore`](super::FallbackStore) can stand in for.
+#[async_trait]
+pub trait FallbackPrimary: SessionStore {
+    /// A fresh idempotency key for one append.
+    fn new_append_key(&self) -> AppendKey;
+
+    /// [`append_frame`](SessionStore::append_frame) under `key`: sending the same
+    /// key again stores nothing new and returns the first id.
+    async fn append_frame_with_key(
+        &self,
+        id: &SessionId,
+        frame: &Frame,
+        key: &AppendKey,
+    ) -> Result<FrameId>;
+
+    /// Writes back a session served from memory (see
+    /// [`RedisStore::write_back`] for the merge rules). Safe to repeat.
+    async fn write_back(&self, write_back: &SessionWriteBack) -> Result<WriteBackReport>;
+}
+
+#[async_trait]
+impl FallbackPrimary for RedisStore {
+    fn new_append_key(&self) -> AppendKey {
+        RedisStore::new_append_key(self)
+    }
+
+    async fn append_frame_with_key(
+        &self,
+        id: &SessionId,
+        frame: &Frame,
+        key: &AppendKey,
+    ) -> Result<FrameId> {
+        RedisStore::append_frame_with_key(self, id, frame, key).await
+    }
+
+    async fn write_back(&self, write_back: &SessionWriteBack) -> Result<WriteBackReport> {
+        RedisStore::write_back(self, write_back).await
+    }
+}

@@ -1,0 +1,145 @@
+//! The background task: probes the primary once the cool-down is over, and
+//! writes the journal back while the breaker is half-open (or closed with
+//! sessions still waiting).
+
+use std::{
+    sync::{Arc, Weak},
+    time::{Duration, Instant},
+};
+
+use session_store_core::{Error, Result, SessionId};
+use tokio::task::JoinHandle;
+
+use super::{add, breaker::Route, FallbackPrimary, Inner};
+
+/// Starts the task. It holds only a weak reference, so it ends once the store
+/// is dropped (the store also aborts it).
+pub(super) fn spawn<P: FallbackPrimary + 'static>(
+    inner: Weak<Inner<P>>,
+    interval: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(inner) = inner.upgrade() else {
+                break;
+            };
+            inner.recovery_tick().await;
+        }
+    })
+}
+
+impl<P: FallbackPrimary> Inner<P> {
+    async fn recovery_tick(self: &Arc<Self>) {
+        match self.breaker.route() {
+            Route::Primary => return,
+            Route::Memory => {
+                if !self.breaker.probe_due(Instant::now()) {
+                    return;
+                }
+                match self.primary.health().await {
+                    Ok(_) => self.breaker.half_open(),
+                    Err(error) => {
+                        tracing::debug!(%error, "session store: probe of the primary failed; breaker stays open");
+                        self.breaker.probe_failed();
+                        return;
+                    }
+                }
+            }
+            Route::Mixed => {}
+        }
+        self.write_back_all().await;
+    }
+
+    /// Writes back every session in the journal, then closes the breaker if the
+    /// journal is empty. Stops at the first Unavailable (the breaker reopens).
+    pub(super) async fn write_back_all(&self) {
+        for id in self.journal.ids() {
+            if self.breaker.route() == Route::Memory {
+                return;
+            }
+            match self.write_back_one(&id).await {
+                Ok(()) => {}
+                Err(error) if error.is_retryable() => {
+                    self.breaker.record_failure(&error);
+                    return;
+                }
+                Err(error) => {
+                    add(&self.counters.write_back_failures, 1);
+                    tracing::error!(
+                        session = %id,
+                        %error,
+                        "session store: the primary rejected the write-back of a session changed during an outage; its changes are dropped"
+                    );
+                }
+            }
+        }
+        self.journal.close_if_empty(|| self.breaker.close());
+    }
+
+    /// Writes back one session under its entry's lock, then drops it from the
+    /// journal. Non-retryable errors drop it too (after the caller logs them).
+    async fn write_back_one(&self, id: &SessionId) -> Result<()> {
+        let Some(entry) = self.journal.get(id) else {
+            return Ok(());
+        };
+        let mut dirty = entry.lock().await;
+        if dirty.written_back {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let outcome: Result<()> = if dirty.deleted {
+            self.primary.delete(id).await.map(|_| ())
+        } else if !dirty.is_live(now) {
+            // Expired while the primary was away: nothing left to keep.
+            Ok(())
+        } else {
+            match self.primary.write_back(&dirty.to_write_back()).await {
+                Ok(report) => {
+                    let counters = &self.counters;
+                    add(&counters.written_back_frames, report.frames_written);
+                    add(&counters.duplicate_frames, report.frames_already_stored);
+                    add(&counters.renumbered_frames, report.frames_renumbered);
+                    if report.recreated {
+                        add(&counters.recreated_sessions, 1);
+                    }
+                    if let Some(revision) = report.conflict_revision {
+                        add(&counters.conflicts, 1);
+                        tracing::warn!(
+                            session = %id,
+                            local_revision = dirty.session.revision,
+                            redis_revision = revision,
+                            "session store: an update made during the outage lost to a concurrent update in redis"
+                        );
+                        self.known.forget(id);
+                    } else {
+                        let last = report.frame_ids.iter().max().copied();
+                        self.known.remember_written_back(&dirty.session, last);
+                    }
+                    Ok(())
+                }
+                Err(Error::NotFound(_)) => Ok(()),
+                Err(error) => Err(error),
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                add(&self.counters.written_back_sessions, 1);
+            }
+            Err(error) if error.is_retryable() => return Err(error),
+            Err(error) => {
+                dirty.written_back = true;
+                self.journal.remove(id);
+                return Err(error);
+            }
+        }
+        if dirty.deleted {
+            self.known.forget(id);
+        }
+        dirty.written_back = true;
+        self.journal.remove(id);
+        Ok(())
+    }
+}
