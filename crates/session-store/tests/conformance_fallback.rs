@@ -1,0 +1,51 @@
+//! The whole conformance suite against a `FallbackStore` over a healthy Redis, built
+//! by `build_with_clock` with `fallback_to_memory = true`: with the breaker closed
+//! the wrapper must keep every line of the contract
+//! (`SESSION_STORE_TEST_REDIS_URL`, set by `cargo xtask integration`).
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use session_store::{
+    build_with_clock, Backend, ManualClock, RedisUrl, SessionId, SessionStore, StorageConfig,
+    StoreSettings,
+};
+use session_store_core::testing::StoreFactory;
+
+/// Builds fallback-wrapped Redis stores through the facade's configuration path,
+/// each under a fresh key prefix so they share nothing.
+struct FallbackFactory;
+
+#[async_trait]
+impl StoreFactory for FallbackFactory {
+    async fn build(&self, clock: ManualClock, settings: StoreSettings) -> Arc<dyn SessionStore> {
+        let url = std::env::var("SESSION_STORE_TEST_REDIS_URL").expect(
+            "set SESSION_STORE_TEST_REDIS_URL to a redis:// URL (cargo xtask integration does)",
+        );
+        let mut config = StorageConfig {
+            backend: Backend::Redis,
+            ttl: settings.ttl,
+            max_lifetime: settings.max_lifetime,
+            max_frames_per_session: settings.max_frames_per_session,
+            max_frame_bytes: settings.max_frame_bytes,
+            max_session_bytes: settings.max_session_bytes,
+            ..StorageConfig::default()
+        };
+        config.redis.url = RedisUrl::new(url);
+        config.redis.pool_size = 1;
+        config.redis.fallback_to_memory = true;
+        config.redis.key_prefix = format!("fallback-{}", SessionId::random().unwrap());
+        build_with_clock(&config, Arc::new(clock)).await.unwrap()
+    }
+
+    fn frame_trim_slack(&self) -> u64 {
+        100
+    }
+}
+
+session_store_core::conformance_tests!(
+    #[ignore = "needs Redis: cargo xtask integration"]
+    FallbackFactory
+);
