@@ -26,7 +26,10 @@ async fn upstream_post(body: Bytes) -> Response {
     let message: Value = serde_json::from_slice(&body).unwrap();
     match message["method"].as_str() {
         Some("initialize") => (
-            [("content-type", "application/json"), ("mcp-session-id", UPSTREAM_SESSION)],
+            [
+                ("content-type", "application/json"),
+                ("mcp-session-id", UPSTREAM_SESSION),
+            ],
             json!({"jsonrpc":"2.0","id":message["id"],"result":{
                 "protocolVersion":"2025-11-25","capabilities":{"tools":{}},
                 "serverInfo":{"name":"polling-upstream","version":"1"}}})
@@ -37,7 +40,9 @@ async fn upstream_post(body: Bytes) -> Response {
             let progress = json!({"jsonrpc":"2.0","method":"notifications/progress",
                 "params":{"progressToken":"poll","progress":1.0}});
             // Primes, sends one event, and closes before the response.
-            sse(format!("id: e0\nretry: 20\ndata:\n\nid: e1\ndata: {progress}\n\n"))
+            sse(format!(
+                "id: e0\nretry: 20\ndata:\n\nid: e1\ndata: {progress}\n\n"
+            ))
         }
         _ => StatusCode::ACCEPTED.into_response(),
     }
@@ -45,11 +50,16 @@ async fn upstream_post(body: Bytes) -> Response {
 
 async fn upstream_get(headers: HeaderMap) -> Response {
     assert_eq!(headers["mcp-session-id"], UPSTREAM_SESSION);
-    assert_eq!(headers["last-event-id"], "e1", "the proxy resumes after the last event");
+    assert_eq!(
+        headers["last-event-id"], "e1",
+        "the proxy resumes after the last event"
+    );
     let progress = json!({"jsonrpc":"2.0","method":"notifications/progress",
         "params":{"progressToken":"poll","progress":2.0}});
     let result = json!({"jsonrpc":"2.0","id":4,"result":{"content":[{"type":"text","text":"countdown from 2 done"}]}});
-    sse(format!("id: e2\ndata: {progress}\n\nid: e3\ndata: {result}\n\n"))
+    sse(format!(
+        "id: e2\ndata: {progress}\n\nid: e3\ndata: {result}\n\n"
+    ))
 }
 
 #[tokio::test]
@@ -85,5 +95,8 @@ async fn a_reply_stream_closed_early_upstream_is_polled_and_relayed_on() {
         .filter(|frame| frame["event_id"].is_string())
         .map(|frame| frame["stream_id"].as_str().unwrap())
         .collect();
-    assert!(streams.windows(2).all(|pair| pair[0] == pair[1]), "one stream: {streams:?}");
+    assert!(
+        streams.windows(2).all(|pair| pair[0] == pair[1]),
+        "one stream: {streams:?}"
+    );
 }
