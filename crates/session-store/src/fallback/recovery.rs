@@ -10,7 +10,12 @@ use std::{
 use session_store_core::{Error, Result, SessionId};
 use tokio::task::JoinHandle;
 
+use futures::StreamExt;
+
 use super::{add, breaker::Route, FallbackPrimary, Inner};
+
+/// Sessions written back at the same time.
+const CONCURRENT_WRITE_BACKS: usize = 8;
 
 /// Starts the task. It holds only a weak reference, so it ends once the store
 /// is dropped (the store also aborts it).
@@ -56,27 +61,30 @@ impl<P: FallbackPrimary> Inner<P> {
     /// Writes back every session in the journal, then closes the breaker if the
     /// journal is empty. Stops at the first Unavailable (the breaker reopens).
     pub(super) async fn write_back_all(&self) {
-        for id in self.journal.ids() {
-            if self.breaker.route() == Route::Memory {
-                return;
-            }
-            match self.write_back_one(&id).await {
-                Ok(()) => {}
-                Err(error) if error.is_retryable() => {
-                    self.breaker.record_failure(&error);
+        // Sessions are independent, so several are written back at once; each
+        // session's own frames still go in order.
+        futures::stream::iter(self.journal.ids())
+            .for_each_concurrent(CONCURRENT_WRITE_BACKS, |id| async move {
+                if self.breaker.route() == Route::Memory {
                     return;
                 }
-                Err(error) => {
-                    add(&self.counters.write_back_failures, 1);
-                    tracing::error!(
-                        session = %id,
-                        %error,
-                        "session store: the primary rejected the write-back of a session changed during an outage; its changes are dropped"
-                    );
+                match self.write_back_one(&id).await {
+                    Ok(()) => {}
+                    Err(error) if error.is_retryable() => self.breaker.record_failure(&error),
+                    Err(error) => {
+                        add(&self.counters.write_back_failures, 1);
+                        tracing::error!(
+                            session = %id,
+                            %error,
+                            "session store: the primary rejected the write-back of a session changed during an outage; its changes are dropped"
+                        );
+                    }
                 }
-            }
+            })
+            .await;
+        if self.breaker.route() != Route::Memory {
+            self.journal.close_if_empty(|| self.breaker.close());
         }
-        self.journal.close_if_empty(|| self.breaker.close());
     }
 
     /// Writes back one session under its entry's lock, then drops it from the
