@@ -1,0 +1,105 @@
+//! The summary of one pool size: ratios of the store to its raw baseline and to
+//! the peer, and one verdict line per target of the issue.
+
+use std::time::Duration;
+
+use super::ops::{Op, Variant};
+use crate::common::measure::{micros, Row};
+
+/// A measured row with what it measured.
+pub struct Measured {
+    pub op: Op,
+    pub variant: Variant,
+    pub row: Row,
+}
+
+/// Throughput at least this share of the raw baseline.
+const MIN_RAW_RATIO: f64 = 0.8;
+/// p99 at most this multiple of the raw baseline's p99.
+const MAX_P99_RATIO: f64 = 1.5;
+/// p99 under this.
+const MAX_P99: Duration = Duration::from_millis(5);
+
+fn find(results: &[Measured], op: Op, variant: Variant, tasks: usize) -> Option<&Row> {
+    results
+        .iter()
+        .find(|m| m.op == op && m.variant == variant && m.row.tasks == tasks)
+        .map(|m| &m.row)
+}
+
+/// Prints the ratio table and the verdicts; returns how many targets were missed.
+pub fn print(pool_size: usize, results: &[Measured], task_counts: &[usize]) -> usize {
+    println!("\nSummary, pool_size {pool_size} (ops/s; ratios are ours / other)");
+    println!(
+        "| {:<15} | {:>5} | {:>9} | {:>9} | {:>8} | {:>8} | {:>8} | {:>8} | {:>9} | {:>9} | {:>8} |",
+        "operation", "tasks", "ours", "raw", "ours/raw", "p50 us", "p99 us", "raw p99", "p99/raw", "peer", "ours/peer"
+    );
+    println!("|{}|", ["-"; 11].map(|_| "---").join("|"));
+    let mut missed = 0;
+    let mut verdicts = Vec::new();
+    for &tasks in task_counts {
+        for op in Op::ALL {
+            let (Some(ours), Some(raw)) = (
+                find(results, op, Variant::Ours, tasks),
+                find(results, op, Variant::Raw, tasks),
+            ) else {
+                continue;
+            };
+            let ratio = ours.ops_per_sec() / raw.ops_per_sec();
+            let p99_ratio = ours.p99.as_secs_f64() / raw.p99.as_secs_f64().max(1e-9);
+            let peer = find(results, op, Variant::Peer, tasks);
+            let peer_ratio = peer.map(|p| ours.ops_per_sec() / p.ops_per_sec());
+            println!(
+                "| {:<15} | {:>5} | {:>9.0} | {:>9.0} | {:>8.2} | {:>8.1} | {:>8.1} | {:>8.1} | {:>9.2} | {:>9} | {:>8} |",
+                op.name(),
+                tasks,
+                ours.ops_per_sec(),
+                raw.ops_per_sec(),
+                ratio,
+                micros(ours.p50),
+                micros(ours.p99),
+                micros(raw.p99),
+                p99_ratio,
+                peer.map_or("-".to_owned(), |p| format!("{:.0}", p.ops_per_sec())),
+                peer_ratio.map_or("-".to_owned(), |r| format!("{r:.2}")),
+            );
+            verdicts.push((
+                format!(
+                    "{} at {tasks} tasks >= {MIN_RAW_RATIO}x raw throughput",
+                    op.name()
+                ),
+                ratio >= MIN_RAW_RATIO,
+                format!("{ratio:.2}x"),
+            ));
+            verdicts.push((
+                format!(
+                    "{} at {tasks} tasks p99 <= {MAX_P99_RATIO}x raw p99 and < 5 ms",
+                    op.name()
+                ),
+                p99_ratio <= MAX_P99_RATIO && ours.p99 < MAX_P99,
+                format!("{p99_ratio:.2}x, {:.0} us", micros(ours.p99)),
+            ));
+            if tasks == 64 && matches!(op, Op::Get | Op::Touch) {
+                if let Some(r) = peer_ratio {
+                    let peer_op = if op == Op::Get { "load" } else { "save" };
+                    verdicts.push((
+                        format!("{} at 64 tasks >= 1.0x peer {peer_op}", op.name()),
+                        r >= 1.0,
+                        format!("{r:.2}x"),
+                    ));
+                }
+            }
+        }
+    }
+    println!("\nTargets, pool_size {pool_size}:");
+    for (target, met, value) in verdicts {
+        if !met {
+            missed += 1;
+        }
+        println!(
+            "  {:<6} {target}: {value}",
+            if met { "MET" } else { "MISSED" }
+        );
+    }
+    missed
+}
