@@ -126,7 +126,10 @@ impl RedisProcess {
                     return false;
                 }
             }
-            if command(self.port, &["PING"]).is_ok_and(|r| r.starts_with("+PONG")) {
+            // NOAUTH: the server answers, but only to an authenticated user.
+            if command(self.port, &["PING"])
+                .is_ok_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -179,6 +182,40 @@ pub fn command(port: u16, words: &[&str]) -> std::io::Result<String> {
     let mut reply = vec![0u8; 64 * 1024];
     let n = stream.read(&mut reply)?;
     Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
+}
+
+/// Sends `AUTH user password` and then `words` on one connection; returns the
+/// second reply's first line.
+pub fn command_as(
+    port: u16,
+    user: &str,
+    password: &str,
+    words: &[&str],
+) -> std::io::Result<String> {
+    let mut stream = StdStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut request = String::new();
+    for command in [&["AUTH", user, password][..], words] {
+        request.push_str(&format!("*{}\r\n", command.len()));
+        for word in command {
+            request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+        }
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while reply.windows(2).filter(|w| w == b"\r\n").count() < 2 {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    Ok(text.lines().nth(1).unwrap_or_default().to_owned())
 }
 
 /// What the fault proxy does to traffic.
