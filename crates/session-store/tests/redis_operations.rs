@@ -136,7 +136,7 @@ async fn the_store_works_as_an_acl_user_with_the_documented_commands_only() {
     let id = SessionId::random().unwrap();
     let created = store.create(NewSession::new(id.clone())).await.unwrap();
     store.get(&id).await.unwrap();
-    store.get_many(&[id.clone()]).await.unwrap();
+    store.get_many(std::slice::from_ref(&id)).await.unwrap();
     let mut changed = created.clone();
     changed.status = SessionStatus::Active;
     let updated = store.update(&changed).await.unwrap();
