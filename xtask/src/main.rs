@@ -5,9 +5,11 @@
 //! workspace. `main` is one `match` on the subcommand; each arm parses only its
 //! own flags and calls one function in the module that owns the command.
 
+mod bench;
 mod ci;
 #[cfg(feature = "containers")]
 mod containers;
+mod demo;
 mod integration;
 mod process;
 mod redis;
@@ -23,12 +25,16 @@ const HELP: &str = "\
 cargo xtask <command> [flags]
 
 Commands:
-  ci            fmt, clippy, tests, cargo-deny (when installed), then the
-                integration suites against real Redis; stops at the first failure
+  demo          build the proxy, run a scripted MCP session through it and print
+                what it recorded (--storage memory|redis; memory needs nothing)
+  ci            fmt, clippy, tests, cargo-deny (when installed), the integration
+                suites against real Redis, then the demo; stops at the first failure
   integration   start Redis (standalone + 3-master cluster), run every test
                 including the ignored ones that need Redis, tear Redis down
   redis         start the same Redis servers, print the env exports to run one
                 test by hand, and wait for Ctrl-C
+  bench proxy   the proxy's added latency: tools/call direct vs through the proxy
+                on memory and Redis, 1 and 32 clients (p50, p99, ops/s)
   help          this text
 
 `cargo xtask <command> --help` describes one command.
@@ -52,6 +58,18 @@ fn run(args: VecDeque<String>) -> Result<()> {
         bail!("no command given");
     };
     match command.as_str() {
+        "demo" => {
+            if args.wants_help() {
+                print!("{}", demo::HELP);
+                return Ok(());
+            }
+            let storage = match args.take_value("--storage")? {
+                Some(value) => demo::Storage::parse(&value)?,
+                None => demo::Storage::Memory,
+            };
+            args.finish("demo")?;
+            demo::run(storage)
+        }
         "ci" => {
             if args.wants_help() {
                 print!("{}", ci::HELP);
@@ -76,6 +94,19 @@ fn run(args: VecDeque<String>) -> Result<()> {
             }
             args.finish("redis")?;
             integration::serve_until_interrupted()
+        }
+        "bench" => {
+            if args.wants_help() {
+                print!("{}", bench::HELP);
+                return Ok(());
+            }
+            let bench_args = args.take_after_double_dash();
+            let Some(target) = args.next() else {
+                print!("{}", bench::HELP);
+                bail!("`cargo xtask bench` needs a benchmark name, e.g. `cargo xtask bench proxy`");
+            };
+            args.finish("bench")?;
+            bench::run(&target, &bench_args)
         }
         "help" | "--help" | "-h" => {
             print!("{HELP}");
@@ -108,6 +139,35 @@ impl Args {
             .iter()
             .take_while(|arg| arg.as_str() != "--")
             .any(|arg| arg == "--help" || arg == "-h")
+    }
+
+    /// Removes `flag VALUE` or `flag=VALUE` (before any `--`) and returns the value;
+    /// fails when the flag is given without a value or more than once.
+    fn take_value(&mut self, flag: &str) -> Result<Option<String>> {
+        let prefix = format!("{flag}=");
+        let mut value = None;
+        let mut index = 0;
+        while let Some(arg) = self.remaining.get(index).filter(|arg| *arg != "--") {
+            let found = if arg == flag {
+                let Some(next) = self.remaining.get(index + 1).filter(|next| *next != "--") else {
+                    bail!("`{flag}` needs a value");
+                };
+                let next = next.clone();
+                self.remaining.drain(index..index + 2);
+                next
+            } else if let Some(inline) = arg.strip_prefix(&prefix) {
+                let inline = inline.to_string();
+                self.remaining.remove(index);
+                inline
+            } else {
+                index += 1;
+                continue;
+            };
+            if value.replace(found).is_some() {
+                bail!("`{flag}` given more than once");
+            }
+        }
+        Ok(value)
     }
 
     /// Removes and returns everything after the first `--` (the `--` itself is dropped).
@@ -166,6 +226,27 @@ mod tests {
     fn help_after_double_dash_belongs_to_cargo_test() {
         assert!(!args(&["--", "--help"]).wants_help());
         assert!(args(&["--help"]).wants_help());
+    }
+
+    #[test]
+    fn a_flag_value_is_taken_in_either_spelling() {
+        let mut parsed = args(&["--storage", "redis"]);
+        assert_eq!(
+            parsed.take_value("--storage").unwrap().as_deref(),
+            Some("redis")
+        );
+        assert!(parsed.finish("demo").is_ok());
+        let mut parsed = args(&["--storage=memory"]);
+        assert_eq!(
+            parsed.take_value("--storage").unwrap().as_deref(),
+            Some("memory")
+        );
+        assert!(parsed.finish("demo").is_ok());
+        let mut absent = args(&[]);
+        assert_eq!(absent.take_value("--storage").unwrap(), None);
+        assert!(args(&["--storage"]).take_value("--storage").is_err());
+        let twice = args(&["--storage", "redis", "--storage=memory"]).take_value("--storage");
+        assert!(twice.is_err());
     }
 
     #[test]
