@@ -39,6 +39,9 @@ pub(crate) struct DirtySession {
     /// Set by the write-back under the entry's lock: this entry is stale and the
     /// caller must go to the primary instead.
     pub(crate) written_back: bool,
+    /// The id was deleted (or expired) and created again here: the write-back
+    /// deletes whatever the primary holds under it first.
+    pub(crate) replaces: bool,
     pub(crate) write_back_key: AppendKey,
 }
 
@@ -54,6 +57,7 @@ impl DirtySession {
             base_last_frame_id: Some(FrameId::ZERO),
             last_frame_id: None,
             written_back: false,
+            replaces: false,
             write_back_key,
         }
     }
@@ -69,8 +73,19 @@ impl DirtySession {
             base_last_frame_id: known.last_frame_id,
             last_frame_id: known.last_frame_id,
             written_back: false,
+            replaces: false,
             write_back_key,
         }
+    }
+
+    /// Creates the session again on this id after it was deleted or expired
+    /// here: a new session, with no frames.
+    pub(crate) fn recreate(&mut self, session: Session) {
+        let key = self.write_back_key.clone();
+        *self = DirtySession {
+            replaces: true,
+            ..DirtySession::created(session, key)
+        };
     }
 
     pub(crate) fn is_live(&self, now: Timestamp) -> bool {

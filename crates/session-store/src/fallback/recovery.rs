@@ -104,6 +104,10 @@ impl<P: FallbackPrimary> Inner<P> {
             // Expired while the primary was away: nothing left to keep.
             Ok(())
         } else {
+            if dirty.replaces {
+                self.primary.delete(id).await?;
+                dirty.replaces = false;
+            }
             match self.primary.write_back(&dirty.to_write_back()).await {
                 Ok(report) => {
                     let counters = &self.counters;

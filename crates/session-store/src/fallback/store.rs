@@ -128,13 +128,18 @@ impl<P: FallbackPrimary> Inner<P> {
             add(&self.counters.served_from_memory, 1);
             return Ok(session);
         }
-        let existing = entry.lock().await;
-        if existing.is_live(now) {
-            Err(Error::AlreadyExists(id))
-        } else {
-            // Deleted or expired during the outage and not yet written back.
-            Err(self.not_in_memory(&id))
+        let mut existing = entry.lock().await;
+        if existing.written_back {
+            // Written back while we waited: the primary decides.
+            return Err(self.not_in_memory(&id));
         }
+        if existing.is_live(now) {
+            return Err(Error::AlreadyExists(id));
+        }
+        // Deleted or expired during the outage: the id may be reused.
+        existing.recreate(session.clone());
+        add(&self.counters.served_from_memory, 1);
+        Ok(session)
     }
 
     async fn get_in_memory(&self, id: &SessionId) -> Result<Session> {
@@ -405,16 +410,19 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
         }
     }
 
-    /// While open, nothing is purged: sessions in memory are few and written back
-    /// (or dropped, when expired) on recovery; the next run purges the primary.
+    /// While open (or when the primary fails), nothing is purged and 0 is
+    /// returned: sessions in memory are few and written back (or dropped, when
+    /// expired) on recovery; the next run purges the primary.
     async fn purge_expired(&self) -> Result<u64> {
         let inner = &self.inner;
         if inner.breaker.route() == Route::Memory {
             return Ok(0);
         }
         let result = inner.primary.purge_expired().await;
-        inner.settle(None, &result);
-        result
+        if inner.settle(None, &result) {
+            return result;
+        }
+        Ok(0)
     }
 
     /// The primary's health while it answers. While the breaker is open the store
