@@ -26,7 +26,7 @@ impl RedisStore {
     pub async fn append_frame_with_key(
         &self,
         id: &SessionId,
-        frame: Frame,
+        frame: &Frame,
         key: &AppendKey,
     ) -> Result<FrameId> {
         self.append(id, frame, key).await
@@ -41,11 +41,11 @@ impl RedisStore {
     pub(crate) async fn append(
         &self,
         id: &SessionId,
-        frame: Frame,
+        frame: &Frame,
         key: &AppendKey,
     ) -> Result<FrameId> {
-        self.settings.check_frame(&frame)?;
-        let encoded = codec::encode(&frame)?;
+        self.settings.check_frame(frame)?;
+        let encoded = codec::encode(frame)?;
         let now = self.now_ms();
         let sliding = now.saturating_add(self.lifetime.ttl_ms);
         let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));

@@ -332,7 +332,7 @@ impl SessionStore for RedisStore {
     /// retries never store the frame twice.
     async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId> {
         let key = self.append_keys.next_key();
-        self.append(id, frame, &key).await
+        self.append(id, &frame, &key).await
     }
 
     async fn read_frames(

@@ -52,12 +52,12 @@ async fn append_sent_twice_with_one_key_is_stored_once_with_one_id() {
     store.create(NewSession::new(id.clone())).await.unwrap();
     let key = store.new_append_key();
     let first = store
-        .append_frame_with_key(&id, frame(&clock, "a"), &key)
+        .append_frame_with_key(&id, &frame(&clock, "a"), &key)
         .await
         .unwrap();
     clock.advance(Duration::from_millis(5));
     let again = store
-        .append_frame_with_key(&id, frame(&clock, "a"), &key)
+        .append_frame_with_key(&id, &frame(&clock, "a"), &key)
         .await
         .unwrap();
     assert_eq!(first, again, "the repeat returns the stored id");
@@ -73,7 +73,7 @@ async fn a_key_is_remembered_across_the_documented_number_of_other_appends() {
     store.create(NewSession::new(id.clone())).await.unwrap();
     let key = AppendKey::new("k0").unwrap();
     let first = store
-        .append_frame_with_key(&id, frame(&clock, "first"), &key)
+        .append_frame_with_key(&id, &frame(&clock, "first"), &key)
         .await
         .unwrap();
     for n in 0..REMEMBERED_APPEND_KEYS - 1 {
@@ -83,7 +83,7 @@ async fn a_key_is_remembered_across_the_documented_number_of_other_appends() {
             .unwrap();
     }
     let repeat = store
-        .append_frame_with_key(&id, frame(&clock, "first"), &key)
+        .append_frame_with_key(&id, &frame(&clock, "first"), &key)
         .await
         .unwrap();
     assert_eq!(repeat, first);
@@ -172,7 +172,7 @@ async fn write_back_merges_frames_skips_stored_keys_and_loses_updates_to_newer_r
     // This append reached Redis, but its reply was lost: the fallback kept it.
     let lost_key = AppendKey::new("lost").unwrap();
     let stored_at = store
-        .append_frame_with_key(&id, frame(&clock, "lost reply"), &lost_key)
+        .append_frame_with_key(&id, &frame(&clock, "lost reply"), &lost_key)
         .await
         .unwrap();
     // Meanwhile another proxy instance updated the session.
