@@ -1,0 +1,239 @@
+//! End to end with the store down: a Redis server of the test's own is killed
+//! under a running proxy (no fallback to memory). A request for an existing session
+//! gets 503 with `Retry-After`, never 404 (the session may well still exist);
+//! `/healthz` is 503. Restarted on the same port from its append-only file, Redis
+//! has the session again, and the same session works.
+//!
+//! Needs `redis-server`: `SESSION_STORE_TEST_REDIS_SERVER` (set by `cargo xtask
+//! integration`) or the one on PATH.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{scratch_path, start_proxy, start_upstream, RawClient, Reply, EXCHANGE_TIMEOUT};
+use serde_json::{json, Value};
+
+const SERVER_BINARY_VAR: &str = "SESSION_STORE_TEST_REDIS_SERVER";
+/// Longest wait for Redis to answer PING, and for the proxy to reconnect.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `redis-server` with an append-only file fsynced on every write, so a kill
+/// loses nothing; killed on drop.
+struct DurableRedis {
+    binary: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl DurableRedis {
+    fn start() -> DurableRedis {
+        let binary = std::env::var_os(SERVER_BINARY_VAR)
+            .map(PathBuf::from)
+            .or_else(|| find_on_path("redis-server"))
+            .unwrap_or_else(|| {
+                panic!("no redis-server: set {SERVER_BINARY_VAR} or run `cargo xtask integration`")
+            });
+        let dir = scratch_path("redis-aof");
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = DurableRedis {
+            binary,
+            dir,
+            port,
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.address())
+    }
+
+    /// Starts the server on its port and data dir (replaying the append-only file)
+    /// and waits until it answers PING.
+    fn restart(&mut self) {
+        let child = Command::new(&self.binary)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + RECOVERY_TIMEOUT;
+        while !answers_ping(self.address()) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("redis-server exited ({status}); log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {} did not answer PING; log:\n{}",
+                self.address(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for DurableRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| Path::is_file(candidate))
+}
+
+fn answers_ping(address: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+async fn healthz(url: &str) -> (reqwest::StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(EXCHANGE_TIMEOUT)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    (status, body)
+}
+
+fn result_text(reply: &Reply) -> Value {
+    reply.messages().last().unwrap()["result"]["content"][0]["text"].clone()
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn with_the_store_down_an_existing_session_gets_503_and_works_again_after_recovery() {
+    let mut redis = DurableRedis::start();
+    let upstream = start_upstream();
+    let storage = format!(
+        "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"{}\"\n\
+         key_prefix = \"store-down\"\nfallback_to_memory = false\n\
+         connect_timeout = \"1s\"\ncommand_timeout = \"500ms\"\n",
+        redis.url()
+    );
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", &storage);
+    let mut client = RawClient::new();
+    client.initialize(&proxy.mcp_url()).await;
+    let before = client
+        .call_tool(&proxy.mcp_url(), 1, "add", json!({"a": 1, "b": 2}))
+        .await;
+    assert_eq!(before.status, 200, "{before:?}");
+    assert_eq!(result_text(&before), "3");
+
+    redis.kill();
+
+    for id in 2..5 {
+        let during = client
+            .call_tool(&proxy.mcp_url(), id, "echo", json!({"text": "down"}))
+            .await;
+        assert_eq!(
+            during.status, 503,
+            "an existing session with the store down must be 503, never 404: {during:?}"
+        );
+        assert_eq!(during.headers["retry-after"], "1", "{during:?}");
+        let error = &during.json.as_ref().unwrap()["error"];
+        assert!(
+            error["message"].as_str().unwrap().contains("unavailable"),
+            "{error}"
+        );
+    }
+    let (status, body) = healthz(&proxy.url("/healthz")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable", "{body}");
+
+    // A new session cannot be recorded either: 503, not a session the store lacks.
+    let newcomer = RawClient::new();
+    let refused = newcomer
+        .post(
+            &proxy.mcp_url(),
+            &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+                "protocolVersion":"2025-06-18","capabilities":{},
+                "clientInfo":{"name":"store-down-test","version":"1.0"}}}),
+        )
+        .await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+
+    redis.restart();
+
+    // The proxy reconnects on its own; the session was replayed from the AOF.
+    let deadline = Instant::now() + RECOVERY_TIMEOUT;
+    let mut id = 10;
+    let after = loop {
+        id += 1;
+        let reply = client
+            .call_tool(&proxy.mcp_url(), id, "echo", json!({"text": "back"}))
+            .await;
+        assert_ne!(reply.status, 404, "the session was lost: {reply:?}");
+        if reply.status == 200 || Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        after.status, 200,
+        "no recovery within {RECOVERY_TIMEOUT:?}: {after:?}"
+    );
+    assert_eq!(result_text(&after), "back");
+    let (status, body) = healthz(&proxy.url("/healthz")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok", "{body}");
+}
