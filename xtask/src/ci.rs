@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::demo;
 use crate::integration;
 use crate::process;
 
@@ -20,6 +21,8 @@ Runs, in order, stopping at the first failure:
   deny         cargo deny check bans licenses sources   (skipped when cargo-deny is
                not installed; advisories need network: cargo deny check advisories)
   integration  cargo xtask integration   (real Redis; see its --help)
+  demo         cargo xtask demo, then cargo xtask demo --storage redis   (the
+               README's first command, end to end)
 
 xtask is checked without --all-features: its `containers` feature pulls in the
 Docker client, which CI never needs to compile.
@@ -56,6 +59,10 @@ const STEPS: &[Step] = &[
     Step {
         name: "integration",
         run: integration,
+    },
+    Step {
+        name: "demo",
+        run: demo,
     },
 ];
 
@@ -181,5 +188,11 @@ fn deny() -> Result<Outcome> {
 
 fn integration() -> Result<Outcome> {
     integration::run(&[])?;
+    Ok(Outcome::Passed)
+}
+
+fn demo() -> Result<Outcome> {
+    demo::run(demo::Storage::Memory)?;
+    demo::run(demo::Storage::Redis)?;
     Ok(Outcome::Passed)
 }
