@@ -3,7 +3,9 @@
 //! expired sessions from piling up.
 //!
 //! The memory backend (feature `memory`, on by default) needs no service; the
-//! Redis backend (feature `redis`) shares sessions between proxy instances.
+//! Redis backend (feature `redis`) shares sessions between proxy instances, and
+//! with `fallback_to_memory = true` keeps serving through a Redis outage
+//! (`FallbackStore`, feature `redis`; `docs/operations.md`).
 //! Configuration is layered: defaults < TOML file < `SESSION_STORE_*`
 //! environment variables < command-line overrides; every invalid value is an
 //! [`Error::Config`] naming the key and where it came from. `docs/configuration.md`

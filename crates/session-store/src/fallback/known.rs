@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 
 use parking_lot::Mutex;
-use session_store_core::{FrameId, Session, SessionId};
+use session_store_core::{
+    expiry_after_activity, FrameId, Session, SessionId, StoreSettings, Timestamp,
+};
 
 const SHARDS: usize = 16;
 
@@ -85,15 +87,30 @@ impl KnownSessions {
         );
     }
 
-    /// Records an append the primary acknowledged.
-    pub(crate) fn note_append(&self, id: &SessionId, frame_id: FrameId) {
+    /// Records an append the primary acknowledged at `now`, which also slid the
+    /// session's expiry to `expires_at`.
+    pub(crate) fn note_append(
+        &self,
+        id: &SessionId,
+        frame_id: FrameId,
+        now: Timestamp,
+        settings: &StoreSettings,
+    ) {
         let mut shard = self.shard(id).lock();
         let entry = match shard.current.get_mut(id) {
             Some(known) => Some(known),
             None => shard.previous.get_mut(id),
         };
         if let Some(known) = entry {
-            known.session.frame_count = known.session.frame_count.saturating_add(1);
+            let session = &mut known.session;
+            session.frame_count = session.frame_count.saturating_add(1);
+            session.last_activity = session.last_activity.max(now);
+            session.expires_at = session.expires_at.max(expiry_after_activity(
+                now,
+                session.created_at,
+                settings.ttl,
+                settings.max_lifetime,
+            ));
             known.last_frame_id = known.last_frame_id.max(Some(frame_id));
         }
     }
@@ -163,11 +180,15 @@ mod tests {
         let known = KnownSessions::new(64);
         let s = session(1);
         known.remember(&s);
-        known.note_append(&s.id, FrameId::new(5, 0));
-        known.note_append(&s.id, FrameId::new(5, 1));
+        let settings = StoreSettings::default();
+        let now = Timestamp::from_millis(10);
+        known.note_append(&s.id, FrameId::new(5, 0), now, &settings);
+        known.note_append(&s.id, FrameId::new(5, 1), now, &settings);
         let got = known.get(&s.id).unwrap();
         assert_eq!(got.last_frame_id, Some(FrameId::new(5, 1)));
         assert_eq!(got.session.frame_count, 2);
+        assert_eq!(got.session.last_activity, now);
+        assert!(got.session.expires_at > now, "an append slides the expiry");
         known.remember(&s);
         assert_eq!(
             known.get(&s.id).unwrap().last_frame_id,

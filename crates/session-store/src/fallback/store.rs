@@ -67,17 +67,20 @@ impl<P: FallbackPrimary> Inner<P> {
     }
 
     /// The journal entry to write `id` to, made from the remembered session when
-    /// there is none; Unavailable for a session not remembered.
+    /// there is none; Unavailable for a session not remembered, or remembered
+    /// with an expiry that has passed (touches are not remembered, so it may
+    /// still be live in the primary: never a false NotFound).
     async fn dirty_for_write(&self, id: &SessionId) -> Result<OwnedMutexGuard<DirtySession>> {
         for _ in 0..ROUTE_ATTEMPTS {
+            let now = self.clock.now();
             let (entry, _) = self.journal.get_or_insert(
                 id,
                 || match self.known.get(id) {
-                    Some(known) => Ok(DirtySession::from_known(
+                    Some(known) if known.session.expires_at > now => Ok(DirtySession::from_known(
                         known,
                         self.primary.new_append_key(),
                     )),
-                    None => Err(self.not_in_memory(id)),
+                    _ => Err(self.not_in_memory(id)),
                 },
                 || self.breaker.mark_draining(),
             )?;
@@ -91,8 +94,8 @@ impl<P: FallbackPrimary> Inner<P> {
     }
 
     /// A remembered session for a read, when its remembered expiry has not
-    /// passed (it may have been slid by another instance, so a passed expiry is
-    /// Unavailable, not NotFound).
+    /// passed (touches and other instances may have slid it since, so a passed
+    /// expiry is Unavailable, not NotFound).
     fn remembered(&self, id: &SessionId) -> Result<Session> {
         match self.known.get(id) {
             Some(known) if known.session.expires_at > self.clock.now() => {
@@ -312,7 +315,8 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
             let result = inner.primary.append_frame_with_key(id, &frame, &key).await;
             if inner.settle(Some(id), &result) {
                 if let Ok(frame_id) = &result {
-                    inner.known.note_append(id, *frame_id);
+                    let now = inner.clock.now();
+                    inner.known.note_append(id, *frame_id, now, &inner.settings);
                 }
                 return result;
             }
