@@ -41,6 +41,7 @@ mod retry;
 mod scripts;
 mod sessions;
 mod store;
+mod typed;
 mod write_back;
 
 pub use append_key::{AppendKey, AppendKeys, REMEMBERED_APPEND_KEYS};

@@ -239,10 +239,15 @@ impl RedisStore {
         };
         let pipeline = self.pool.next().pipeline().with_options(&options);
         for (command, args) in batch.commands(send_source) {
-            let _: Value = pipeline
-                .custom(command, args)
+            let queued = crate::typed::queue(&pipeline, &command.cmd, &args)
                 .await
                 .map_err(|e| failure::from_fred(&e, &self.address, what))?;
+            if !queued {
+                let _: Value = pipeline
+                    .custom(command, args)
+                    .await
+                    .map_err(|e| failure::from_fred(&e, &self.address, what))?;
+            }
         }
         let mut replies = pipeline.try_all::<Value>().await;
         if replies.len() != batch.len() {
