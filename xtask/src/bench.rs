@@ -18,7 +18,7 @@ rows are skipped), then runs
 
   cargo bench --package mcp-proxy --bench proxy_overhead
 
-with SESSION_STORE_TEST_REDIS_URL pointing at it, and stops the server. The
+with TEST_REDIS_URL pointing at it, and stops the server. The
 benchmark (release build) starts demo-upstream and mcp-proxy (memory, then
 Redis) on free ports and times tools/call round trips direct to the upstream
 and through each proxy, with 1 and 32 concurrent clients (each its own session),

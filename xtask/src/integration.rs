@@ -18,10 +18,10 @@ cargo xtask integration [-- <cargo test args> [-- <test binary args>]]
 Starts one standalone Redis and a 3-master Redis Cluster on free 127.0.0.1 ports,
 then runs
 
-  cargo test --workspace --exclude xtask --all-features --tests -- --include-ignored
+  cargo test --workspace --exclude xtask --all-features --no-fail-fast --tests -- --include-ignored
 
-with SESSION_STORE_TEST_REDIS_URL, SESSION_STORE_TEST_REDIS_CLUSTER_NODES and
-SESSION_STORE_TEST_REDIS_SERVER set, and stops every server afterwards, also on
+with TEST_REDIS_URL, TEST_REDIS_CLUSTER_NODES and
+TEST_REDIS_SERVER set, and stops every server afterwards, also on
 failure or Ctrl-C. Doc tests are left to `cargo xtask ci`: --include-ignored
 would try to compile doc examples marked `ignore`.
 
@@ -42,11 +42,11 @@ running one test by hand in another terminal.
 ";
 
 /// Variable naming the standalone server, as `redis://127.0.0.1:<port>`.
-pub const URL_VAR: &str = "SESSION_STORE_TEST_REDIS_URL";
+pub const URL_VAR: &str = "TEST_REDIS_URL";
 /// Variable naming the cluster nodes, as `127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`.
-pub const CLUSTER_NODES_VAR: &str = "SESSION_STORE_TEST_REDIS_CLUSTER_NODES";
+pub const CLUSTER_NODES_VAR: &str = "TEST_REDIS_CLUSTER_NODES";
 /// Variable naming the redis-server binary, for tests that start their own servers.
-pub const SERVER_BINARY_VAR: &str = "SESSION_STORE_TEST_REDIS_SERVER";
+pub const SERVER_BINARY_VAR: &str = "TEST_REDIS_SERVER";
 
 const INSTALL_REDIS: &str = "apt-get update && apt-get install -y redis-server";
 
@@ -204,7 +204,8 @@ fn cargo_test_command(extra: &[String]) -> Command {
         command.args(["--workspace", "--exclude", "xtask"]);
     }
     command
-        .args(["--all-features", "--tests"])
+        // Every suite runs and reports, even after one fails.
+        .args(["--all-features", "--no-fail-fast", "--tests"])
         .args(cargo_args)
         .args(["--", "--include-ignored"])
         .args(binary_args);
@@ -255,6 +256,7 @@ mod tests {
                 "--exclude",
                 "xtask",
                 "--all-features",
+                "--no-fail-fast",
                 "--tests",
                 "--",
                 "--include-ignored"

@@ -5,7 +5,7 @@
 //! Raw JSON-RPC over reqwest (one keep-alive connection per client) rather than an
 //! MCP SDK client, so the client's own cost is small and the same on every row.
 //! Every configuration is bounded by a call count and a time limit. The Redis rows
-//! need `SESSION_STORE_TEST_REDIS_URL` (`cargo xtask bench proxy` starts a server
+//! need `TEST_REDIS_URL` (`cargo xtask bench proxy` starts a server
 //! and sets it); without it they are skipped.
 //!
 //! ```text
@@ -27,7 +27,7 @@ use std::{
 use common::{start_proxy, start_upstream, Process};
 use serde_json::{json, Value};
 
-const REDIS_URL_VAR: &str = "SESSION_STORE_TEST_REDIS_URL";
+const REDIS_URL_VAR: &str = "TEST_REDIS_URL";
 /// Unmeasured calls per client before a row starts: connections open, caches warm.
 const WARMUP_CALLS_PER_CLIENT: usize = 5;
 /// Longest wait for one HTTP exchange.

@@ -1,6 +1,6 @@
 //! End to end over Redis: two `mcp-proxy` processes sharing one Redis serve the same
 //! sessions. Needs a Redis server: `cargo xtask integration` starts one and sets
-//! `SESSION_STORE_TEST_REDIS_URL`.
+//! `TEST_REDIS_URL`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -12,7 +12,7 @@ use common::{
 use mcp_proxy::event_id::ProxyEventId;
 use serde_json::{json, Value};
 
-const REDIS_URL_VAR: &str = "SESSION_STORE_TEST_REDIS_URL";
+const REDIS_URL_VAR: &str = "TEST_REDIS_URL";
 
 /// A `[storage]` table on the test Redis with a key prefix of its own, so tests
 /// never see each other's sessions.

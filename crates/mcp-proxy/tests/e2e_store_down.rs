@@ -4,7 +4,7 @@
 //! `/healthz` is 503. Restarted on the same port from its append-only file, Redis
 //! has the session again, and the same session works.
 //!
-//! Needs `redis-server`: `SESSION_STORE_TEST_REDIS_SERVER` (set by `cargo xtask
+//! Needs `redis-server`: `TEST_REDIS_SERVER` (set by `cargo xtask
 //! integration`) or the one on PATH.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -21,7 +21,7 @@ use std::{
 use common::{scratch_path, start_proxy, start_upstream, RawClient, Reply, EXCHANGE_TIMEOUT};
 use serde_json::{json, Value};
 
-const SERVER_BINARY_VAR: &str = "SESSION_STORE_TEST_REDIS_SERVER";
+const SERVER_BINARY_VAR: &str = "TEST_REDIS_SERVER";
 /// Longest wait for Redis to answer PING, and for the proxy to reconnect.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -1,5 +1,5 @@
 //! The conformance suite against a Redis Cluster
-//! (`SESSION_STORE_TEST_REDIS_CLUSTER_NODES`, comma-separated host:port).
+//! (`TEST_REDIS_CLUSTER_NODES`, comma-separated host:port).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

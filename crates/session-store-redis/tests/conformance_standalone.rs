@@ -1,4 +1,4 @@
-//! The conformance suite against a standalone Redis (`SESSION_STORE_TEST_REDIS_URL`).
+//! The conformance suite against a standalone Redis (`TEST_REDIS_URL`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -1,7 +1,7 @@
 //! The whole conformance suite against a `FallbackStore` over a healthy Redis, built
 //! by `build_with_clock` with `fallback_to_memory = true`: with the breaker closed
 //! the wrapper must keep every line of the contract
-//! (`SESSION_STORE_TEST_REDIS_URL`, set by `cargo xtask integration`).
+//! (`TEST_REDIS_URL`, set by `cargo xtask integration`).
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -21,9 +21,8 @@ struct FallbackFactory;
 #[async_trait]
 impl StoreFactory for FallbackFactory {
     async fn build(&self, clock: ManualClock, settings: StoreSettings) -> Arc<dyn SessionStore> {
-        let url = std::env::var("SESSION_STORE_TEST_REDIS_URL").expect(
-            "set SESSION_STORE_TEST_REDIS_URL to a redis:// URL (cargo xtask integration does)",
-        );
+        let url = std::env::var("TEST_REDIS_URL")
+            .expect("set TEST_REDIS_URL to a redis:// URL (cargo xtask integration does)");
         let mut config = StorageConfig {
             backend: Backend::Redis,
             ttl: settings.ttl,

@@ -1,6 +1,6 @@
 //! The whole conformance suite against a Redis store made by `build_with_clock` from
 //! configuration, so `[storage.redis]` -> `RedisConfig` is checked end to end
-//! (`SESSION_STORE_TEST_REDIS_URL`, set by `cargo xtask integration`).
+//! (`TEST_REDIS_URL`, set by `cargo xtask integration`).
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -20,9 +20,8 @@ struct FacadeRedisFactory;
 #[async_trait]
 impl StoreFactory for FacadeRedisFactory {
     async fn build(&self, clock: ManualClock, settings: StoreSettings) -> Arc<dyn SessionStore> {
-        let url = std::env::var("SESSION_STORE_TEST_REDIS_URL").expect(
-            "set SESSION_STORE_TEST_REDIS_URL to a redis:// URL (cargo xtask integration does)",
-        );
+        let url = std::env::var("TEST_REDIS_URL")
+            .expect("set TEST_REDIS_URL to a redis:// URL (cargo xtask integration does)");
         let mut config = StorageConfig {
             backend: Backend::Redis,
             ttl: settings.ttl,

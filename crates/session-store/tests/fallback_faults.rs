@@ -1,5 +1,5 @@
 //! Fault tests of `FallbackStore` against redis-server processes the test controls
-//! (binary from SESSION_STORE_TEST_REDIS_SERVER, else `redis-server` on PATH):
+//! (binary from TEST_REDIS_SERVER, else `redis-server` on PATH):
 //! the server killed under load and restarted, a stalled connection through a
 //! fault proxy, and the same kill with the fallback off. Each prints its figures.
 #![cfg(feature = "redis")]

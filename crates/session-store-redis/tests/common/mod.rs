@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use session_store_core::{testing::StoreFactory, ManualClock, SessionStore, StoreSettings};
 use session_store_redis::{RedisConfig, RedisStore, Topology};
 
-pub const URL_VAR: &str = "SESSION_STORE_TEST_REDIS_URL";
-pub const CLUSTER_VAR: &str = "SESSION_STORE_TEST_REDIS_CLUSTER_NODES";
+pub const URL_VAR: &str = "TEST_REDIS_URL";
+pub const CLUSTER_VAR: &str = "TEST_REDIS_CLUSTER_NODES";
 
 /// The standalone server's URL; a missing variable fails the test loudly.
 pub fn standalone_url() -> String {

@@ -22,9 +22,9 @@ use tokio::{
     sync::watch,
 };
 
-/// The redis-server binary: `SESSION_STORE_TEST_REDIS_SERVER`, else `redis-server`.
+/// The redis-server binary: `TEST_REDIS_SERVER`, else `redis-server`.
 pub fn server_binary() -> PathBuf {
-    std::env::var_os("SESSION_STORE_TEST_REDIS_SERVER")
+    std::env::var_os("TEST_REDIS_SERVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("redis-server"))
 }
