@@ -7,6 +7,7 @@
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
+use axum::serve::ListenerExt;
 use clap::Parser;
 use rmcp::{
     handler::server::{router::tool::ToolRouter, wrapper::Parameters},
@@ -162,6 +163,9 @@ async fn serve(listen: SocketAddr) -> Result<(), String> {
     let address = listener
         .local_addr()
         .map_err(|error| format!("cannot read the listening address: {error}"))?;
+    // Without TCP_NODELAY, each SSE reply's second write waits ~40 ms for the
+    // client's delayed ACK (Nagle's algorithm).
+    let listener = listener.tap_io(mcp_proxy::app::disable_nagle);
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "demo-upstream listening on {address}");
     let _ = stdout.flush();
