@@ -188,6 +188,12 @@ impl RedisStore {
 
     pub(crate) async fn count_sessions(&self) -> Result<u64> {
         let now = self.now_ms();
+        // Index scores may lag the real expiry of touched sessions (touch does not
+        // write the index). Settling the entries that are due first — purge the
+        // expired, re-file the live at their real expiry — makes every remaining
+        // score > now belong to a live session, so ZCOUNT is exact. The cost grows
+        // with the due entries, as purge's does.
+        self.purge_at(now).await?;
         let mut batch = Batch::retry_safe();
         let counts: Vec<_> = (0..self.keys.shards())
             .map(|shard| {
@@ -214,7 +220,11 @@ impl RedisStore {
     }
 
     pub(crate) async fn purge(&self) -> Result<u64> {
-        let now = self.now_ms();
+        self.purge_at(self.now_ms()).await
+    }
+
+    /// Purges the sessions expired at `now` and re-files the due-but-live ones.
+    pub(crate) async fn purge_at(&self, now: u64) -> Result<u64> {
         let mut removed = 0u64;
         for shard in 0..self.keys.shards() {
             for _ in 0..PURGE_MAX_ROUNDS {

@@ -19,7 +19,6 @@ pub(crate) struct Probe {
 /// What the probe saw of a live session, in ms.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Live {
-    pub(crate) created: u64,
     pub(crate) expires: u64,
 }
 
@@ -77,7 +76,7 @@ impl RedisStore {
         Ok(self
             .lifetime
             .live_until(expire_time, created, now)
-            .map(|expires| Live { created, expires }))
+            .map(|expires| Live { expires }))
     }
 
     /// Lowers the expiry index score of a session whose expiry was capped by its
@@ -273,30 +272,24 @@ impl RedisStore {
         let now = self.now_ms();
         let sliding = now.saturating_add(self.lifetime.ttl_ms);
         let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
-        let index = self.keys.expiry_index(self.keys.shard_of(id));
         let what = format!("touch of `{meta}`");
 
         // Plain commands, no script: PEXPIREAT on a missing key does nothing, so
-        // a touch never half-creates a session.
+        // a touch never half-creates a session. The expiry index is left alone:
+        // its score may lag a touched session's real expiry (never lead it), and
+        // purge and count re-file such entries when their score comes due. That
+        // keeps touch, the hottest call, at four commands.
         let mut batch = Batch::retry_safe();
         let probe = self.push_probe(&mut batch, &meta);
         let slide_meta = batch.push("PEXPIREAT", vec![arg(&meta), num(sliding)]);
         let slide_frames = batch.push("PEXPIREAT", vec![arg(&frames), num(sliding)]);
-        let zadd = batch.push(
-            "ZADD",
-            vec![arg(&index), arg("XX"), num(sliding), arg(id.as_str())],
-        );
         let mut replies = self.run(&batch, &what).await?;
 
         let live = self.read_probe(&mut replies, probe, &meta, now)?;
         replies.take(slide_meta, &what)?;
         replies.take(slide_frames, &what)?;
-        replies.take(zadd, &format!("ZADD XX `{index}`"))?;
         match live {
-            Some(live) => {
-                let expires = self.lifetime.expiry_after_activity(now, live.created);
-                self.correct_index_score(id, sliding, expires).await
-            }
+            Some(_) => Ok(()),
             None => {
                 // It existed but had expired logically (clock ahead of Redis): the
                 // PEXPIREATs above slid it physically, so remove it now.
