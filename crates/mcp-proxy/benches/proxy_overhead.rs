@@ -17,6 +17,7 @@
 mod common;
 
 use std::{
+    collections::BTreeMap,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -38,6 +39,8 @@ struct Options {
     calls: usize,
     seconds: u64,
     clients: Vec<usize>,
+    /// `storage.redis.pool_size` of the Redis proxy (the default, 8, when absent).
+    redis_pool_size: Option<usize>,
 }
 
 impl Options {
@@ -46,6 +49,7 @@ impl Options {
             calls: 2_000,
             seconds: 20,
             clients: vec![1, 32],
+            redis_pool_size: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -59,6 +63,9 @@ impl Options {
                         .map(|level| level.trim().parse().expect("--clients 1,32"))
                         .collect();
                 }
+                "--redis-pool-size" => {
+                    options.redis_pool_size = Some(value().parse().expect("--redis-pool-size N"));
+                }
                 "--bench" => {}
                 other => panic!("unknown argument {other}; see `cargo xtask bench --help`"),
             }
@@ -71,6 +78,8 @@ impl Options {
 struct Target {
     name: &'static str,
     url: String,
+    /// The proxy's `/metrics`, for the time spent in the store; `None` for direct.
+    metrics_url: Option<String>,
 }
 
 /// Latencies of one row.
@@ -81,6 +90,8 @@ struct Row {
     elapsed: Duration,
     /// Sorted, in microseconds.
     latencies: Vec<u64>,
+    /// Store operations the proxy made during the row: name -> (count, seconds).
+    store: BTreeMap<String, (u64, f64)>,
 }
 
 impl Row {
@@ -118,12 +129,16 @@ async fn run(options: Options) {
     );
     let redis: Option<Process> = std::env::var(REDIS_URL_VAR).ok().map(|url| {
         let prefix = format!("mcp-proxy-bench-{:08x}", rand::random::<u32>());
+        let pool = options
+            .redis_pool_size
+            .map(|size| format!("pool_size = {size}\n"))
+            .unwrap_or_default();
         start_proxy(
             &upstream.mcp_url(),
             "127.0.0.1:0",
             "",
             &format!(
-                "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\npool_size = 8\n"
+                "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n{pool}"
             ),
         )
     });
@@ -131,16 +146,19 @@ async fn run(options: Options) {
         Target {
             name: "direct",
             url: upstream.mcp_url(),
+            metrics_url: None,
         },
         Target {
             name: "proxy, memory",
             url: memory.mcp_url(),
+            metrics_url: Some(memory.url("/metrics")),
         },
     ];
     match &redis {
         Some(proxy) => targets.push(Target {
             name: "proxy, Redis",
             url: proxy.mcp_url(),
+            metrics_url: Some(proxy.url("/metrics")),
         }),
         None => eprintln!("{REDIS_URL_VAR} is not set: the Redis rows are skipped"),
     }
@@ -177,6 +195,7 @@ async fn measure(target: &Target, clients: usize, options: &Options) -> Row {
         }
         sessions.push(session);
     }
+    let store_before = store_operations(target).await;
     let remaining = Arc::new(AtomicUsize::new(options.calls));
     let deadline = Instant::now() + Duration::from_secs(options.seconds);
     let started = Instant::now();
@@ -207,13 +226,53 @@ async fn measure(target: &Target, clients: usize, options: &Options) -> Row {
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
+    let mut store = store_operations(target).await;
+    for (operation, (count, seconds)) in &mut store {
+        let (count_before, seconds_before) =
+            store_before.get(operation).copied().unwrap_or_default();
+        *count -= count_before;
+        *seconds -= seconds_before;
+    }
+    // Drops what the /metrics scrapes themselves cost (one `count` each).
+    let calls = latencies.len() as u64;
+    store.retain(|_, (count, _)| *count * 100 >= calls.max(1));
     Row {
         target: target.name,
         clients,
-        calls: latencies.len(),
+        calls: calls as usize,
         elapsed,
         latencies,
+        store,
     }
+}
+
+/// The proxy's store operations so far, from its `/metrics`: name -> (count, seconds).
+async fn store_operations(target: &Target) -> BTreeMap<String, (u64, f64)> {
+    let mut operations = BTreeMap::new();
+    let Some(url) = &target.metrics_url else {
+        return operations;
+    };
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let family = "mcp_proxy_store_operation_duration_seconds";
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some(operation) = series
+            .split_once("operation=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(operation, _)| operation.to_owned())
+        else {
+            continue;
+        };
+        let entry = operations.entry(operation).or_insert((0, 0.0));
+        if series.starts_with(&format!("{family}_count")) {
+            entry.0 = value.parse().unwrap();
+        } else if series.starts_with(&format!("{family}_sum")) {
+            entry.1 = value.parse().unwrap();
+        }
+    }
+    operations
 }
 
 /// One MCP session over raw HTTP: its own connection, its own session id.
@@ -340,6 +399,27 @@ fn print_table(rows: &[Row]) {
             added_p50,
             added_p99,
             ratio
+        );
+    }
+    println!();
+    println!("Store operations per call and their mean latency, as the proxy timed them:");
+    for row in rows.iter().filter(|row| !row.store.is_empty()) {
+        let operations: Vec<String> = row
+            .store
+            .iter()
+            .map(|(operation, (count, seconds))| {
+                format!(
+                    "{operation} {:.2}/call {:.3} ms",
+                    *count as f64 / row.calls as f64,
+                    seconds * 1000.0 / *count as f64
+                )
+            })
+            .collect();
+        println!(
+            "  {} x{}: {}",
+            row.target,
+            row.clients,
+            operations.join(", ")
         );
     }
 }
