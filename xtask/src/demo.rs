@@ -130,12 +130,11 @@ pub fn run(storage: Storage) -> Result<()> {
     println!();
     let outcome = process::run_checked(&mut client);
     println!();
-    if outcome.is_err() {
+    if outcome.is_err() && !process::interrupted() {
         for service in proxies.iter().chain([&upstream]) {
             eprintln!(
-                "xtask demo: {} log ({}):\n{}",
+                "xtask demo: the end of {}'s log:\n{}",
                 service.name,
-                service.log.display(),
                 service.log_tail()
             );
         }
