@@ -18,7 +18,7 @@ cargo xtask integration [-- <cargo test args> [-- <test binary args>]]
 Starts one standalone Redis and a 3-master Redis Cluster on free 127.0.0.1 ports,
 then runs
 
-  cargo test --workspace --exclude xtask --all-features --no-fail-fast --tests -- --include-ignored
+  cargo test --workspace --exclude xtask --all-features --no-fail-fast --tests -- --include-ignored --show-output
 
 with TEST_REDIS_URL, TEST_REDIS_CLUSTER_NODES and
 TEST_REDIS_SERVER set, and stops every server afterwards, also on
@@ -207,7 +207,8 @@ fn cargo_test_command(extra: &[String]) -> Command {
         // Every suite runs and reports, even after one fails.
         .args(["--all-features", "--no-fail-fast", "--tests"])
         .args(cargo_args)
-        .args(["--", "--include-ignored"])
+        // --show-output: the fault and scale tests print the figures they measured.
+        .args(["--", "--include-ignored", "--show-output"])
         .args(binary_args);
     command
 }
@@ -259,7 +260,8 @@ mod tests {
                 "--no-fail-fast",
                 "--tests",
                 "--",
-                "--include-ignored"
+                "--include-ignored",
+                "--show-output"
             ]
         );
     }
@@ -268,7 +270,7 @@ mod tests {
     fn a_filter_goes_to_cargo_and_args_after_a_second_double_dash_to_the_binaries() {
         let extra = ["conformance", "--", "--nocapture"].map(String::from);
         let args = args_of(&cargo_test_command(&extra));
-        let tail = &args[args.len() - 5..];
+        let tail = &args[args.len() - 6..];
         assert_eq!(
             tail,
             [
@@ -276,6 +278,7 @@ mod tests {
                 "conformance",
                 "--",
                 "--include-ignored",
+                "--show-output",
                 "--nocapture"
             ]
         );
