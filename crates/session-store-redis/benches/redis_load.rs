@@ -9,7 +9,7 @@
 mod common;
 mod load;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use common::{
     measure::{measure, Bounds},
@@ -68,7 +68,7 @@ fn pool_sizes() -> Result<Vec<usize>, String> {
 
 async fn run_pool_size(url: &str, pool_size: usize) -> Result<usize, String> {
     println!("\n== pool_size {pool_size} (store, raw fred and peer each on a pool of {pool_size})");
-    let fixture = Fixture::new(url, pool_size).await?;
+    let fixture = Arc::new(Fixture::new(url, pool_size).await?);
     let specs = ops::specs(&fixture);
     let task_counts = [1, TASKS];
     let mut results = Vec::new();

@@ -3,12 +3,13 @@
 
 pub mod ops;
 pub mod report;
+pub mod rows;
 pub mod scripts;
-pub mod typed;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use fred::clients::Pool;
+use bytes::Bytes;
+use fred::{clients::Pool, types::scripts::Script};
 use session_store_core::{
     codec, Direction, Frame, NewSession, SessionId, SessionStore, StoreSettings, SystemClock,
 };
@@ -40,7 +41,7 @@ pub struct TaskKeys {
     pub index: String,
     /// A plain string of 1 KiB for the GET / SET floor.
     pub string: String,
-    /// A stream of its own for the XADD floor and the scriptless append.
+    /// A stream of its own for the XADD floor.
     pub stream: String,
     /// The peer's record.
     pub record: Record,
@@ -53,10 +54,10 @@ pub struct Fixture {
     pub peer: Arc<PeerStore<Pool>>,
     pub tasks: Arc<Vec<TaskKeys>>,
     pub frame: Frame,
-    pub encoded_frame: Arc<Vec<u8>>,
-    pub payload: Arc<Vec<u8>>,
-    pub append_sha: Arc<str>,
-    pub touch_sha: Arc<str>,
+    pub encoded_frame: Bytes,
+    pub payload: Bytes,
+    /// SHA-1 of the store's append script, as the store loaded it.
+    pub append_sha: String,
     pub ttl_ms: u64,
     pub max_life_ms: u64,
 }
@@ -138,8 +139,7 @@ impl Fixture {
         let store = Arc::new(store);
         fill_frames(&store, &tasks, &frame).await?;
 
-        let sha = load_script(&raw_pool, scripts::APPEND_SCRIPT).await?;
-        let touch_sha = load_script(&raw_pool, scripts::TOUCH_SCRIPT).await?;
+        let append_sha = store_loaded(&raw_pool, scripts::APPEND_SCRIPT).await?;
 
         Ok(Fixture {
             store,
@@ -147,10 +147,9 @@ impl Fixture {
             peer: Arc::new(peer),
             tasks: Arc::new(tasks),
             frame,
-            encoded_frame: Arc::new(encoded_frame),
-            payload: Arc::new(payload),
-            append_sha: sha.into(),
-            touch_sha: touch_sha.into(),
+            encoded_frame: Bytes::from(encoded_frame),
+            payload: Bytes::from(payload),
+            append_sha,
             ttl_ms: session_store_core::duration_millis(TTL),
             max_life_ms,
         })
@@ -184,11 +183,24 @@ async fn fill_frames(
     Ok(())
 }
 
-async fn load_script(pool: &Pool, lua: &str) -> Result<String, String> {
-    raw::single(pool, ("SCRIPT", vec![raw::text("LOAD"), raw::text(lua)]))
-        .await
-        .map(raw::reply_text)?
-        .ok_or_else(|| "SCRIPT LOAD replied without a sha".to_owned())
+/// The SHA-1 of `lua`, checked to be a script the store loaded at connect: the
+/// bench loads none of its own, so a copy that drifted from `src/scripts.rs` fails
+/// here instead of measuring another script.
+async fn store_loaded(pool: &Pool, lua: &str) -> Result<String, String> {
+    let sha = Script::from_lua(lua).sha1().to_string();
+    let exists = raw::single(pool, ("SCRIPT", vec![raw::text("EXISTS"), raw::text(&sha)])).await?;
+    let loaded = match &exists {
+        fred::types::Value::Array(flags) => flags.first().and_then(raw::integer) == Some(1),
+        _ => false,
+    };
+    if loaded {
+        Ok(sha)
+    } else {
+        Err(format!(
+            "benches/load/scripts.rs APPEND_SCRIPT (sha {sha}) is not a script the store \
+             loaded: copy LIVE + APPEND_KEYS + APPEND from src/scripts.rs again"
+        ))
+    }
 }
 
 /// A JSON-RPC result of exactly `size` bytes.

@@ -91,6 +91,7 @@ pub fn print(pool_size: usize, results: &[Measured], task_counts: &[usize]) -> u
             }
         }
     }
+    print_others(results, task_counts);
     println!("\nTargets, pool_size {pool_size}:");
     for (target, met, value) in verdicts {
         if !met {
@@ -102,4 +103,48 @@ pub fn print(pool_size: usize, results: &[Measured], task_counts: &[usize]) -> u
         );
     }
     missed
+}
+
+/// The `custom`, historical, alternative and floor rows against the raw row and
+/// the store of their operation: raw / custom is what typed commands gained.
+fn print_others(results: &[Measured], task_counts: &[usize]) {
+    println!(
+        "\n| {:<34} | {:>5} | {:>9} | {:>8} | {:>10} | {:>11} |",
+        "other row", "tasks", "ops/s", "p99 us", "raw / this", "ours / this"
+    );
+    println!("|{}|", ["-"; 6].map(|_| "---").join("|"));
+    for &tasks in task_counts {
+        for op in Op::ALL {
+            let raw = find(results, op, Variant::Raw, tasks);
+            let ours = find(results, op, Variant::Ours, tasks);
+            let others = results.iter().filter(|m| {
+                m.op == op
+                    && m.row.tasks == tasks
+                    && matches!(
+                        m.variant,
+                        Variant::Custom
+                            | Variant::Historical
+                            | Variant::Alternative
+                            | Variant::Floor
+                    )
+            });
+            for other in others {
+                let per_sec = other.row.ops_per_sec();
+                let ratio = |row: Option<&Row>| {
+                    row.map_or("-".to_owned(), |r| {
+                        format!("{:.2}", r.ops_per_sec() / per_sec)
+                    })
+                };
+                println!(
+                    "| {:<34} | {:>5} | {:>9.0} | {:>8.1} | {:>10} | {:>11} |",
+                    other.row.label,
+                    tasks,
+                    per_sec,
+                    micros(other.row.p99),
+                    ratio(raw),
+                    ratio(ours),
+                );
+            }
+        }
+    }
 }

@@ -1,9 +1,9 @@
-//! Lua scripts the raw rows send by `EVALSHA`: a copy of the store's append and a
-//! touch variant.
+//! The store's append script, whose SHA-1 the raw append sends by `EVALSHA`.
 
 /// A copy of the store's append script (`src/scripts.rs`: `LIVE` + `APPEND_KEYS` +
-/// `APPEND`, as of commit 5ed984f), so the raw append runs the same server-side
-/// work by `EVALSHA`. Keep in sync.
+/// `APPEND`, as of commit 5ed984f), used for its SHA-1 only: the fixture checks
+/// that the store loaded a script with this SHA-1 and fails if not, so a drift
+/// from `src/scripts.rs` stops the bench (copy the three again).
 pub const APPEND_SCRIPT: &str = r#"
 local function live(exp, created, now, max_life)
   if exp == -2 then return false end
@@ -72,15 +72,4 @@ redis.call('HSET', KEYS[1], 'last', ARGV[1], 'lfid', id,
 redis.call('PEXPIREAT', KEYS[1], new_exp)
 redis.call('PEXPIREAT', KEYS[2], new_exp)
 return {'OK', id, new_exp, fc}
-"#;
-
-/// A touch as one script on the session's two keys (same slot, so cluster-safe):
-/// the four plain commands of the store's touch, minus the index `ZADD`.
-pub const TOUCH_SCRIPT: &str = r#"
-local exp = redis.call('PEXPIRETIME', KEYS[1])
-if exp == -2 then return {-2} end
-local created = redis.call('HGET', KEYS[1], 'created')
-redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-redis.call('PEXPIREAT', KEYS[2], ARGV[1])
-return {exp, created}
 "#;
