@@ -75,6 +75,13 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
+    /// The SHA-1 of the append script this store sends with `EVALSHA`, for tools that
+    /// measure the same script by hand (the `redis_load` bench's raw baseline).
+    #[doc(hidden)]
+    pub fn append_script_sha1(&self) -> &str {
+        self.scripts.append.sha1()
+    }
+
     /// Connects to Redis and loads the store's scripts.
     ///
     /// Errors: [`Error::Config`] for an invalid `config` or `settings` (the message

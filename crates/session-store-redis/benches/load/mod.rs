@@ -4,12 +4,11 @@
 pub mod ops;
 pub mod report;
 pub mod rows;
-pub mod scripts;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use fred::{clients::Pool, types::scripts::Script};
+use fred::clients::Pool;
 use session_store_core::{
     codec, Direction, Frame, NewSession, SessionId, SessionStore, StoreSettings, SystemClock,
 };
@@ -139,7 +138,7 @@ impl Fixture {
         let store = Arc::new(store);
         fill_frames(&store, &tasks, &frame).await?;
 
-        let append_sha = store_loaded(&raw_pool, scripts::APPEND_SCRIPT).await?;
+        let append_sha = store_loaded(&raw_pool, store.append_script_sha1()).await?;
 
         Ok(Fixture {
             store,
@@ -183,22 +182,19 @@ async fn fill_frames(
     Ok(())
 }
 
-/// The SHA-1 of `lua`, checked to be a script the store loaded at connect: the
-/// bench loads none of its own, so a copy that drifted from `src/scripts.rs` fails
-/// here instead of measuring another script.
-async fn store_loaded(pool: &Pool, lua: &str) -> Result<String, String> {
-    let sha = Script::from_lua(lua).sha1().to_string();
-    let exists = raw::single(pool, ("SCRIPT", vec![raw::text("EXISTS"), raw::text(&sha)])).await?;
+/// The store's append script SHA-1, checked to be loaded in Redis: the raw
+/// baseline `EVALSHA`s exactly the script the store uses.
+async fn store_loaded(pool: &Pool, sha: &str) -> Result<String, String> {
+    let exists = raw::single(pool, ("SCRIPT", vec![raw::text("EXISTS"), raw::text(sha)])).await?;
     let loaded = match &exists {
         fred::types::Value::Array(flags) => flags.first().and_then(raw::integer) == Some(1),
         _ => false,
     };
     if loaded {
-        Ok(sha)
+        Ok(sha.to_owned())
     } else {
         Err(format!(
-            "benches/load/scripts.rs APPEND_SCRIPT (sha {sha}) is not a script the store \
-             loaded: copy LIVE + APPEND_KEYS + APPEND from src/scripts.rs again"
+            "the store's append script (sha {sha}) is not loaded in redis"
         ))
     }
 }
