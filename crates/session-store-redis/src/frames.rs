@@ -66,11 +66,7 @@ impl RedisStore {
                 num(REMEMBERED_APPEND_KEYS as u64),
             ],
         );
-        let index = self.keys.expiry_index(self.keys.shard_of(id));
-        let zadd = batch.push(
-            "ZADD",
-            vec![arg(&index), arg("XX"), num(sliding), arg(id.as_str())],
-        );
+        let zadd = self.push_index_refile(&mut batch, id, sliding);
         let wait = self.push_replica_wait(&mut batch, &meta);
         let mut replies = self.run(&batch, &what).await?;
 
@@ -85,7 +81,7 @@ impl RedisStore {
                 )))
             }
         }
-        replies.take(zadd, &format!("ZADD XX `{index}`"))?;
+        replies.take(zadd, &what)?;
         self.check_replica_wait(&mut replies, wait, &what)?;
         let mut rest = rest.into_iter();
         let frame_id = rest

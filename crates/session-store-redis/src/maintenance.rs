@@ -281,10 +281,7 @@ impl RedisStore {
             let meta = self.keys.meta(id);
             match self.read_probe(&mut checked, probe, &meta, now) {
                 Ok(Some(live)) => {
-                    fixes.push(
-                        "ZADD",
-                        vec![arg(&index), arg("XX"), num(live.expires), arg(id.as_str())],
-                    );
+                    self.push_index_refile(&mut fixes, id, live.expires);
                 }
                 Ok(None) => {
                     self.push_removal(&mut fixes, id);

@@ -82,6 +82,21 @@ impl RedisStore {
     /// Lowers the expiry index score of a session whose expiry was capped by its
     /// max lifetime (the pipeline wrote the uncapped `now + ttl`). Rare: only in
     /// the last ttl of a session's life.
+    /// Queues `ZADD idx XX <expires> <id>`: re-files a session that is already in the
+    /// expiry index (never adds one that purge or delete removed).
+    pub(crate) fn push_index_refile(
+        &self,
+        batch: &mut Batch,
+        id: &SessionId,
+        expires: u64,
+    ) -> usize {
+        let index = self.keys.expiry_index(self.keys.shard_of(id));
+        batch.push(
+            "ZADD",
+            vec![arg(index), arg("XX"), num(expires), arg(id.as_str())],
+        )
+    }
+
     pub(crate) async fn correct_index_score(
         &self,
         id: &SessionId,
@@ -92,15 +107,10 @@ impl RedisStore {
             return Ok(());
         }
         let mut batch = Batch::retry_safe();
-        let index = self.keys.expiry_index(self.keys.shard_of(id));
-        let zadd = batch.push(
-            "ZADD",
-            vec![arg(&index), arg("XX"), num(actual), arg(id.as_str())],
-        );
-        let mut replies = self.run(&batch, &format!("ZADD XX `{index}`")).await?;
-        replies
-            .take(zadd, &format!("ZADD XX `{index}`"))
-            .map(|_| ())
+        let zadd = self.push_index_refile(&mut batch, id, actual);
+        let what = format!("re-filing `{id}` in the expiry index");
+        let mut replies = self.run(&batch, &what).await?;
+        replies.take(zadd, &what).map(|_| ())
     }
 
     pub(crate) async fn create_session(&self, new: NewSession) -> Result<Session> {
@@ -224,11 +234,7 @@ impl RedisStore {
                 num(self.lifetime.max_life_ms),
             ],
         );
-        let index = self.keys.expiry_index(self.keys.shard_of(id));
-        let zadd = batch.push(
-            "ZADD",
-            vec![arg(&index), arg("XX"), num(sliding), arg(id.as_str())],
-        );
+        let zadd = self.push_index_refile(&mut batch, id, sliding);
         let wait = self.push_replica_wait(&mut batch, &meta);
         let mut replies = self.run(&batch, &what).await?;
 
@@ -255,7 +261,7 @@ impl RedisStore {
                 )))
             }
         }
-        replies.take(zadd, &format!("ZADD XX `{index}`"))?;
+        replies.take(zadd, &what)?;
         self.check_replica_wait(&mut replies, wait, &what)?;
         let [created, frame_count, revision, last, expires] = numbers::<5>(&rest, &what)?;
         self.correct_index_score(id, sliding, expires).await?;
