@@ -3,6 +3,7 @@
 //! memory store, or two on one Redis) on free loopback ports, runs the scripted
 //! client through them, and stops everything, also on failure or Ctrl-C.
 
+use std::cell::Cell;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ Builds mcp-proxy, demo-upstream and demo-client (cargo build -p mcp-proxy --bins
 debug profile: the quickest build from a clean clone), starts the demo upstream
 (an MCP server with the tools echo, add and countdown) and mcp-proxy in front of
 it on free 127.0.0.1 ports, runs the scripted MCP client through the proxy, and
-prints the session and frames the proxy recorded (its admin endpoint
+prints the session and frames the proxy recorded (its admin listener's
 /sessions/{id}). Everything it started is stopped afterwards, also on failure or
 Ctrl-C.
 
@@ -89,10 +90,15 @@ pub fn run(storage: Storage) -> Result<()> {
             let storage_toml = "[storage]\nbackend = \"memory\"\n";
             let proxy = start_proxy(&binaries, &upstream_url, storage_toml, scratch.path(), "")?;
             println!(
-                "xtask demo: mcp-proxy on {}, memory store, admin endpoints on",
-                proxy.address
+                "xtask demo: mcp-proxy on {}, memory store, admin listener on {}",
+                proxy.address,
+                proxy.admin_address()?
             );
-            client.arg("--url").arg(proxy.mcp_url());
+            client
+                .arg("--url")
+                .arg(proxy.mcp_url())
+                .arg("--admin-url")
+                .arg(proxy.admin_url()?);
             vec![proxy]
         }
         Storage::Redis => {
@@ -116,14 +122,21 @@ pub fn run(storage: Storage) -> Result<()> {
             let a = start_proxy(&binaries, &upstream_url, &storage_toml, scratch.path(), "a")?;
             let b = start_proxy(&binaries, &upstream_url, &storage_toml, scratch.path(), "b")?;
             println!(
-                "xtask demo: mcp-proxy A on {} and B on {}, both on that Redis, admin endpoints on",
-                a.address, b.address
+                "xtask demo: mcp-proxy A on {} and B on {}, both on that Redis, admin listeners on {} and {}",
+                a.address,
+                b.address,
+                a.admin_address()?,
+                b.admin_address()?
             );
             client
                 .arg("--url")
                 .arg(a.mcp_url())
+                .arg("--admin-url")
+                .arg(a.admin_url()?)
                 .arg("--then-url")
-                .arg(b.mcp_url());
+                .arg(b.mcp_url())
+                .arg("--then-admin-url")
+                .arg(b.admin_url()?);
             vec![a, b]
         }
     };
@@ -199,8 +212,8 @@ fn target_dir() -> PathBuf {
     }
 }
 
-/// Starts `mcp-proxy` with its own config file: a free port, the upstream, the
-/// admin endpoints on, and `storage_toml`.
+/// Starts `mcp-proxy` with its own config file: a free port, the upstream, an
+/// admin listener on another free port, and `storage_toml`.
 fn start_proxy(
     binaries: &Binaries,
     upstream_url: &str,
@@ -211,7 +224,7 @@ fn start_proxy(
     let config = scratch.join(format!("mcp-proxy{instance}.toml"));
     let toml = format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream_url}\"\n\
-         upstream_timeout = \"10s\"\nshutdown_grace = \"1s\"\nadmin_endpoints = true\n\n{storage_toml}"
+         upstream_timeout = \"10s\"\nshutdown_grace = \"1s\"\nadmin_listen = \"127.0.0.1:0\"\n\n{storage_toml}"
     );
     fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;
     let mut command = Command::new(&binaries.proxy);
@@ -234,6 +247,10 @@ struct Service {
     name: String,
     child: Child,
     address: SocketAddr,
+    /// The `... admin listening on <addr>` line's address, once read.
+    admin: Cell<Option<SocketAddr>>,
+    /// Further `listening on` lines: (is an admin listener, address).
+    listening: mpsc::Receiver<(bool, String)>,
     log: PathBuf,
 }
 
@@ -257,8 +274,8 @@ impl Service {
             thread::spawn(move || {
                 for output in BufReader::new(stdout).lines() {
                     let Ok(output) = output else { return };
-                    if let Some((_, address)) = output.split_once("listening on ") {
-                        let _ = sender.send(address.trim().to_string());
+                    if let Some((what, address)) = output.split_once("listening on ") {
+                        let _ = sender.send((what.contains("admin"), address.trim().to_string()));
                     }
                 }
             });
@@ -267,14 +284,22 @@ impl Service {
             name: name.to_string(),
             child,
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: Cell::new(None),
+            listening: receiver,
             log,
         };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            if let Ok(address) = receiver.recv_timeout(Duration::from_millis(50)) {
-                service.address = address
+            if let Ok((admin, address)) = service.listening.recv_timeout(Duration::from_millis(50))
+            {
+                let parsed = address
                     .parse()
                     .with_context(|| format!("{name} printed an unreadable address `{address}`"))?;
+                if admin {
+                    service.admin.set(Some(parsed));
+                    continue;
+                }
+                service.address = parsed;
                 return Ok(service);
             }
             if let Some(status) = service.child.try_wait()? {
@@ -295,6 +320,35 @@ impl Service {
 
     fn mcp_url(&self) -> String {
         format!("http://{}/mcp", self.address)
+    }
+
+    /// The address of the proxy's admin listener, from its
+    /// `mcp-proxy admin listening on <addr>` line (printed right after the MCP one).
+    fn admin_address(&self) -> Result<SocketAddr> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while self.admin.get().is_none() {
+            if let Ok((true, address)) = self.listening.recv_timeout(Duration::from_millis(50)) {
+                let parsed = address.parse().with_context(|| {
+                    format!(
+                        "{} printed an unreadable admin address `{address}`",
+                        self.name
+                    )
+                })?;
+                self.admin.set(Some(parsed));
+            }
+            process::bail_if_interrupted()?;
+            if Instant::now() > deadline {
+                bail!(
+                    "{} printed no admin listening line within {STARTUP_TIMEOUT:?}",
+                    self.name
+                );
+            }
+        }
+        self.admin.get().context("the admin address was just read")
+    }
+
+    fn admin_url(&self) -> Result<String> {
+        Ok(format!("http://{}", self.admin_address()?))
     }
 
     fn log_tail(&self) -> String {
@@ -345,11 +399,12 @@ mod tests {
         let mut command = Command::new("sh");
         command.args([
             "-c",
-            "echo 'fake listening on 127.0.0.1:4321'; exec sleep 30",
+            "echo 'fake listening on 127.0.0.1:4321'; echo 'fake admin listening on 127.0.0.1:4322'; exec sleep 30",
         ]);
         let service = Service::start(&mut command, "fake", dir.path()).unwrap();
         assert_eq!(service.address.port(), 4321);
         assert_eq!(service.mcp_url(), "http://127.0.0.1:4321/mcp");
+        assert_eq!(service.admin_url().unwrap(), "http://127.0.0.1:4322");
         let pid = service.child.id();
         drop(service);
         let alive = Path::new(&format!("/proc/{pid}")).exists();

@@ -74,6 +74,10 @@ impl Options {
     }
 }
 
+/// Every bench client comes from one address: the per-client limits would
+/// answer 429 to the load itself.
+const UNLIMITED_CLIENTS: &str = "max_sessions_per_client = 0\ninitialize_rate = \"off\"";
+
 /// Where the calls go.
 struct Target {
     name: &'static str,
@@ -124,7 +128,7 @@ async fn run(options: Options) {
     let memory = start_proxy(
         &upstream.mcp_url(),
         "127.0.0.1:0",
-        "",
+        UNLIMITED_CLIENTS,
         "[storage]\nbackend = \"memory\"\n",
     );
     let redis: Option<Process> = std::env::var(REDIS_URL_VAR).ok().map(|url| {
@@ -136,7 +140,7 @@ async fn run(options: Options) {
         start_proxy(
             &upstream.mcp_url(),
             "127.0.0.1:0",
-            "",
+            UNLIMITED_CLIENTS,
             &format!(
                 "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n{pool}"
             ),
@@ -151,14 +155,14 @@ async fn run(options: Options) {
         Target {
             name: "proxy, memory",
             url: memory.mcp_url(),
-            metrics_url: Some(memory.url("/metrics")),
+            metrics_url: Some(memory.admin_url("/metrics")),
         },
     ];
     match &redis {
         Some(proxy) => targets.push(Target {
             name: "proxy, Redis",
             url: proxy.mcp_url(),
-            metrics_url: Some(proxy.url("/metrics")),
+            metrics_url: Some(proxy.admin_url("/metrics")),
         }),
         None => eprintln!("{REDIS_URL_VAR} is not set: the Redis rows are skipped"),
     }

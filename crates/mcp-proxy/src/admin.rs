@@ -1,12 +1,13 @@
-//! The proxy's own endpoints: `/healthz`, `/metrics`, and (with
-//! `admin_endpoints = true`) the read-only `/sessions` listing and
-//! `/sessions/{id}` with its recorded frames.
+//! The proxy's own endpoints: `/healthz` (on both listeners), and on the admin
+//! listener only (`admin_listen`, behind `admin_token`) `/metrics`, the read-only
+//! `/sessions` listing and `/sessions/{id}` with its recorded frames.
 
 use std::sync::Arc;
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::{Path, Query, Request, State},
     http::{header, StatusCode},
+    middleware::Next,
     response::{IntoResponse, Response},
     Json,
 };
@@ -14,12 +15,41 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use session_store::{Cursor, Direction, FrameId, Session, SessionId, StoredFrame};
 
-use crate::{app::AppState, errors::ProxyError};
+use crate::{app::AppState, errors::ProxyError, metrics::Rejection};
 
 /// Default page size of the `/sessions` endpoints.
 const DEFAULT_PAGE: usize = 100;
 /// Largest page of frames `/sessions/{id}` returns.
 const MAX_FRAME_PAGE: usize = 1_000;
+
+/// Middleware of the admin listener: with `admin_token` set, every request must
+/// carry `Authorization: Bearer <admin_token>` (compared in constant time), else
+/// 401.
+pub async fn require_admin_token(
+    State(app): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &app.settings.admin_token else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let allowed = presented.is_some_and(|presented| {
+        use subtle::ConstantTimeEq;
+        bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes()))
+    });
+    if !allowed {
+        app.metrics.rejected(Rejection::AdminToken);
+        return ProxyError::AdminUnauthorized.into_response();
+    }
+    next.run(request).await
+}
 
 /// `GET /healthz`: 200 when the store answers, 503 when it does not.
 pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {

@@ -1,5 +1,5 @@
-//! The command line: `mcp-proxy --config FILE [--listen ADDR] [--upstream URL]
-//! [--storage memory|redis] [--redis-url URL]`.
+//! The command line: `mcp-proxy --config FILE [--listen ADDR] [--admin-listen ADDR]
+//! [--upstream URL] [--storage memory|redis] [--redis-url URL]`.
 
 use std::path::PathBuf;
 
@@ -20,6 +20,10 @@ pub struct Cli {
     /// Address to accept clients on (`proxy.listen`), e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Address of the admin listener (`proxy.admin_listen`: /sessions, /metrics),
+    /// e.g. 127.0.0.1:8081.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
     /// The upstream MCP endpoint (`proxy.upstream`), e.g. http://127.0.0.1:9000/mcp.
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
@@ -45,6 +49,7 @@ impl Cli {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             listen: self.listen.clone(),
+            admin_listen: self.admin_listen.clone(),
             upstream: self.upstream.clone(),
             storage_backend: self.storage.map(|backend| match backend {
                 StorageBackend::Memory => "memory".to_owned(),

@@ -11,8 +11,9 @@ use axum::{
 
 use crate::{
     app::AppState,
+    binding::session_binding,
     errors::ProxyError,
-    session::{self, client_session_id, credential_fingerprint},
+    session::{self, client_session_id},
     upstream::forwarded_headers,
 };
 
@@ -30,8 +31,8 @@ pub async fn handle(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Res
 /// the client asked for it, and the upstream's side expires on its own.
 async fn end_session(app: Arc<AppState>, headers: HeaderMap) -> Result<StatusCode, ProxyError> {
     let id = client_session_id(&headers)?.ok_or(ProxyError::MissingSessionId)?;
-    let credential = credential_fingerprint(&headers);
-    let session = session::resolve(app.store.as_ref(), &id, credential.as_deref()).await?;
+    let binding = session_binding(&headers, &app.settings);
+    let session = session::resolve(app.store.as_ref(), &id, &headers, binding.as_ref()).await?;
     let upstream = match session.upstream_session_id.as_deref() {
         Some(upstream_id) => Some(
             app.upstream

@@ -55,6 +55,22 @@ pub enum ProxyError {
     /// The upstream server did not answer in time.
     #[error("upstream MCP server did not answer within {0:?} (proxy.upstream_timeout)")]
     UpstreamTimeout(Duration),
+    // Client side: admission and limits.
+    /// The request's `Origin` is not in `proxy.allowed_origins` (MCP transport:
+    /// servers MUST validate `Origin`; 2025-11-25: 403).
+    #[error("Origin not allowed: a browser page from this origin may not use this MCP server (proxy.allowed_origins)")]
+    OriginNotAllowed,
+    /// A per-client limit was reached; retry after `retry_after`.
+    #[error("too many requests: {limit}; retry after {retry_after:?}")]
+    TooManyRequests {
+        /// Which limit, naming its key.
+        limit: String,
+        /// When the client may retry (sent as `Retry-After`, whole seconds).
+        retry_after: Duration,
+    },
+    /// The admin listener requires `Authorization: Bearer <proxy.admin_token>`.
+    #[error("admin endpoints require Authorization: Bearer <proxy.admin_token>")]
+    AdminUnauthorized,
 }
 
 impl ProxyError {
@@ -71,6 +87,9 @@ impl ProxyError {
             ProxyError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ProxyError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -107,10 +126,24 @@ impl IntoResponse for ProxyError {
             "error": { "code": self.json_rpc_code(), "message": self.to_string() },
         });
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(self, ProxyError::StoreUnavailable(_)) {
+        let retry_after = match &self {
+            ProxyError::StoreUnavailable(_) => Some(u64::from(STORE_RETRY_AFTER_SECONDS)),
+            // Whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
+            ProxyError::TooManyRequests { retry_after, .. } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+                    .map(|s| s.max(1))
+            }
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if matches!(self, ProxyError::AdminUnauthorized) {
             response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(STORE_RETRY_AFTER_SECONDS),
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mcp-proxy admin\""),
             );
         }
         response
@@ -137,5 +170,22 @@ mod tests {
             ProxyError::from(StoreError::corrupt("bad bytes")).status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
+    }
+
+    #[test]
+    fn too_many_requests_says_when_to_retry_in_whole_seconds() {
+        for (wait, header) in [
+            (Duration::from_millis(1), "1"),
+            (Duration::from_millis(2500), "3"),
+            (Duration::from_secs(60), "60"),
+        ] {
+            let response = ProxyError::TooManyRequests {
+                limit: "test".into(),
+                retry_after: wait,
+            }
+            .into_response();
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(response.headers()[header::RETRY_AFTER], header, "{wait:?}");
+        }
     }
 }

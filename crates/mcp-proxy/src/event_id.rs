@@ -91,7 +91,10 @@ impl FromStr for ProxyEventId {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("Last-Event-ID `{s}` was not issued by this proxy (expected <frame_id>@<stream_id>)")
+            format!(
+                "Last-Event-ID {} was not issued by this proxy (expected <frame_id>@<stream_id>)",
+                crate::log_text::ClientText(s.as_bytes())
+            )
         };
         let (frame, stream) = s.split_once('@').ok_or_else(bad)?;
         let frame = frame.parse().map_err(|_| bad())?;

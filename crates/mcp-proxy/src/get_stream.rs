@@ -14,13 +14,14 @@ use session_store::{FrameId, SessionId};
 
 use crate::{
     app::AppState,
+    binding::session_binding,
     errors::ProxyError,
     event_id::{ProxyEventId, StreamId},
     jsonrpc::ClientMessage,
     post::is_sessionless,
     relay::{client_channel, sse_response, Relay, StreamTarget, WhenClientLeaves},
     replay,
-    session::{self, client_session_id, credential_fingerprint},
+    session::{self, client_session_id},
     upstream::{forwarded_headers, LAST_EVENT_ID_HEADER},
 };
 
@@ -39,8 +40,8 @@ async fn open_stream(app: Arc<AppState>, headers: HeaderMap) -> Result<Response,
         }
         return Err(ProxyError::MissingSessionId);
     };
-    let credential = credential_fingerprint(&headers);
-    let session = session::resolve(app.store.as_ref(), &id, credential.as_deref()).await?;
+    let binding = session_binding(&headers, &app.settings);
+    let session = session::resolve(app.store.as_ref(), &id, &headers, binding.as_ref()).await?;
     app.store.touch(&session.id).await?;
     let last_event_id = headers
         .get(LAST_EVENT_ID_HEADER)

@@ -31,6 +31,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod binding;
 pub mod cli;
 pub mod config;
 pub mod delete;
@@ -38,11 +39,15 @@ pub mod errors;
 pub mod event_id;
 pub mod get_stream;
 pub mod jsonrpc;
+pub mod limits;
+pub mod log_text;
 pub mod metered_store;
 pub mod metrics;
+pub mod origin;
 pub mod post;
 pub mod relay;
 pub mod replay;
+pub mod server;
 pub mod session;
 pub mod sse;
 pub mod upstream;

@@ -3,7 +3,7 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
-use mcp_proxy::{app, cli::Cli, config::ProxyConfig};
+use mcp_proxy::{cli::Cli, config::ProxyConfig, server};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(config)) {
+    match runtime.block_on(server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("mcp-proxy: {error}");

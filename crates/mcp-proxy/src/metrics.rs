@@ -32,7 +32,100 @@ pub struct Metrics {
     frames_server_to_client: AtomicU64,
     frames_not_recorded: AtomicU64,
     store_operations: Mutex<BTreeMap<&'static str, LatencyHistogram>>,
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    requests: Mutex<BTreeMap<(&'static str, StatusLabel), u64>>,
+    rejected: [AtomicU64; Rejection::ALL.len()],
+    connections_open: AtomicU64,
+    connections_waited: AtomicU64,
+}
+
+/// Why the proxy refused a client (the `reason` label of
+/// `mcp_proxy_rejected_total`, a fixed set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// `Origin` not in `allowed_origins` (403).
+    Origin,
+    /// `max_sessions_per_client` reached (429).
+    SessionsPerClient,
+    /// `initialize_rate` exceeded (429).
+    InitializeRate,
+    /// A connection closed because its request head did not arrive within
+    /// `header_read_timeout`.
+    HeaderTimeout,
+    /// Admin listener request without the right `admin_token` (401).
+    AdminToken,
+}
+
+impl Rejection {
+    /// Every reason, in label order.
+    pub const ALL: [Rejection; 5] = [
+        Rejection::Origin,
+        Rejection::SessionsPerClient,
+        Rejection::InitializeRate,
+        Rejection::HeaderTimeout,
+        Rejection::AdminToken,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::Origin => "origin",
+            Rejection::SessionsPerClient => "sessions_per_client",
+            Rejection::InitializeRate => "initialize_rate",
+            Rejection::HeaderTimeout => "header_timeout",
+            Rejection::AdminToken => "admin_token",
+        }
+    }
+}
+
+/// The `method` label: the methods of RFC 9110 a client of the proxy uses, any
+/// other method `other`, so clients cannot grow the label set.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// The `status` label: the exact code for the statuses the proxy and MCP servers
+/// answer with, else the class (`2xx` ... `5xx`, `other`), so upstreams cannot grow
+/// the label set either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StatusLabel(u16);
+
+impl StatusLabel {
+    const EXACT: [u16; 20] = [
+        200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405, 406, 413, 415, 429, 500, 502,
+        503, 504,
+    ];
+
+    /// The label of `status`.
+    pub fn of(status: u16) -> Self {
+        if Self::EXACT.contains(&status) {
+            StatusLabel(status)
+        } else if (100..600).contains(&status) {
+            // 1..5: the class, kept apart from exact codes by being below 100.
+            StatusLabel(status / 100)
+        } else {
+            StatusLabel(0)
+        }
+    }
+}
+
+impl std::fmt::Display for StatusLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => f.write_str("other"),
+            class @ 1..=5 => write!(f, "{class}xx"),
+            code => write!(f, "{code}"),
+        }
+    }
 }
 
 impl Metrics {
@@ -73,12 +166,35 @@ impl Metrics {
     }
 
     /// Counts one answered HTTP request.
-    pub fn request(&self, method: &str, status: u16) {
+    pub fn request(&self, method: &axum::http::Method, status: u16) {
         *self
             .requests
             .lock()
-            .entry((method.to_owned(), status))
+            .entry((method_label(method), StatusLabel::of(status)))
             .or_default() += 1;
+    }
+
+    /// Counts one refused client (request or connection).
+    pub fn rejected(&self, reason: Rejection) {
+        let index = Rejection::ALL
+            .iter()
+            .position(|known| *known == reason)
+            .unwrap_or(0);
+        self.rejected[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client connection was accepted (`true`) or closed (`false`).
+    pub fn connection(&self, opened: bool) {
+        if opened {
+            self.connections_open.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a time the accept loop found `max_connections` in use and waited.
+    pub fn connection_waited(&self) {
+        self.connections_waited.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The metrics in Prometheus text format; `active_sessions` is the store's
@@ -122,7 +238,41 @@ impl Metrics {
         );
         self.render_store_operations(&mut out);
         self.render_requests(&mut out);
+        self.render_limits(&mut out);
         out
+    }
+
+    fn render_limits(&self, out: &mut String) {
+        let name = "mcp_proxy_rejected_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Clients refused by admission and limits, by reason."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (reason, count) in Rejection::ALL.iter().zip(&self.rejected) {
+            let _ = writeln!(
+                out,
+                "{name}{{reason=\"{}\"}} {}",
+                reason.label(),
+                count.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mcp_proxy_connections_open Client connections open (MCP and admin listeners)."
+        );
+        let _ = writeln!(out, "# TYPE mcp_proxy_connections_open gauge");
+        let _ = writeln!(
+            out,
+            "mcp_proxy_connections_open {}",
+            self.connections_open.load(Ordering::Relaxed)
+        );
+        counter(
+            out,
+            "mcp_proxy_connections_waited_total",
+            "Times the accept loop waited because max_connections were open.",
+            self.connections_waited.load(Ordering::Relaxed),
+        );
     }
 
     fn render_store_operations(&self, out: &mut String) {
@@ -199,7 +349,10 @@ mod tests {
         metrics.frame_appended(Direction::ClientToServer);
         metrics.store_operation("get", Duration::from_millis(2), false);
         metrics.store_operation("get", Duration::from_secs(5), true);
-        metrics.request("POST", 200);
+        metrics.request(&axum::http::Method::POST, 200);
+        metrics.request(&axum::http::Method::from_bytes(b"BREW").unwrap(), 418);
+        metrics.request(&axum::http::Method::from_bytes(b"X1").unwrap(), 799);
+        metrics.rejected(Rejection::InitializeRate);
         let text = metrics.render(Some(3));
         for expected in [
             "mcp_proxy_sessions_created_total 1",
@@ -209,6 +362,11 @@ mod tests {
             "mcp_proxy_store_operation_duration_seconds_bucket{operation=\"get\",le=\"+Inf\"} 2",
             "mcp_proxy_store_operation_errors_total{operation=\"get\"} 1",
             "mcp_proxy_http_requests_total{method=\"POST\",status=\"200\"} 1",
+            "mcp_proxy_http_requests_total{method=\"other\",status=\"4xx\"} 1",
+            "mcp_proxy_http_requests_total{method=\"other\",status=\"other\"} 1",
+            "mcp_proxy_rejected_total{reason=\"initialize_rate\"} 1",
+            "mcp_proxy_rejected_total{reason=\"origin\"} 0",
+            "mcp_proxy_connections_open 0",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }

@@ -21,11 +21,13 @@ use session_store::{
 
 use crate::{
     app::AppState,
+    binding::{session_binding, Principal},
     errors::ProxyError,
     event_id::{StreamId, StreamKind},
     jsonrpc::{self, ClientMessage, InitializeRequest},
+    limits::{ClientAddress, SessionSlot},
     relay::{sse_response, Reconnect, Relay, StreamTarget, WhenClientLeaves, MAX_EVENT_BYTES},
-    session::{self, client_session_id, credential_fingerprint},
+    session::{self, client_session_id},
     upstream::{forwarded_headers, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER},
 };
 
@@ -34,8 +36,13 @@ use crate::{
 pub const SESSIONLESS_REVISION: &str = "2026-07-28";
 
 /// Handles `POST <endpoint>`.
-pub async fn handle(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    match forward_post(app, headers, body).await {
+pub async fn handle(
+    State(app): State<Arc<AppState>>,
+    client: ClientAddress,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match forward_post(app, client, headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -43,15 +50,16 @@ pub async fn handle(State(app): State<Arc<AppState>>, headers: HeaderMap, body: 
 
 async fn forward_post(
     app: Arc<AppState>,
+    client: ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ProxyError> {
     let body = read_limited(body, &headers, app.settings.max_body_bytes).await?;
     let message = jsonrpc::inspect_client_message(&body).map_err(ProxyError::NotJson)?;
-    let credential = credential_fingerprint(&headers);
+    let binding = session_binding(&headers, &app.settings);
 
     if let Some(id) = client_session_id(&headers)? {
-        let session = session::resolve(app.store.as_ref(), &id, credential.as_deref()).await?;
+        let session = session::resolve(app.store.as_ref(), &id, &headers, binding.as_ref()).await?;
         // Appending the request is the session's activity mark (it slides the
         // expiry like a touch), so no separate touch is needed.
         let stream = record_request(&app, &session.id, &body, &headers).await?;
@@ -72,7 +80,11 @@ async fn forward_post(
         return relay_reply(&app, reply, upstream).await;
     }
     if let Some(initialize) = message.initialize.clone() {
-        return initialize_session(&app, &headers, body, &message, initialize, credential).await;
+        let slot = app
+            .limits
+            .admit_initialize(app.store.as_ref(), binding.as_ref(), client)
+            .await?;
+        return initialize_session(&app, &headers, body, &message, initialize, binding, slot).await;
     }
     if is_sessionless(&headers, &message) {
         let upstream = app
@@ -102,7 +114,8 @@ async fn initialize_session(
     body: Bytes,
     message: &ClientMessage,
     request: InitializeRequest,
-    credential: Option<String>,
+    binding: Option<Principal>,
+    slot: SessionSlot,
 ) -> Result<Response, ProxyError> {
     let upstream = app
         .upstream
@@ -124,7 +137,7 @@ async fn initialize_session(
         app.store.as_ref(),
         &request,
         upstream_session_id.clone(),
-        credential,
+        binding,
     )
     .await;
     let session = match created {
@@ -134,6 +147,7 @@ async fn initialize_session(
             return Err(error);
         }
     };
+    slot.fill(session.id.clone());
     tracing::info!(session = %session.id, upstream_session = ?session.upstream_session_id, "session created");
     let stream = match record_request(app, &session.id, &body, headers).await {
         Ok(stream) => stream,

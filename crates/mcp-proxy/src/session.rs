@@ -1,6 +1,7 @@
 //! Sessions as the proxy sees them: the client's `Mcp-Session-Id` resolved through
-//! the store (so any instance can serve any session), bound to the credentials that
-//! created it, and filled in from the `initialize` exchange.
+//! the store (so any instance can serve any session), bound to the principal that
+//! created it (see [`binding`](crate::binding)), and filled in from the
+//! `initialize` exchange.
 
 use axum::http::{header, HeaderMap};
 use session_store::{
@@ -9,14 +10,17 @@ use session_store::{
 use sha2::{Digest, Sha256};
 
 use crate::{
+    binding::{self, Principal, BINDING_TAG},
     errors::ProxyError,
     jsonrpc::{InitializeRequest, InitializeResult},
+    log_text::ClientText,
     upstream::SESSION_ID_HEADER,
 };
 
-/// The session tag holding the SHA-256 (hex) of the `Authorization` header that
-/// initialized the session.
-pub const CREDENTIAL_TAG: &str = "credential_sha256";
+/// The tag of sessions created before [`BINDING_TAG`]: the SHA-256 (hex) of the
+/// `Authorization` header that initialized the session. Still honoured, never
+/// written, so a rolling upgrade keeps those sessions bound.
+pub const LEGACY_CREDENTIAL_TAG: &str = "credential_sha256";
 
 /// Updates of the session after `initialize` retried on a concurrent change.
 const INITIALIZE_UPDATE_ATTEMPTS: usize = 3;
@@ -33,45 +37,45 @@ pub fn client_session_id(headers: &HeaderMap) -> Result<Option<SessionId>, Proxy
         .map_err(|_| ProxyError::SessionNotFound)
 }
 
-/// SHA-256 (hex) of the request's `Authorization` header, when it has one.
-pub fn credential_fingerprint(headers: &HeaderMap) -> Option<String> {
+/// SHA-256 (hex) of the request's `Authorization` header, when it has one: only
+/// to check sessions bound by [`LEGACY_CREDENTIAL_TAG`].
+fn legacy_fingerprint(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?;
     let digest = Sha256::digest(value.as_bytes());
     Some(digest.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
-/// Loads the session `id` for a request carrying `credential`.
+/// Loads the session `id` for a request whose binding under `session_binding` is
+/// `presented` ([`binding::session_binding`]).
 ///
-/// A session bound to other credentials (or to none, when the request has some) is
+/// A session bound to another principal (or to none, when the request has one) is
 /// reported as not found, so a stolen session id is useless without the
-/// credentials that created it.
+/// credentials of the user who created it.
 pub async fn resolve(
     store: &dyn SessionStore,
     id: &SessionId,
-    credential: Option<&str>,
+    headers: &HeaderMap,
+    presented: Option<&Principal>,
 ) -> Result<Session, ProxyError> {
     let session = store.get(id).await?;
-    let bound = session.tags.get(CREDENTIAL_TAG).map(String::as_str);
-    if !same_credential(bound, credential) {
-        tracing::info!(session = %id, "request credentials differ from the session's; answering 404");
+    let allowed = match (
+        session.tags.get(BINDING_TAG),
+        session.tags.get(LEGACY_CREDENTIAL_TAG),
+    ) {
+        (None, Some(legacy)) => legacy_fingerprint(headers)
+            .is_some_and(|presented| constant_time_eq(legacy, &presented)),
+        (bound, _) => binding::matches(bound.map(String::as_str), presented),
+    };
+    if !allowed {
+        tracing::info!(session = %ClientText(id.as_str().as_bytes()), "request's principal differs from the session's binding; answering 404");
         return Err(ProxyError::SessionNotFound);
     }
     Ok(session)
 }
 
-fn same_credential(bound: Option<&str>, presented: Option<&str>) -> bool {
-    match (bound, presented) {
-        (None, None) => true,
-        (Some(bound), Some(presented)) if bound.len() == presented.len() => {
-            // Compare every byte so the time taken does not reveal a prefix match.
-            bound
-                .bytes()
-                .zip(presented.bytes())
-                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                == 0
-        }
-        _ => false,
-    }
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// Creates the session for a successful `initialize`: a fresh proxy id mapped to the
@@ -81,7 +85,7 @@ pub async fn create_for_initialize(
     store: &dyn SessionStore,
     request: &InitializeRequest,
     upstream_session_id: Option<String>,
-    credential: Option<String>,
+    binding: Option<Principal>,
 ) -> Result<Session, ProxyError> {
     let mut new = NewSession::new(SessionId::random()?);
     new.upstream_session_id = upstream_session_id;
@@ -89,8 +93,8 @@ pub async fn create_for_initialize(
     new.status = SessionStatus::Initializing;
     new.protocol_version = request.protocol_version.clone();
     new.client_info = Some(request.client_info.clone());
-    if let Some(credential) = credential {
-        new = new.with_tag(CREDENTIAL_TAG, credential);
+    if let Some(binding) = binding {
+        new = new.with_tag(BINDING_TAG, binding.as_str());
     }
     Ok(store.create(new).await?)
 }
@@ -125,24 +129,32 @@ mod tests {
     use axum::http::HeaderValue;
 
     #[test]
-    fn credentials_bind_exactly() {
-        assert!(same_credential(None, None));
-        assert!(same_credential(Some("ab"), Some("ab")));
-        assert!(!same_credential(Some("ab"), Some("ac")));
-        assert!(!same_credential(Some("ab"), None));
-        assert!(!same_credential(None, Some("ab")));
-        assert!(!same_credential(Some("ab"), Some("abc")));
-    }
-
-    #[test]
-    fn fingerprint_is_sha256_hex_of_the_header() {
+    fn legacy_fingerprint_is_sha256_hex_of_the_header() {
         let mut headers = HeaderMap::new();
-        assert_eq!(credential_fingerprint(&headers), None);
+        assert_eq!(legacy_fingerprint(&headers), None);
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("abc"));
         assert_eq!(
-            credential_fingerprint(&headers).as_deref(),
+            legacy_fingerprint(&headers).as_deref(),
             Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         );
+    }
+
+    #[tokio::test]
+    async fn sessions_bound_before_the_binding_tag_stay_bound() {
+        let store =
+            session_store::MemoryStore::new(session_store::StoreSettings::default()).unwrap();
+        let id = SessionId::random().unwrap();
+        let legacy = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        store
+            .create(NewSession::new(id.clone()).with_tag(LEGACY_CREDENTIAL_TAG, legacy))
+            .await
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        assert!(resolve(&store, &id, &headers, None).await.is_err());
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("abd"));
+        assert!(resolve(&store, &id, &headers, None).await.is_err());
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("abc"));
+        assert!(resolve(&store, &id, &headers, None).await.is_ok());
     }
 
     #[test]

@@ -77,7 +77,7 @@ async fn rmcp_session_through_the_proxy(version: ProtocolVersion) {
 
     // The store holds one session with both sides of the handshake and every message.
     let listing: Value = serde_json::from_slice(
-        &reqwest::get(proxy.url("/sessions"))
+        &reqwest::get(proxy.admin_url("/sessions"))
             .await
             .unwrap()
             .bytes()
@@ -221,7 +221,7 @@ async fn an_unreachable_upstream_is_a_502_with_a_json_rpc_error() {
     // No session was created for the failed initialize.
     client.session = None;
     let listing: Value = serde_json::from_slice(
-        &reqwest::get(proxy.url("/sessions"))
+        &reqwest::get(proxy.admin_url("/sessions"))
             .await
             .unwrap()
             .bytes()
@@ -287,12 +287,11 @@ async fn delete_ends_the_session_and_credentials_bind_it() {
     client.initialize(&url).await;
     let session = client.session.clone().unwrap();
     let view = admin_session(&proxy, &session).await;
-    assert_eq!(
-        view["session"]["tags"]["credential_sha256"]
-            .as_str()
-            .unwrap()
-            .len(),
-        64
+    // An opaque token: bound to a keyed hash of the token (docs/proxy.md).
+    let binding = view["session"]["tags"]["binding"].as_str().unwrap();
+    assert!(
+        binding.starts_with("tok:") && binding.len() == 68,
+        "{binding}"
     );
 
     let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list"});
@@ -330,7 +329,7 @@ async fn health_and_metrics_report_the_store_and_the_traffic() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["backend"], "memory");
 
-    let metrics = reqwest::get(proxy.url("/metrics"))
+    let metrics = reqwest::get(proxy.admin_url("/metrics"))
         .await
         .unwrap()
         .text()
@@ -382,7 +381,7 @@ async fn sessionless_requests_are_forwarded_without_a_session() {
         "3"
     );
     let listing: Value = serde_json::from_slice(
-        &reqwest::get(proxy.url("/sessions"))
+        &reqwest::get(proxy.admin_url("/sessions"))
             .await
             .unwrap()
             .bytes()

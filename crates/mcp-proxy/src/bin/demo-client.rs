@@ -1,8 +1,8 @@
 //! `demo-client`: the scripted MCP session that `cargo xtask demo` runs through
 //! the proxy, with rmcp's Streamable HTTP client. It initializes, lists the tools,
 //! calls `echo`, `add` and `countdown` (whose progress arrives over SSE), then
-//! prints the session as the proxy recorded it (admin endpoint `/sessions/{id}`)
-//! and ends the session with DELETE.
+//! prints the session as the proxy recorded it (admin endpoint `/sessions/{id}` on
+//! the proxy's admin listener, `--admin-url`) and ends the session with DELETE.
 //!
 //! With `--then-url`, only `initialize` goes to `--url`: every later request of the
 //! session goes to the other proxy instance, which finds the session in the shared
@@ -63,6 +63,13 @@ struct Args {
     /// goes here, with the same session id.
     #[arg(long, value_name = "URL")]
     then_url: Option<Url>,
+    /// The admin listener of `--url`'s instance (`proxy.admin_listen`), e.g.
+    /// http://127.0.0.1:8081: where `/sessions/{id}` is read.
+    #[arg(long, value_name = "URL")]
+    admin_url: Url,
+    /// The admin listener of `--then-url`'s instance.
+    #[arg(long, value_name = "URL", requires = "then_url")]
+    then_admin_url: Option<Url>,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +109,9 @@ fn main() -> ExitCode {
 struct Instances {
     first: Url,
     then: Option<Url>,
+    /// The admin listeners of `first` and `then`.
+    first_admin: Url,
+    then_admin: Option<Url>,
 }
 
 impl Instances {
@@ -116,6 +126,11 @@ impl Instances {
 
     fn after_initialize(&self) -> &Url {
         self.then.as_ref().unwrap_or(&self.first)
+    }
+
+    /// The admin listener of the instance serving requests after `initialize`.
+    fn admin_after_initialize(&self) -> &Url {
+        self.then_admin.as_ref().unwrap_or(&self.first_admin)
     }
 }
 
@@ -298,7 +313,12 @@ async fn run_script(args: &Args) -> Result<(), String> {
     let instances = Instances {
         first: args.url.clone(),
         then: args.then_url.clone(),
+        first_admin: args.admin_url.clone(),
+        then_admin: args.then_admin_url.clone(),
     };
+    if instances.then.is_some() && instances.then_admin.is_none() {
+        return Err("--then-url needs --then-admin-url (its instance's admin listener)".into());
+    }
     let router = InstanceRouter::new(&instances)?;
     let progress_seen = Arc::new(AtomicUsize::new(0));
     let handler = DemoHandler {
@@ -355,7 +375,7 @@ async fn run_script(args: &Args) -> Result<(), String> {
     let closed = client.cancel().await;
     outcome?;
     closed.map_err(|error| format!("closing the session: {error}"))?;
-    let after = fetch_session(instances.after_initialize(), &session_id).await;
+    let after = fetch_session(instances.admin_after_initialize(), &session_id).await;
     match after {
         Err(FetchError::NotFound) => println!(
             "\nClosed the session (DELETE): the proxy removed it from the store (404 on /sessions/{{id}})."
@@ -483,9 +503,9 @@ enum FetchError {
     Other(String),
 }
 
-/// `GET /sessions/{id}` on the instance serving `mcp_url`.
-async fn fetch_session(mcp_url: &Url, session_id: &str) -> Result<Value, FetchError> {
-    let mut url = mcp_url.clone();
+/// `GET /sessions/{id}` on the admin listener `admin_url`.
+async fn fetch_session(admin_url: &Url, session_id: &str) -> Result<Value, FetchError> {
+    let mut url = admin_url.clone();
     url.set_path(&format!("/sessions/{session_id}"));
     url.set_query(Some("limit=1000"));
     let response = reqwest::Client::new()
@@ -504,7 +524,7 @@ async fn fetch_session(mcp_url: &Url, session_id: &str) -> Result<Value, FetchEr
         .map_err(|error| FetchError::Other(format!("GET {url}: reading the body: {error}")))?;
     if !status.is_success() {
         return Err(FetchError::Other(format!(
-            "GET {url}: {status}: {} (is proxy.admin_endpoints on?)",
+            "GET {url}: {status}: {} (is --admin-url the instance's proxy.admin_listen?)",
             String::from_utf8_lossy(&body)
         )));
     }
@@ -512,13 +532,13 @@ async fn fetch_session(mcp_url: &Url, session_id: &str) -> Result<Value, FetchEr
         .map_err(|error| FetchError::Other(format!("GET {url}: not JSON: {error}")))
 }
 
-async fn fetch_existing(mcp_url: &Url, session_id: &str) -> Result<Value, String> {
-    fetch_session(mcp_url, session_id)
+async fn fetch_existing(admin_url: &Url, session_id: &str) -> Result<Value, String> {
+    fetch_session(admin_url, session_id)
         .await
         .map_err(|error| match error {
             FetchError::NotFound => {
                 format!(
-                    "GET /sessions/{session_id} on {mcp_url}: 404, the session is not in the store"
+                    "GET /sessions/{session_id} on {admin_url}: 404, the session is not in the store"
                 )
             }
             FetchError::Other(error) => error,
@@ -526,7 +546,7 @@ async fn fetch_existing(mcp_url: &Url, session_id: &str) -> Result<Value, String
 }
 
 async fn show_recorded_session(instances: &Instances, session_id: &str) -> Result<(), String> {
-    let shown_by = instances.after_initialize();
+    let shown_by = instances.admin_after_initialize();
     let view = fetch_existing(shown_by, session_id).await?;
     let label = if instances.then.is_some() { "[B] " } else { "" };
     println!(
@@ -563,13 +583,13 @@ async fn show_recorded_session(instances: &Instances, session_id: &str) -> Resul
         return Err("the proxy recorded no frames".into());
     }
     if instances.then.is_some() {
-        let from_a = fetch_existing(&instances.first, session_id).await?;
+        let from_a = fetch_existing(&instances.first_admin, session_id).await?;
         if from_a["frames"] != view["frames"] || from_a["session"]["id"] != session["id"] {
             return Err("instances A and B show different frames for the session".into());
         }
         println!(
             "  [A] {} shows the same session and the same {} frames: both instances serve it.",
-            host_port(&instances.first),
+            host_port(&instances.first_admin),
             frames.len()
         );
     }

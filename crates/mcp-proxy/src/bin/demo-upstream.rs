@@ -165,7 +165,7 @@ async fn serve(listen: SocketAddr) -> Result<(), String> {
         .map_err(|error| format!("cannot read the listening address: {error}"))?;
     // Without TCP_NODELAY, each SSE reply's second write waits ~40 ms for the
     // client's delayed ACK (Nagle's algorithm).
-    let listener = listener.tap_io(mcp_proxy::app::disable_nagle);
+    let listener = listener.tap_io(|stream| mcp_proxy::server::disable_nagle(stream));
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "demo-upstream listening on {address}");
     let _ = stdout.flush();

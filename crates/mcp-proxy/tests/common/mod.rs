@@ -26,13 +26,16 @@ pub struct Process {
     child: Child,
     /// The address it printed as listening on.
     pub address: SocketAddr,
+    /// The address of its admin listener (`mcp-proxy admin listening on`), if any.
+    pub admin: Option<SocketAddr>,
     /// Where its stderr goes (for debugging a failure).
     pub log: PathBuf,
 }
 
 impl Process {
-    /// Starts `command` and waits (bounded) for its `... listening on <addr>` line.
-    fn start(mut command: Command, name: &str) -> Process {
+    /// Starts `command` and waits (bounded) for its `... listening on <addr>` line,
+    /// and with `admin` also for its `... admin listening on <addr>` line.
+    fn start(mut command: Command, name: &str, admin: bool) -> Process {
         let log = scratch_path(&format!("{name}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
         command
@@ -47,17 +50,27 @@ impl Process {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
-                if let Some((_, address)) = line.split_once("listening on ") {
-                    let _ = tx.send(address.trim().to_owned());
+                if let Some((what, address)) = line.split_once("listening on ") {
+                    let _ = tx.send((what.contains("admin"), address.trim().to_owned()));
                 }
             }
         });
         let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        let (mut address, mut admin_address) = (None, None);
         while std::time::Instant::now() < deadline {
-            if let Ok(address) = rx.recv_timeout(Duration::from_millis(50)) {
+            if let Ok((is_admin, line)) = rx.recv_timeout(Duration::from_millis(50)) {
+                let parsed: SocketAddr = line.parse().unwrap();
+                if is_admin {
+                    admin_address = Some(parsed);
+                } else {
+                    address = Some(parsed);
+                }
+            }
+            if let Some(address) = address.filter(|_| !admin || admin_address.is_some()) {
                 return Process {
                     child,
-                    address: address.parse().unwrap(),
+                    address,
+                    admin: admin_address,
                     log,
                 };
             }
@@ -105,6 +118,12 @@ impl Process {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }
+
+    /// A URL on the process's admin listener (`/sessions`, `/metrics`).
+    pub fn admin_url(&self, path: &str) -> String {
+        let admin = self.admin.expect("this process has no admin listener");
+        format!("http://{admin}{path}")
+    }
 }
 
 impl Drop for Process {
@@ -129,13 +148,15 @@ pub fn start_upstream() -> Process {
     command
         .args(["--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn");
-    Process::start(command, "demo-upstream")
+    Process::start(command, "demo-upstream", false)
 }
 
 /// Starts `mcp-proxy` with `[proxy]` pointing at `upstream`, `listen` (use
-/// `127.0.0.1:0` for a free port), admin endpoints on, and `extra_toml` appended
-/// (e.g. a `[storage]` table). The environment is cleared so stray `MCP_PROXY_*`
-/// or `SESSION_STORE_*` variables cannot change the test.
+/// `127.0.0.1:0` for a free port), an admin listener on a free loopback port
+/// (unless `proxy_keys` sets `admin_listen`), `initialize_rate = "off"` (unless
+/// `proxy_keys` sets it), and `extra_toml` appended (e.g. a
+/// `[storage]` table). The environment is cleared so stray `MCP_PROXY_*` or
+/// `SESSION_STORE_*` variables cannot change the test.
 pub fn start_proxy(upstream: &str, listen: &str, proxy_keys: &str, extra_toml: &str) -> Process {
     let config = scratch_path("mcp-proxy.toml");
     let timeout = if proxy_keys.contains("upstream_timeout") {
@@ -143,8 +164,20 @@ pub fn start_proxy(upstream: &str, listen: &str, proxy_keys: &str, extra_toml: &
     } else {
         "upstream_timeout = \"10s\"\n"
     };
+    let admin = if proxy_keys.contains("admin_listen") {
+        ""
+    } else {
+        "admin_listen = \"127.0.0.1:0\"\n"
+    };
+    // Every test client comes from 127.0.0.1: the initialize rate is off unless a
+    // test sets it, so tests that open many sessions are not refused.
+    let rate = if proxy_keys.contains("initialize_rate") {
+        ""
+    } else {
+        "initialize_rate = \"off\"\n"
+    };
     let toml = format!(
-        "[proxy]\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\nadmin_endpoints = true\n{timeout}{proxy_keys}\n{extra_toml}\n"
+        "[proxy]\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\n{admin}{rate}{timeout}{proxy_keys}\n{extra_toml}\n"
     );
     std::fs::write(&config, toml).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"));
@@ -153,7 +186,7 @@ pub fn start_proxy(upstream: &str, listen: &str, proxy_keys: &str, extra_toml: &
         .env("RUST_LOG", "info")
         .arg("--config")
         .arg(&config);
-    Process::start(command, "mcp-proxy")
+    Process::start(command, "mcp-proxy", true)
 }
 
 /// A raw MCP client: reqwest with the MCP headers.
@@ -353,16 +386,37 @@ pub async fn read_events(response: reqwest::Response, count: usize) -> Vec<SseEv
     events
 }
 
-/// The admin view of a session: `{session, frames, next_after}`.
+/// The admin view of a session: `{session, frames, next_after}`, from the proxy's
+/// admin listener.
 pub async fn admin_session(proxy: &Process, session: &str) -> Value {
     let response = reqwest::Client::new()
-        .get(proxy.url(&format!("/sessions/{session}?limit=1000")))
+        .get(proxy.admin_url(&format!("/sessions/{session}?limit=1000")))
         .timeout(EXCHANGE_TIMEOUT)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+/// The proxy's `/metrics` text, from its admin listener.
+pub async fn metrics(proxy: &Process) -> String {
+    let response = reqwest::Client::new()
+        .get(proxy.admin_url("/metrics"))
+        .timeout(EXCHANGE_TIMEOUT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+/// The value of the metric line `name` (with its labels) in `metrics`, 0 when absent.
+pub fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The `progress` values and final result text of a countdown reply's messages.
