@@ -214,6 +214,8 @@ pub async fn serve(
             drop(permit);
         });
     }
+    // Stop accepting: new connections are refused rather than left in the queue.
+    drop(listener);
     // Every connection holds a permit: all of them back means all closed.
     let _ = permits.acquire_many(max).await;
 }
