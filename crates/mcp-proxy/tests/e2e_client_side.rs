@@ -564,3 +564,42 @@ async fn the_initialize_rate_answers_429_with_retry_after() {
         2.0
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn after_sigterm_new_connections_are_refused_while_a_stream_finishes() {
+    let (_upstream, mut proxy) = proxy_with("");
+    let mut client = RawClient::new();
+    client.initialize(&proxy.mcp_url()).await;
+    let call = json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{
+        "name":"countdown","arguments":{"from":20,"interval_ms":100},"_meta":{"progressToken":"t"}}});
+    let stream = client.post_stream(&proxy.mcp_url(), &call).await;
+    let reading = tokio::spawn(common::read_reply(stream));
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut refused_after = None;
+    for attempt in 0..100 {
+        if TcpStream::connect(proxy.address).await.is_err() {
+            refused_after = Some(attempt);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!reading.is_finished(), "the stream ended before the check");
+    assert!(
+        refused_after.is_some(),
+        "new connections were still accepted"
+    );
+    let reply = reading.await.unwrap();
+    let (progress, results) = common::countdown_messages(&reply.messages());
+    assert_eq!(progress.len(), 20);
+    assert_eq!(results, ["countdown from 20 done"]);
+    assert_eq!(proxy.wait_exit(EXCHANGE_TIMEOUT), Some(0));
+    println!(
+        "connections refused {} attempts after SIGTERM",
+        refused_after.unwrap_or(0)
+    );
+}
