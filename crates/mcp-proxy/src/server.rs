@@ -2,8 +2,8 @@
 //! and idle timeouts, TCP_NODELAY, and graceful shutdown on SIGTERM/SIGINT.
 //!
 //! `axum::serve` has no header read timeout, so connections are served with
-//! hyper-util's `auto::Builder` (HTTP/1.1 and HTTP/2) under a watchdog that sees
-//! every byte read and every request in flight:
+//! hyper-util's `auto::Builder` (HTTP/1.1 only, as `axum::serve` served it) under a
+//! watchdog that sees every byte read and every request in flight:
 //!
 //! - a connection whose request head is not complete `header_read_timeout` after
 //!   it began (or after the connection opened) is closed (slowloris);
@@ -221,7 +221,7 @@ pub async fn serve(
 }
 
 fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     // The watchdog below enforces both timeouts; hyper's own HTTP/1 header timer
     // (which also runs while a keep-alive connection waits) is a backstop.
     builder
@@ -229,7 +229,6 @@ fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor>
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(limits.header_read_timeout + limits.idle_timeout);
-    builder.http2().timer(TokioTimer::new());
     builder
 }
 
