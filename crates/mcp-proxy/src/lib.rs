@@ -33,6 +33,7 @@ pub mod admin;
 pub mod app;
 pub mod binding;
 pub mod cli;
+pub mod client_config;
 pub mod config;
 pub mod delete;
 pub mod errors;
