@@ -1,6 +1,6 @@
 //! Sessions as the proxy sees them: the client's `Mcp-Session-Id` resolved through
 //! the store (so any instance can serve any session), bound to the principal that
-//! created it (see [`binding`](crate::binding)), and filled in from the
+//! created it (see [`binding`]), and filled in from the
 //! `initialize` exchange.
 
 use axum::http::{header, HeaderMap};
