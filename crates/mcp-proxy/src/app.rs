@@ -16,7 +16,7 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     admin, config::ProxyConfig, config::ProxySettings, delete, get_stream,
-    metered_store::MeteredStore, metrics::Metrics, post, upstream::Upstream,
+    metered_store::MeteredStore, metrics::Metrics, post, upstream::Upstream, well_known,
 };
 
 /// What every request handler shares.
@@ -43,7 +43,7 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, String> {
         let metrics = Arc::new(Metrics::default());
-        let upstream = Upstream::new(settings.upstream.clone(), settings.upstream_timeout)?;
+        let upstream = Upstream::new(&settings)?;
         Ok(AppState {
             store: Arc::new(MeteredStore::new(store, metrics.clone())),
             upstream,
@@ -54,8 +54,9 @@ impl AppState {
     }
 }
 
-/// The proxy's routes: the MCP endpoint, `/healthz`, `/metrics` and, when enabled,
-/// the read-only `/sessions` endpoints.
+/// The proxy's routes: the MCP endpoint, the upstream's `/.well-known` OAuth
+/// metadata, `/healthz`, `/metrics` and, when enabled, the read-only `/sessions`
+/// endpoints.
 pub fn router(state: Arc<AppState>) -> Router {
     let endpoint = axum::routing::post(post::handle)
         .get(get_stream::handle)
@@ -63,11 +64,18 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route(&state.settings.endpoint_path, endpoint)
         .route("/healthz", get(admin::healthz))
-        .route("/metrics", get(admin::metrics));
+        .route("/metrics", get(admin::metrics))
+        .merge(well_known::routes());
     if state.settings.admin_endpoints {
         router = router
             .route("/sessions", get(admin::list_sessions))
             .route("/sessions/{id}", get(admin::show_session));
+    }
+    if state.settings.rewrite_resource_metadata {
+        router = router.layer(middleware::from_fn_with_state(
+            state.clone(),
+            well_known::rewrite_challenges,
+        ));
     }
     router
         .layer(middleware::from_fn_with_state(
@@ -107,7 +115,9 @@ pub async fn run(config: ProxyConfig) -> Result<(), String> {
     let purge = PurgeTask::spawn(state.store.clone(), config.storage.purge_interval);
     announce(address, config.storage.backend.as_str());
 
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+    // The client's address feeds X-Forwarded-For (see `headers::ClientAddr`).
+    let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop.send(true);
