@@ -288,7 +288,7 @@ fn validate(section: ProxySection) -> Result<ProxySettings, ConfigError> {
     }
     if reserved_path(&section.endpoint_path) {
         return Err(ConfigError::new(format!(
-            "proxy.endpoint_path `{}` collides with the proxy's own endpoints (/healthz, /metrics, /sessions)",
+            "proxy.endpoint_path `{}` collides with the proxy's own endpoints (/healthz, /metrics, /sessions, /.well-known)",
             section.endpoint_path
         )));
     }
@@ -379,7 +379,7 @@ fn validate_upstream_side(section: &ProxySection) -> Result<UpstreamSide, Config
 }
 
 fn reserved_path(path: &str) -> bool {
-    ["/healthz", "/metrics", "/sessions"]
+    ["/healthz", "/metrics", "/sessions", "/.well-known"]
         .iter()
         .any(|reserved| path == *reserved || path.starts_with(&format!("{reserved}/")))
 }
@@ -464,6 +464,10 @@ mod tests {
             ),
             (
                 "[proxy]\nupstream = \"http://a/mcp\"\nendpoint_path = \"/metrics\"\n",
+                "proxy.endpoint_path",
+            ),
+            (
+                "[proxy]\nupstream = \"http://a/mcp\"\nendpoint_path = \"/.well-known/oauth-protected-resource\"\n",
                 "proxy.endpoint_path",
             ),
             (

@@ -46,8 +46,6 @@ impl Upstream {
             .tls_backend_preconfigured(tls)
             .connect_timeout(settings.upstream_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
-            // Redirects are the client's business: they pass through as 3xx.
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|error| format!("cannot build the upstream HTTP client: {error}"))?;
         Ok(Upstream {
