@@ -179,6 +179,37 @@ mod tests {
         );
     }
 
+    /// A log line never carries client input raw: a forged line break in a
+    /// `Last-Event-ID` (or any detail) is escaped.
+    #[test]
+    fn logged_details_are_escaped() {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let forged = "1-0@g1\n2026-01-01T00:00:00Z  INFO forged line";
+            let _ = ProxyError::BadRequest(format!("Last-Event-ID `{forged}`")).into_response();
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains("\\n2026-01-01"), "{log}");
+    }
+
     /// Every variant: the status, and a client body that names no internal address
     /// or credential even when the detail (for the log) does.
     #[tokio::test]
