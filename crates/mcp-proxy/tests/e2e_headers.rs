@@ -176,6 +176,45 @@ async fn end_to_end_headers_cross_both_ways_and_hop_by_hop_ones_do_not() {
     assert_eq!(delete.headers()["x-upstream-deleted"], "yes");
 }
 
+/// The rmcp demo upstream marks its SSE responses `X-Accel-Buffering: no`; the
+/// proxy's SSE replies and live GET streams keep that header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_replies_and_get_streams_keep_the_upstreams_headers() {
+    let upstream = common::start_upstream();
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", MEMORY);
+    let url = proxy.mcp_url();
+    let mut client = common::RawClient::new();
+    client.initialize(&url).await;
+    let reply = client
+        .call_tool(&url, 1, "countdown", json!({"from": 2, "interval_ms": 10}))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.headers["content-type"], "text/event-stream");
+    assert_eq!(
+        reply.headers["x-accel-buffering"], "no",
+        "{:?}",
+        reply.headers
+    );
+    let session = client.session.clone().unwrap();
+    let stream = client
+        .http
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        stream.headers()["x-accel-buffering"],
+        "no",
+        "{:?}",
+        stream.headers()
+    );
+    assert_eq!(stream.headers()["mcp-session-id"], session.as_str());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_401_reaches_the_client_with_its_www_authenticate() {
     let upstream = ScriptedUpstream::start().await;
