@@ -597,6 +597,24 @@ mod tests {
         }
     }
 
+    /// The list key from the environment, as docs/proxy.md shows it. (No other
+    /// unit test reads the environment, so setting it here is safe.)
+    #[test]
+    fn request_header_deny_comes_from_the_environment_as_a_list() {
+        std::env::set_var("MCP_PROXY_REQUEST_HEADER_DENY", "[x-a, X-B]");
+        let figment =
+            Figment::from(Serialized::default("proxy.upstream", "http://a/mcp")).merge(proxy_env());
+        let config = ProxyConfig::from_figment(figment, &Overrides::default());
+        std::env::remove_var("MCP_PROXY_REQUEST_HEADER_DENY");
+        assert_eq!(
+            config.unwrap().proxy.request_headers.deny,
+            [
+                HeaderName::from_static("x-a"),
+                HeaderName::from_static("x-b")
+            ]
+        );
+    }
+
     #[cfg(feature = "redis")]
     #[test]
     fn the_redis_example_is_valid() {
