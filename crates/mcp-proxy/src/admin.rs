@@ -61,11 +61,15 @@ pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
             "detail": health.detail,
         }))
         .into_response(),
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "error": error.to_string() })),
-        )
-            .into_response(),
+        Err(error) => {
+            // The store's error names its address: the log gets it, the client not.
+            tracing::warn!(%error, "health check: the session store is unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "error": "session store unavailable" })),
+            )
+                .into_response()
+        }
     }
 }
 

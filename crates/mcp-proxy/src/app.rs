@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::{
     admin, config::ProxySettings, delete, get_stream, limits::ClientLimits,
-    metered_store::MeteredStore, metrics::Metrics, origin, post, upstream::Upstream,
+    metered_store::MeteredStore, metrics::Metrics, origin, post, upstream::Upstream, well_known,
 };
 
 /// What every request handler shares.
@@ -44,7 +44,7 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, String> {
         let metrics = Arc::new(Metrics::default());
-        let upstream = Upstream::new(settings.upstream.clone(), settings.upstream_timeout)?;
+        let upstream = Upstream::new(&settings)?;
         Ok(AppState {
             store: Arc::new(MeteredStore::new(store, metrics.clone())),
             upstream,
@@ -57,7 +57,8 @@ impl AppState {
 }
 
 /// The MCP listener's routes: the MCP endpoint (every method admitted by
-/// `Origin` first) and `/healthz`. Nothing that shows sessions or metrics.
+/// `Origin` first), the upstream's `/.well-known` OAuth metadata and `/healthz`.
+/// Nothing that shows sessions or metrics.
 pub fn router(state: Arc<AppState>) -> Router {
     let endpoint = axum::routing::post(post::handle)
         .get(get_stream::handle)
@@ -66,9 +67,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             origin::check_origin,
         ));
-    Router::new()
+    let mut router = Router::new()
         .route(&state.settings.endpoint_path, endpoint)
         .route("/healthz", get(admin::healthz))
+        .merge(well_known::routes());
+    if state.settings.rewrite_resource_metadata {
+        router = router.layer(middleware::from_fn_with_state(
+            state.clone(),
+            well_known::rewrite_challenges,
+        ));
+    }
+    router
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

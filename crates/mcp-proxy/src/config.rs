@@ -5,7 +5,13 @@
 //! storage keys from the facade's `SESSION_STORE_*` variables. Every error names the
 //! key and where its value came from.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use axum::http::HeaderName;
 
 use figment::{
     providers::{Env, Serialized},
@@ -19,6 +25,7 @@ use crate::client_config::validate_client_side;
 pub use crate::client_config::{
     serialize_origin, AllowedOrigins, BindingKey, Rate, SessionBinding,
 };
+use crate::{headers::RequestHeaderPolicy, upstream_tls::UpstreamTlsFiles};
 
 /// The table that holds the proxy's own settings.
 pub const PROXY_KEY: &str = "proxy";
@@ -47,6 +54,15 @@ const PROXY_KEYS: &[&str] = &[
     "initialize_rate",
     // Removed keys, read only to name their replacement.
     "admin_endpoints",
+    // The upstream side: TLS, header policy, OAuth metadata, long replies.
+    "upstream_body_timeout",
+    "upstream_ca_file",
+    "upstream_client_cert",
+    "upstream_client_key",
+    "request_header_deny",
+    "forwarded_headers",
+    "public_url",
+    "rewrite_resource_metadata",
 ];
 
 /// A configuration that cannot be used; the message names the key and its source.
@@ -88,6 +104,16 @@ pub(crate) struct ProxySection {
     /// Removed; any value is an error naming `admin_listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) admin_endpoints: Option<figment::value::Value>,
+    // The upstream side: TLS, header policy, OAuth metadata, long replies.
+    #[serde(with = "humantime_serde")]
+    upstream_body_timeout: Duration,
+    upstream_ca_file: Option<PathBuf>,
+    upstream_client_cert: Option<PathBuf>,
+    upstream_client_key: Option<PathBuf>,
+    request_header_deny: Vec<String>,
+    forwarded_headers: bool,
+    public_url: Option<String>,
+    rewrite_resource_metadata: bool,
 }
 
 impl Default for ProxySection {
@@ -110,6 +136,14 @@ impl Default for ProxySection {
             max_sessions_per_client: 100,
             initialize_rate: "20/min".to_owned(),
             admin_endpoints: None,
+            upstream_body_timeout: Duration::from_secs(600),
+            upstream_ca_file: None,
+            upstream_client_cert: None,
+            upstream_client_key: None,
+            request_header_deny: Vec::new(),
+            forwarded_headers: true,
+            public_url: None,
+            rewrite_resource_metadata: false,
         }
     }
 }
@@ -119,14 +153,15 @@ impl Default for ProxySection {
 pub struct ProxySettings {
     /// `listen`: the address the proxy accepts clients on (default `127.0.0.1:8080`).
     pub listen: SocketAddr,
-    /// `upstream`: the MCP endpoint of the upstream server, `http://host:port/path`.
+    /// `upstream`: the MCP endpoint of the upstream server, `http://` or
+    /// `https://host:port/path`.
     pub upstream: Url,
     /// `endpoint_path`: the path clients POST/GET/DELETE on (default `/mcp`).
     pub endpoint_path: String,
     /// `max_body_bytes`: largest request body accepted; larger is 413 (default 4 MiB).
     pub max_body_bytes: usize,
-    /// `upstream_timeout`: how long to wait for the upstream's response headers and
-    /// for a complete JSON reply; longer is 504 (default `30s`).
+    /// `upstream_timeout`: how long connecting to the upstream and waiting for its
+    /// response headers may take; longer is 504 (default `30s`).
     pub upstream_timeout: Duration,
     /// `shutdown_grace`: how long in-flight requests may run after SIGTERM/SIGINT
     /// (default `30s`).
@@ -160,6 +195,23 @@ pub struct ProxySettings {
     /// `initialize_rate`: `initialize` requests one client may send per period,
     /// per instance (default `20/min`; `None` = `"off"`).
     pub initialize_rate: Option<Rate>,
+    // The upstream side: TLS, header policy, OAuth metadata, long replies.
+    /// `upstream_body_timeout`: how long reading a complete JSON reply may take once
+    /// its headers arrived; longer is 504 (default `10m`).
+    pub upstream_body_timeout: Duration,
+    /// `upstream_ca_file`, `upstream_client_cert`, `upstream_client_key`: TLS to an
+    /// `https://` upstream (each file checked at load).
+    pub upstream_tls: UpstreamTlsFiles,
+    /// `request_header_deny` (lower-cased header names) and `forwarded_headers`
+    /// (default true): which client headers the upstream gets.
+    pub request_headers: RequestHeaderPolicy,
+    /// `public_url`: the MCP endpoint URL clients use (default: derived from each
+    /// request's `Host` and `X-Forwarded-Proto`); the target of
+    /// `rewrite_resource_metadata`.
+    pub public_url: Option<Url>,
+    /// `rewrite_resource_metadata`: rewrite the upstream's URL to `public_url` in
+    /// its protected-resource metadata and `WWW-Authenticate` (default false).
+    pub rewrite_resource_metadata: bool,
 }
 
 /// Everything the proxy needs to start: its own settings and the store's.
@@ -278,6 +330,7 @@ fn describe_figment_error(error: &figment::Error) -> String {
 }
 
 fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySettings, ConfigError> {
+    let upstream_side = validate_upstream_side(&section)?;
     let listen: SocketAddr = section.listen.parse().map_err(|_| {
         ConfigError::new(format!(
             "proxy.listen `{}` is not a socket address such as 127.0.0.1:8080",
@@ -295,9 +348,9 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
             "proxy.upstream `{raw_upstream}` is not a URL: {error}"
         ))
     })?;
-    if upstream.scheme() != "http" {
+    if !matches!(upstream.scheme(), "http" | "https") || upstream.host_str().is_none() {
         return Err(ConfigError::new(format!(
-            "proxy.upstream `{raw_upstream}`: only http:// upstreams are supported (terminate TLS in front of the upstream or use a sidecar)"
+            "proxy.upstream `{raw_upstream}`: only http:// and https:// upstreams with a host are supported"
         )));
     }
     if !section.endpoint_path.starts_with('/') || section.endpoint_path.len() < 2 {
@@ -308,7 +361,7 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
     }
     if reserved_path(&section.endpoint_path) {
         return Err(ConfigError::new(format!(
-            "proxy.endpoint_path `{}` collides with the proxy's own endpoints (/healthz, /metrics, /sessions)",
+            "proxy.endpoint_path `{}` collides with the proxy's own endpoints (/healthz, /metrics, /sessions, /.well-known)",
             section.endpoint_path
         )));
     }
@@ -339,11 +392,78 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
         max_sessions_per_client: section.max_sessions_per_client,
         initialize_rate: client.initialize_rate,
         upstream,
+        upstream_body_timeout: upstream_side.upstream_body_timeout,
+        upstream_tls: upstream_side.upstream_tls,
+        request_headers: upstream_side.request_headers,
+        public_url: upstream_side.public_url,
+        rewrite_resource_metadata: upstream_side.rewrite_resource_metadata,
+    })
+}
+
+/// The validated upstream-side keys (TLS, header policy, OAuth metadata, long
+/// replies).
+struct UpstreamSide {
+    upstream_body_timeout: Duration,
+    upstream_tls: UpstreamTlsFiles,
+    request_headers: RequestHeaderPolicy,
+    public_url: Option<Url>,
+    rewrite_resource_metadata: bool,
+}
+
+fn validate_upstream_side(section: &ProxySection) -> Result<UpstreamSide, ConfigError> {
+    if section.upstream_body_timeout.is_zero() {
+        return Err(ConfigError::new(
+            "proxy.upstream_body_timeout must be longer than 0s",
+        ));
+    }
+    let upstream_tls = UpstreamTlsFiles {
+        ca_file: section.upstream_ca_file.clone(),
+        client_cert: section.upstream_client_cert.clone(),
+        client_key: section.upstream_client_key.clone(),
+    };
+    upstream_tls
+        .check()
+        .map_err(|error| ConfigError::new(error.to_string()))?;
+    let deny = section
+        .request_header_deny
+        .iter()
+        .map(|name| {
+            HeaderName::try_from(name.trim().to_ascii_lowercase()).map_err(|_| {
+                ConfigError::new(format!(
+                    "proxy.request_header_deny: `{}` is not an HTTP header name",
+                    name.escape_debug()
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let public_url = section
+        .public_url
+        .as_deref()
+        .map(|raw| {
+            Url::parse(raw)
+                .ok()
+                .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+                .ok_or_else(|| {
+                    ConfigError::new(format!(
+                        "proxy.public_url `{raw}` is not an http:// or https:// URL such as https://mcp.example.com/mcp"
+                    ))
+                })
+        })
+        .transpose()?;
+    Ok(UpstreamSide {
+        upstream_body_timeout: section.upstream_body_timeout,
+        upstream_tls,
+        request_headers: RequestHeaderPolicy {
+            deny,
+            forwarded: section.forwarded_headers,
+        },
+        public_url,
+        rewrite_resource_metadata: section.rewrite_resource_metadata,
     })
 }
 
 fn reserved_path(path: &str) -> bool {
-    ["/healthz", "/metrics", "/sessions"]
+    ["/healthz", "/metrics", "/sessions", "/.well-known"]
         .iter()
         .any(|reserved| path == *reserved || path.starts_with(&format!("{reserved}/")))
 }
@@ -431,6 +551,10 @@ mod tests {
                 "proxy.endpoint_path",
             ),
             (
+                "[proxy]\nupstream = \"http://a/mcp\"\nendpoint_path = \"/.well-known/oauth-protected-resource\"\n",
+                "proxy.endpoint_path",
+            ),
+            (
                 "[proxy]\nupstream = \"http://a/mcp\"\nmax_body_bytes = 0\n",
                 "proxy.max_body_bytes",
             ),
@@ -476,6 +600,108 @@ mod tests {
             .admin_listen
             .expect("the example has an admin listener");
         assert!(admin.ip().is_loopback() && admin != config.proxy.listen);
+    }
+
+    #[test]
+    fn the_remote_example_is_valid() {
+        let config =
+            ProxyConfig::from_toml_str(&example("mcp-proxy-remote.toml"), &Overrides::default())
+                .unwrap();
+        assert_eq!(config.proxy.upstream.scheme(), "https");
+        assert!(config.proxy.rewrite_resource_metadata);
+        assert!(config.proxy.public_url.is_some());
+    }
+
+    #[test]
+    fn https_upstreams_are_accepted_and_other_schemes_name_the_key() {
+        let config = ProxyConfig::from_toml_str(
+            "[proxy]\nupstream = \"https://mcp.example.com/mcp\"\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.proxy.upstream.scheme(), "https");
+        assert_eq!(config.proxy.upstream_body_timeout, Duration::from_secs(600));
+        assert!(config.proxy.request_headers.forwarded);
+        for upstream in ["ftp://x", "file:///tmp/mcp", "mailto:a@b"] {
+            let overrides = Overrides {
+                upstream: Some(upstream.into()),
+                ..Overrides::default()
+            };
+            let error = ProxyConfig::from_toml_str("", &overrides).unwrap_err();
+            assert!(error.to_string().contains("proxy.upstream"), "{error}");
+        }
+    }
+
+    #[test]
+    fn upstream_side_keys_are_read_and_checked() {
+        let config = ProxyConfig::from_toml_str(
+            r#"
+            [proxy]
+            upstream = "https://mcp.example.com/mcp"
+            upstream_body_timeout = "45s"
+            request_header_deny = ["X-Internal", "cookie"]
+            forwarded_headers = false
+            public_url = "https://proxy.example.com/mcp"
+            rewrite_resource_metadata = true
+            "#,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.proxy.upstream_body_timeout, Duration::from_secs(45));
+        assert_eq!(
+            config.proxy.request_headers.deny,
+            [
+                HeaderName::from_static("x-internal"),
+                HeaderName::from_static("cookie")
+            ]
+        );
+        assert!(!config.proxy.request_headers.forwarded);
+        assert_eq!(
+            config.proxy.public_url.unwrap().as_str(),
+            "https://proxy.example.com/mcp"
+        );
+        for (keys, named) in [
+            (
+                "upstream_body_timeout = \"0s\"",
+                "proxy.upstream_body_timeout",
+            ),
+            (
+                "request_header_deny = [\"bad header\"]",
+                "proxy.request_header_deny",
+            ),
+            ("public_url = \"not a url\"", "proxy.public_url"),
+            ("public_url = \"ftp://x/mcp\"", "proxy.public_url"),
+            (
+                "upstream_ca_file = \"/nonexistent/ca.pem\"",
+                "proxy.upstream_ca_file `/nonexistent/ca.pem`",
+            ),
+            (
+                "upstream_client_key = \"/nonexistent/key.pem\"",
+                "proxy.upstream_client_key",
+            ),
+        ] {
+            let toml = format!("[proxy]\nupstream = \"https://a/mcp\"\n{keys}\n");
+            let error = ProxyConfig::from_toml_str(&toml, &Overrides::default()).unwrap_err();
+            assert!(error.to_string().contains(named), "{toml}: {error}");
+        }
+    }
+
+    /// The list key from the environment, as docs/proxy.md shows it. (No other
+    /// unit test reads the environment, so setting it here is safe.)
+    #[test]
+    fn request_header_deny_comes_from_the_environment_as_a_list() {
+        std::env::set_var("MCP_PROXY_REQUEST_HEADER_DENY", "[x-a, X-B]");
+        let figment =
+            Figment::from(Serialized::default("proxy.upstream", "http://a/mcp")).merge(proxy_env());
+        let config = ProxyConfig::from_figment(figment, &Overrides::default());
+        std::env::remove_var("MCP_PROXY_REQUEST_HEADER_DENY");
+        assert_eq!(
+            config.unwrap().proxy.request_headers.deny,
+            [
+                HeaderName::from_static("x-a"),
+                HeaderName::from_static("x-b")
+            ]
+        );
     }
 
     #[cfg(feature = "redis")]

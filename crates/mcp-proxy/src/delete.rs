@@ -1,9 +1,10 @@
 //! DELETE on the MCP endpoint: the client ends its session, upstream and in the
 //! store, so it is over for every proxy instance.
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
+    body::Body,
     extract::State,
     http::{HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
@@ -13,14 +14,23 @@ use crate::{
     app::AppState,
     binding::session_binding,
     errors::ProxyError,
+    headers::{client_response_headers, ClientAddr},
     session::{self, client_session_id},
-    upstream::forwarded_headers,
 };
 
 /// Handles `DELETE <endpoint>`.
-pub async fn handle(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match end_session(app, headers).await {
-        Ok(status) => status.into_response(),
+pub async fn handle(
+    State(app): State<Arc<AppState>>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+) -> Response {
+    match end_session(app, peer, headers).await {
+        Ok((status, passed_headers)) => {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = status;
+            *response.headers_mut() = passed_headers;
+            response
+        }
         Err(error) => error.into_response(),
     }
 }
@@ -28,8 +38,14 @@ pub async fn handle(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Res
 /// Forwards the DELETE (when the upstream issued a session id), then deletes the
 /// session in the store, unless the upstream refuses with 405 (it does not let
 /// clients end sessions). An unreachable upstream still ends the proxy's session:
-/// the client asked for it, and the upstream's side expires on its own.
-async fn end_session(app: Arc<AppState>, headers: HeaderMap) -> Result<StatusCode, ProxyError> {
+/// the client asked for it, and the upstream's side expires on its own. Answers
+/// with the upstream's status and headers (see [`client_response_headers`]) when it
+/// answered 2xx or 405.
+async fn end_session(
+    app: Arc<AppState>,
+    peer: Option<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, HeaderMap), ProxyError> {
     let id = client_session_id(&headers)?.ok_or(ProxyError::MissingSessionId)?;
     let binding = session_binding(&headers, &app.settings);
     let session = session::resolve(app.store.as_ref(), &id, &headers, binding.as_ref()).await?;
@@ -38,29 +54,36 @@ async fn end_session(app: Arc<AppState>, headers: HeaderMap) -> Result<StatusCod
             app.upstream
                 .send(
                     Method::DELETE,
-                    forwarded_headers(&headers, Some(upstream_id)),
+                    app.upstream
+                        .request_headers(&headers, peer, Some(upstream_id)),
                     None,
                 )
                 .await,
         ),
         None => None,
     };
-    let status = match upstream {
+    let answer = match upstream {
         Some(Ok(response)) if response.status() == StatusCode::METHOD_NOT_ALLOWED => {
-            return Ok(StatusCode::METHOD_NOT_ALLOWED);
+            return Ok((
+                StatusCode::METHOD_NOT_ALLOWED,
+                client_response_headers(response.headers()),
+            ));
         }
-        Some(Ok(response)) if response.status().is_success() => response.status(),
+        Some(Ok(response)) if response.status().is_success() => (
+            response.status(),
+            client_response_headers(response.headers()),
+        ),
         Some(Ok(response)) => {
             tracing::info!(session = %id, status = %response.status(), "upstream refused DELETE; ending the proxy session anyway");
-            StatusCode::OK
+            (StatusCode::OK, HeaderMap::new())
         }
         Some(Err(error)) => {
             tracing::warn!(session = %id, %error, "upstream unreachable for DELETE; ending the proxy session anyway");
-            StatusCode::OK
+            (StatusCode::OK, HeaderMap::new())
         }
-        None => StatusCode::OK,
+        None => (StatusCode::OK, HeaderMap::new()),
     };
     app.store.delete(&session.id).await?;
     tracing::info!(session = %id, "session deleted");
-    Ok(status)
+    Ok(answer)
 }

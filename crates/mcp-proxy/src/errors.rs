@@ -1,5 +1,9 @@
 //! What the proxy answers when it cannot forward a request: an HTTP status and a
 //! JSON-RPC error body a client can act on.
+//!
+//! The `Display` text of an error is its full detail, for the proxy's log; the body
+//! a client receives ([`ProxyError::client_message`]) never names an internal
+//! address (the upstream's URL, the Redis server) or a credential.
 
 use std::time::Duration;
 
@@ -49,10 +53,11 @@ pub enum ProxyError {
     /// The store failed in a way retrying will not fix (corrupt data, ...).
     #[error("session store error: {0}")]
     Store(String),
-    /// The upstream server could not be reached.
+    /// The upstream server could not be reached (connection refused, TLS handshake
+    /// failed, the reply broke off); the detail names the upstream and the reason.
     #[error("upstream MCP server unreachable: {0}")]
     UpstreamUnreachable(String),
-    /// The upstream server did not answer in time.
+    /// The upstream server did not send its response headers in time.
     #[error("upstream MCP server did not answer within {0:?} (proxy.upstream_timeout)")]
     UpstreamTimeout(Duration),
     // Client side: admission and limits.
@@ -71,6 +76,17 @@ pub enum ProxyError {
     /// The admin listener requires `Authorization: Bearer <proxy.admin_token>`.
     #[error("admin endpoints require Authorization: Bearer <proxy.admin_token>")]
     AdminUnauthorized,
+    /// The upstream server did not finish a JSON reply in time.
+    #[error(
+        "upstream MCP server did not finish its reply within {0:?} (proxy.upstream_body_timeout)"
+    )]
+    UpstreamBodyTimeout(Duration),
+    /// The upstream's reply exceeds what the proxy reads into memory.
+    #[error("upstream MCP server's reply exceeds {limit} bytes")]
+    UpstreamReplyTooLarge {
+        /// The proxy's limit.
+        limit: usize,
+    },
 }
 
 impl ProxyError {
@@ -85,11 +101,32 @@ impl ProxyError {
             ProxyError::SessionNotFound => StatusCode::NOT_FOUND,
             ProxyError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamReplyTooLarge { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout(_) | ProxyError::UpstreamBodyTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ProxyError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The message a client receives: the detail when it is the client's own
+    /// (its body, its headers, a limit or key), a generic sentence when the detail
+    /// would name an internal address (the store's or the upstream's), which only
+    /// the log gets.
+    pub fn client_message(&self) -> String {
+        match self {
+            ProxyError::StoreUnavailable(_) => "session store unavailable, retry later".to_owned(),
+            ProxyError::Store(_) => {
+                "session store error; the proxy's log has the detail".to_owned()
+            }
+            ProxyError::UpstreamUnreachable(_) => {
+                "upstream MCP server unreachable; the proxy's log has the detail".to_owned()
+            }
+            other => other.to_string(),
         }
     }
 
@@ -115,15 +152,18 @@ impl From<StoreError> for ProxyError {
 impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
         let status = self.status();
+        // The detail may quote client input (a Last-Event-ID, a JSON error):
+        // escaped, so it cannot forge log lines.
+        let detail = self.to_string();
         if status.is_server_error() {
-            tracing::warn!(%status, error = %self, "request failed");
+            tracing::warn!(%status, error = %detail.escape_debug(), "request failed");
         } else {
-            tracing::debug!(%status, error = %self, "request rejected");
+            tracing::debug!(%status, error = %detail.escape_debug(), "request rejected");
         }
         let body = serde_json::json!({
             "jsonrpc": "2.0",
             "id": null,
-            "error": { "code": self.json_rpc_code(), "message": self.to_string() },
+            "error": { "code": self.json_rpc_code(), "message": self.client_message() },
         });
         let mut response = (status, axum::Json(body)).into_response();
         let retry_after = match &self {
@@ -186,6 +226,112 @@ mod tests {
             .into_response();
             assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
             assert_eq!(response.headers()[header::RETRY_AFTER], header, "{wait:?}");
+        }
+    }
+
+    /// A log line never carries client input raw: a forged line break in a
+    /// `Last-Event-ID` (or any detail) is escaped.
+    #[test]
+    fn logged_details_are_escaped() {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let forged = "1-0@g1\n2026-01-01T00:00:00Z  INFO forged line";
+            let _ = ProxyError::BadRequest(format!("Last-Event-ID `{forged}`")).into_response();
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains("\\n2026-01-01"), "{log}");
+    }
+
+    /// Every variant: the status, and a client body that names no internal address
+    /// or credential even when the detail (for the log) does.
+    #[tokio::test]
+    async fn client_bodies_name_no_internal_address() {
+        const SECRETS: [&str; 4] = ["10.0.0.5", "redis://", "s3cret", "upstream.internal"];
+        let internal =
+            "https://user:s3cret@upstream.internal:8443/mcp (10.0.0.5): connection refused";
+        let cases = [
+            (ProxyError::BodyTooLarge { limit: 10 }, 413, "10 bytes"),
+            (
+                ProxyError::BodyUnreadable("eof".into()),
+                400,
+                "could not be read",
+            ),
+            (
+                ProxyError::NotJson("expected value".into()),
+                400,
+                "expected value",
+            ),
+            (
+                ProxyError::BadRequest("Last-Event-ID `x`".into()),
+                400,
+                "Last-Event-ID",
+            ),
+            (ProxyError::MissingSessionId, 400, "Mcp-Session-Id"),
+            (ProxyError::SessionNotFound, 404, "session not found"),
+            (
+                ProxyError::from(StoreError::unavailable(
+                    "redis://:s3cret@10.0.0.5:6379 timed out",
+                )),
+                503,
+                "retry later",
+            ),
+            (
+                ProxyError::from(StoreError::corrupt("redis://10.0.0.5 key mcp:{a}:meta")),
+                500,
+                "session store error",
+            ),
+            (
+                ProxyError::UpstreamUnreachable(internal.into()),
+                502,
+                "unreachable",
+            ),
+            (
+                ProxyError::UpstreamTimeout(Duration::from_secs(30)),
+                504,
+                "proxy.upstream_timeout",
+            ),
+            (
+                ProxyError::UpstreamBodyTimeout(Duration::from_secs(600)),
+                504,
+                "proxy.upstream_body_timeout",
+            ),
+            (
+                ProxyError::UpstreamReplyTooLarge { limit: 5 },
+                502,
+                "5 bytes",
+            ),
+        ];
+        for (error, status, expected) in cases {
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(expected), "{message}");
+            for secret in SECRETS {
+                assert!(!message.contains(secret), "{message} names {secret}");
+            }
+            assert_eq!(body["jsonrpc"], "2.0");
         }
     }
 }

@@ -2,12 +2,12 @@
 //! upstream, or resumed after `Last-Event-ID` from the store (see
 //! [`replay`](crate::replay)).
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     body::Body,
     extract::State,
-    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    http::{header, HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use session_store::{FrameId, SessionId};
@@ -17,26 +17,36 @@ use crate::{
     binding::session_binding,
     errors::ProxyError,
     event_id::{ProxyEventId, StreamId},
+    headers::{client_response_headers, ClientAddr},
     jsonrpc::ClientMessage,
     post::is_sessionless,
     relay::{client_channel, sse_response, Relay, StreamTarget, WhenClientLeaves},
     replay,
     session::{self, client_session_id},
-    upstream::{forwarded_headers, LAST_EVENT_ID_HEADER},
+    upstream::LAST_EVENT_ID_HEADER,
 };
 
 /// Handles `GET <endpoint>`.
-pub async fn handle(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match open_stream(app, headers).await {
+pub async fn handle(
+    State(app): State<Arc<AppState>>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+) -> Response {
+    match open_stream(app, peer, headers).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn open_stream(app: Arc<AppState>, headers: HeaderMap) -> Result<Response, ProxyError> {
+async fn open_stream(
+    app: Arc<AppState>,
+    peer: Option<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ProxyError> {
     let Some(id) = client_session_id(&headers)? else {
         if is_sessionless(&headers, &ClientMessage::default()) {
-            return live_stream(&app, &headers, None, None).await;
+            let forwarded = app.upstream.request_headers(&headers, peer, None);
+            return live_stream(&app, forwarded, None).await;
         }
         return Err(ProxyError::MissingSessionId);
     };
@@ -54,39 +64,34 @@ async fn open_stream(app: Arc<AppState>, headers: HeaderMap) -> Result<Response,
         })
         .transpose()?;
     match last_event_id {
-        Some(last) => Ok(replay::resume(app, session, last, headers)),
+        Some(last) => {
+            let forwarded = app.upstream.request_headers(&headers, peer, None);
+            Ok(replay::resume(app, session, last, forwarded))
+        }
         None => {
             let target = StreamTarget {
                 session: session.id.clone(),
                 stream: StreamId::new_get(),
                 cursor: FrameId::ZERO,
             };
-            live_stream(
-                &app,
+            let forwarded = app.upstream.request_headers(
                 &headers,
+                peer,
                 session.upstream_session_id.as_deref(),
-                Some(target),
-            )
-            .await
+            );
+            live_stream(&app, forwarded, Some(target)).await
         }
     }
 }
 
-/// Opens the upstream's GET stream and relays it, recorded under `target`.
+/// Opens the upstream's GET stream with the `forwarded` headers and relays it,
+/// recorded under `target`.
 async fn live_stream(
     app: &Arc<AppState>,
-    headers: &HeaderMap,
-    upstream_session_id: Option<&str>,
+    forwarded: HeaderMap,
     target: Option<StreamTarget>,
 ) -> Result<Response, ProxyError> {
-    let upstream = app
-        .upstream
-        .send(
-            Method::GET,
-            forwarded_headers(headers, upstream_session_id),
-            None,
-        )
-        .await?;
+    let upstream = app.upstream.send(Method::GET, forwarded, None).await?;
     let session = target.as_ref().map(|target| target.session.clone());
     let Some(upstream) = accept_stream(app, session.as_ref(), upstream).await? else {
         return Err(ProxyError::SessionNotFound);
@@ -94,11 +99,17 @@ async fn live_stream(
     if !upstream.status().is_success() || !is_event_stream(upstream.headers()) {
         return Ok(pass_through(app, upstream).await);
     }
+    let passed_headers = client_response_headers(upstream.headers());
     let relay = Relay::new(target, WhenClientLeaves::Stop);
     let (tx, body) = client_channel();
     let app = app.clone();
     tokio::spawn(async move { relay.run(&app, upstream, &tx).await });
-    Ok(sse_response(StatusCode::OK, session.as_ref(), body))
+    Ok(sse_response(
+        StatusCode::OK,
+        passed_headers,
+        session.as_ref(),
+        body,
+    ))
 }
 
 /// `None` when the upstream answered 404: its session is gone, so the proxy's ends
@@ -129,10 +140,11 @@ pub fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
 /// Largest non-stream answer to a GET passed through (an error description).
 const MAX_PASSED_ERROR_BYTES: usize = 64 * 1024;
 
-/// The upstream's non-stream answer (405, an error), status and small body as is.
+/// The upstream's non-stream answer (405, an error): status, headers (see
+/// [`client_response_headers`]) and small body as is.
 pub async fn pass_through(app: &AppState, upstream: reqwest::Response) -> Response {
     let status = upstream.status();
-    let content_type: Option<HeaderValue> = upstream.headers().get(header::CONTENT_TYPE).cloned();
+    let passed_headers = client_response_headers(upstream.headers());
     let body = app
         .upstream
         .read_body(upstream, MAX_PASSED_ERROR_BYTES)
@@ -140,10 +152,6 @@ pub async fn pass_through(app: &AppState, upstream: reqwest::Response) -> Respon
         .unwrap_or_default();
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    if let Some(content_type) = content_type {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, content_type);
-    }
+    *response.headers_mut() = passed_headers;
     response
 }

@@ -8,6 +8,10 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Both rustls providers are compiled in (ring: the proxy's and fred's;
+    // aws-lc-rs: reqwest's default), so the process default is chosen here:
+    // without one, `rustls::ClientConfig::builder()` (Redis over TLS) panics.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

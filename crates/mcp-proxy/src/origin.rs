@@ -30,7 +30,9 @@ pub async fn check_origin(
     next: Next,
 ) -> Response {
     let policy = &app.settings.allowed_origins;
-    if let Some(refused) = refused_origin(policy, request.headers(), request.uri().authority()) {
+    let refused = refused_origin(policy, request.headers(), request.uri().authority())
+        .filter(|refused| !is_public_origin(app.settings.public_url.as_ref(), policy, refused));
+    if let Some(refused) = refused {
         tracing::info!(origin = %ClientText(refused), "Origin not allowed; answering 403");
         app.metrics.rejected(Rejection::Origin);
         return ProxyError::OriginNotAllowed.into_response();
@@ -58,6 +60,18 @@ pub fn refused_origin<'h>(
             !allowed
         })
         .map(|value| value.as_bytes())
+}
+
+/// Under the same-host default, the origin of `public_url` (the URL clients are
+/// told to use, e.g. behind a TLS terminator that rewrites `Host`) is allowed too.
+fn is_public_origin(public_url: Option<&Url>, policy: &AllowedOrigins, origin: &[u8]) -> bool {
+    let (Some(public_url), AllowedOrigins::SameHost) = (public_url, policy) else {
+        return false;
+    };
+    let Some(origin) = std::str::from_utf8(origin).ok().and_then(serialize_origin) else {
+        return false;
+    };
+    public_url.origin().ascii_serialization() == origin
 }
 
 fn allows(policy: &AllowedOrigins, origin: &str, host: Option<&str>) -> bool {
@@ -195,6 +209,32 @@ mod tests {
         ));
         assert!(!allowed(&policy, Some("null"), "mcp.example.com"));
         assert!(allowed(&policy, None, "mcp.example.com"));
+    }
+
+    #[test]
+    fn the_public_urls_origin_is_allowed_under_the_same_host_default() {
+        let public = Url::parse("https://mcp.example.com/mcp").unwrap();
+        let same_host = AllowedOrigins::SameHost;
+        assert!(is_public_origin(
+            Some(&public),
+            &same_host,
+            b"https://mcp.example.com"
+        ));
+        assert!(!is_public_origin(
+            Some(&public),
+            &same_host,
+            b"https://evil.example"
+        ));
+        assert!(!is_public_origin(
+            None,
+            &same_host,
+            b"https://mcp.example.com"
+        ));
+        assert!(!is_public_origin(
+            Some(&public),
+            &AllowedOrigins::Loopback,
+            b"https://mcp.example.com"
+        ));
     }
 
     #[test]

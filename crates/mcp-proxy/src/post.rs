@@ -4,7 +4,7 @@
 //! `initialize` without a session creates the session once the upstream accepts
 //! it; sessionless revisions (2026-07-28 and later) are forwarded without one.
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     body::Body,
@@ -24,11 +24,12 @@ use crate::{
     binding::{session_binding, Principal},
     errors::ProxyError,
     event_id::{StreamId, StreamKind},
+    headers::{client_response_headers, ClientAddr},
     jsonrpc::{self, ClientMessage, InitializeRequest},
     limits::{ClientAddress, SessionSlot},
     relay::{sse_response, Reconnect, Relay, StreamTarget, WhenClientLeaves, MAX_EVENT_BYTES},
     session::{self, client_session_id},
-    upstream::{forwarded_headers, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER},
+    upstream::{PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER},
 };
 
 /// The first protocol revision without sessions: its requests carry no
@@ -38,11 +39,11 @@ pub const SESSIONLESS_REVISION: &str = "2026-07-28";
 /// Handles `POST <endpoint>`.
 pub async fn handle(
     State(app): State<Arc<AppState>>,
-    client: ClientAddress,
+    ClientAddr(peer): ClientAddr,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match forward_post(app, client, headers, body).await {
+    match forward_post(app, peer, headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -50,7 +51,7 @@ pub async fn handle(
 
 async fn forward_post(
     app: Arc<AppState>,
-    client: ClientAddress,
+    peer: Option<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ProxyError> {
@@ -63,7 +64,9 @@ async fn forward_post(
         // Appending the request is the session's activity mark (it slides the
         // expiry like a touch), so no separate touch is needed.
         let stream = record_request(&app, &session.id, &body, &headers).await?;
-        let forwarded = forwarded_headers(&headers, session.upstream_session_id.as_deref());
+        let forwarded =
+            app.upstream
+                .request_headers(&headers, peer, session.upstream_session_id.as_deref());
         let reconnect = reconnect_for(&message, &forwarded);
         let upstream = app
             .upstream
@@ -82,14 +85,23 @@ async fn forward_post(
     if let Some(initialize) = message.initialize.clone() {
         let slot = app
             .limits
-            .admit_initialize(app.store.as_ref(), binding.as_ref(), client)
+            .admit_initialize(
+                app.store.as_ref(),
+                binding.as_ref(),
+                ClientAddress(peer.map(|peer| peer.ip())),
+            )
             .await?;
-        return initialize_session(&app, &headers, body, &message, initialize, binding, slot).await;
+        let client = Client {
+            headers: &headers,
+            peer,
+        };
+        return initialize_session(&app, client, body, &message, initialize, binding, slot).await;
     }
     if is_sessionless(&headers, &message) {
+        let forwarded = app.upstream.request_headers(&headers, peer, None);
         let upstream = app
             .upstream
-            .send(Method::POST, forwarded_headers(&headers, None), Some(body))
+            .send(Method::POST, forwarded, Some(body))
             .await?;
         return relay_reply(&app, Reply::unrecorded(), upstream).await;
     }
@@ -108,9 +120,23 @@ pub fn is_sessionless(headers: &HeaderMap, message: &ClientMessage) -> bool {
         .is_some_and(|version| version >= SESSIONLESS_REVISION)
 }
 
+/// The client side of a request: its headers and address.
+#[derive(Clone, Copy)]
+struct Client<'a> {
+    headers: &'a HeaderMap,
+    peer: Option<SocketAddr>,
+}
+
+impl Client<'_> {
+    fn upstream_headers(&self, app: &AppState, upstream_session_id: Option<&str>) -> HeaderMap {
+        app.upstream
+            .request_headers(self.headers, self.peer, upstream_session_id)
+    }
+}
+
 async fn initialize_session(
     app: &Arc<AppState>,
-    headers: &HeaderMap,
+    client: Client<'_>,
     body: Bytes,
     message: &ClientMessage,
     request: InitializeRequest,
@@ -121,7 +147,7 @@ async fn initialize_session(
         .upstream
         .send(
             Method::POST,
-            forwarded_headers(headers, None),
+            client.upstream_headers(app, None),
             Some(body.clone()),
         )
         .await?;
@@ -143,20 +169,22 @@ async fn initialize_session(
     let session = match created {
         Ok(session) => session,
         Err(error) => {
-            abandon_upstream_session(app, headers, upstream_session_id);
+            if let Some(upstream_id) = upstream_session_id {
+                abandon_upstream_session(app, client.upstream_headers(app, Some(&upstream_id)));
+            }
             return Err(error);
         }
     };
     slot.fill(session.id.clone());
     tracing::info!(session = %session.id, upstream_session = ?session.upstream_session_id, "session created");
-    let stream = match record_request(app, &session.id, &body, headers).await {
+    let stream = match record_request(app, &session.id, &body, client.headers).await {
         Ok(stream) => stream,
         Err(error) => {
             tracing::warn!(session = %session.id, %error, "initialize request not recorded");
             StreamId::new_unrecorded()
         }
     };
-    let forwarded = forwarded_headers(headers, session.upstream_session_id.as_deref());
+    let forwarded = client.upstream_headers(app, session.upstream_session_id.as_deref());
     let reply = Reply {
         reconnect: reconnect_for(message, &forwarded),
         target: Some((session.id, stream)),
@@ -204,16 +232,8 @@ async fn upstream_lost_session(app: &AppState, id: &SessionId) -> ProxyError {
 
 /// The store refused the session after the upstream created its side: end the
 /// upstream's session rather than leave it to time out.
-fn abandon_upstream_session(
-    app: &Arc<AppState>,
-    headers: &HeaderMap,
-    upstream_session_id: Option<String>,
-) {
-    let Some(upstream_id) = upstream_session_id else {
-        return;
-    };
+fn abandon_upstream_session(app: &Arc<AppState>, headers: HeaderMap) {
     let app = app.clone();
-    let headers = forwarded_headers(headers, Some(&upstream_id));
     tokio::spawn(async move {
         if let Err(error) = app.upstream.send(Method::DELETE, headers, None).await {
             tracing::debug!(%error, "could not end an abandoned upstream session");
@@ -259,6 +279,7 @@ async fn relay_reply(
         reconnect,
     } = reply;
     let status = upstream.status();
+    let passed_headers = client_response_headers(upstream.headers());
     let content_type = upstream.headers().get(header::CONTENT_TYPE).cloned();
     let is_sse = content_type
         .as_ref()
@@ -279,7 +300,7 @@ async fn relay_reply(
         relay.pending_initialize = pending_initialize;
         relay.reconnect = reconnect;
         let body = relay.spawn(app.clone(), upstream);
-        return Ok(sse_response(status, session.as_ref(), body));
+        return Ok(sse_response(status, passed_headers, session.as_ref(), body));
     }
 
     let body = app.upstream.read_body(upstream, MAX_EVENT_BYTES).await?;
@@ -292,11 +313,7 @@ async fn relay_reply(
     }
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    if let Some(content_type) = content_type {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, content_type);
-    }
+    *response.headers_mut() = passed_headers;
     if let Some(value) = session.and_then(|id| HeaderValue::from_str(id.as_str()).ok()) {
         response.headers_mut().insert(SESSION_ID_HEADER, value);
     }

@@ -111,16 +111,27 @@ pub fn client_channel() -> (mpsc::Sender<Bytes>, Body) {
     (tx, Body::from_stream(stream))
 }
 
-/// An SSE response with `body`, carrying the proxy's session id when there is one.
-pub fn sse_response(status: StatusCode, session: Option<&SessionId>, body: Body) -> Response {
+/// An SSE response with `body` and the upstream's `passed_headers` (see
+/// [`client_response_headers`](crate::headers::client_response_headers); empty
+/// for a stream replayed from the store), carrying the proxy's session id when
+/// there is one.
+pub fn sse_response(
+    status: StatusCode,
+    passed_headers: HeaderMap,
+    session: Option<&SessionId>,
+    body: Body,
+) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
+    *response.headers_mut() = passed_headers;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
     if let Some(value) = session.and_then(|id| HeaderValue::from_str(id.as_str()).ok()) {
         headers.insert(SESSION_ID_HEADER, value);
     }

@@ -23,7 +23,7 @@ use crate::{
     jsonrpc,
     relay::{client_channel, sse_response, Relay, StreamTarget, WhenClientLeaves},
     sse::SseEvent,
-    upstream::{forwarded_headers, LAST_EVENT_ID_HEADER},
+    upstream::{LAST_EVENT_ID_HEADER, SESSION_ID_HEADER},
 };
 
 /// Frames read per store call while replaying.
@@ -33,24 +33,26 @@ const REPLAY_PAGE: usize = 256;
 const TAIL_POLL: Duration = Duration::from_millis(100);
 
 /// Answers a GET with `Last-Event-ID` at once; the replay runs in its own task.
+/// `forwarded` are the client's headers as the upstream gets them (without a
+/// session id), for continuing a GET stream live.
 pub fn resume(
     app: Arc<AppState>,
     session: Session,
     last: ProxyEventId,
-    headers: HeaderMap,
+    forwarded: HeaderMap,
 ) -> axum::response::Response {
     let (tx, body) = client_channel();
     let id = session.id.clone();
     tokio::spawn(async move {
         let mut replay = Replay::new(&last);
-        match replay.run(&app, &session, &headers, &tx).await {
+        match replay.run(&app, &session, &forwarded, &tx).await {
             Ok(()) | Err(ReplayEnd::ClientLeft) => {}
             Err(ReplayEnd::Store(error)) => {
                 tracing::warn!(session = %session.id, %error, "replay ended by a store error; the client may resume again");
             }
         }
     });
-    sse_response(StatusCode::OK, Some(&id), body)
+    sse_response(StatusCode::OK, HeaderMap::new(), Some(&id), body)
 }
 
 /// Why a replay stopped early.
@@ -230,7 +232,14 @@ impl Replay {
         headers: &HeaderMap,
         tx: &mpsc::Sender<Bytes>,
     ) {
-        let mut forwarded = forwarded_headers(headers, session.upstream_session_id.as_deref());
+        let mut forwarded = headers.clone();
+        if let Some(id) = session
+            .upstream_session_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        {
+            forwarded.insert(SESSION_ID_HEADER, id);
+        }
         if let Some(value) = self
             .upstream_event_id
             .as_deref()

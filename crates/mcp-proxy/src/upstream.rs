@@ -1,20 +1,22 @@
-//! The upstream MCP server: which client headers cross the proxy, and how a
-//! request is sent with a deadline on the upstream's first answer.
+//! The upstream MCP server: the HTTP client (TLS through rustls), and how a request
+//! is sent with a deadline on the upstream's first answer and another on its body.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderName, Method};
 use bytes::Bytes;
 use url::Url;
 
-use crate::errors::ProxyError;
+use crate::{
+    config::ProxySettings,
+    errors::ProxyError,
+    headers::{upstream_request_headers, RequestHeaderPolicy},
+};
 
-/// The MCP session header, on both sides of the proxy (with different values).
-pub const SESSION_ID_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+pub use crate::headers::{LAST_EVENT_ID_HEADER, SESSION_ID_HEADER};
+
 /// The MCP protocol version header.
 pub const PROTOCOL_VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
-/// The SSE resumption header.
-pub const LAST_EVENT_ID_HEADER: HeaderName = HeaderName::from_static("last-event-id");
 
 /// The HTTP client for one upstream MCP endpoint.
 #[derive(Clone, Debug)]
@@ -22,27 +24,59 @@ pub struct Upstream {
     client: reqwest::Client,
     url: Url,
     timeout: Duration,
+    body_timeout: Duration,
+    header_policy: RequestHeaderPolicy,
 }
 
 impl Upstream {
-    /// A client for the endpoint at `url`; `timeout` bounds the wait for response
-    /// headers (and for connecting).
-    pub fn new(url: Url, timeout: Duration) -> Result<Self, String> {
+    /// A client for `settings.upstream`: `upstream_timeout` bounds connecting and
+    /// the wait for response headers, `upstream_body_timeout` the reading of a
+    /// complete JSON body; TLS trusts the platform's and Mozilla's roots plus
+    /// `upstream_ca_file`, and presents `upstream_client_cert` when asked.
+    ///
+    /// # Errors
+    /// A TLS file that cannot be used (named by key and path), or an HTTP client
+    /// that cannot be built.
+    pub fn new(settings: &ProxySettings) -> Result<Self, String> {
+        let tls = settings
+            .upstream_tls
+            .client_config()
+            .map_err(|error| error.to_string())?;
         let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(settings.upstream_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|error| format!("cannot build the upstream HTTP client: {error}"))?;
         Ok(Upstream {
             client,
-            url,
-            timeout,
+            url: settings.upstream.clone(),
+            timeout: settings.upstream_timeout,
+            body_timeout: settings.upstream_body_timeout,
+            header_policy: settings.request_headers.clone(),
         })
     }
 
-    /// How long the upstream may take to answer.
+    /// The upstream's MCP endpoint URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// How long the upstream may take to send its response headers.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The headers of the upstream request for a client request with `client`
+    /// headers from `peer`, carrying `upstream_session_id` (see
+    /// [`upstream_request_headers`]).
+    pub fn request_headers(
+        &self,
+        client: &HeaderMap,
+        peer: Option<SocketAddr>,
+        upstream_session_id: Option<&str>,
+    ) -> HeaderMap {
+        upstream_request_headers(client, &self.header_policy, peer, upstream_session_id)
     }
 
     /// Sends `method` to the upstream endpoint with `headers` and `body`, waiting at
@@ -54,10 +88,20 @@ impl Upstream {
         headers: HeaderMap,
         body: Option<Bytes>,
     ) -> Result<reqwest::Response, ProxyError> {
-        let mut request = self
-            .client
-            .request(method, self.url.clone())
-            .headers(headers);
+        self.send_to(self.url.clone(), method, headers, body).await
+    }
+
+    /// Like [`send`](Self::send), to another `url` of the upstream (its
+    /// `/.well-known` documents).
+    pub async fn send_to(
+        &self,
+        url: Url,
+        method: Method,
+        headers: HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, ProxyError> {
+        let target = without_credentials(&url);
+        let mut request = self.client.request(method, url).headers(headers);
         if let Some(body) = body {
             request = request.body(body);
         }
@@ -65,67 +109,51 @@ impl Upstream {
             Err(_) => Err(ProxyError::UpstreamTimeout(self.timeout)),
             Ok(Err(error)) if error.is_timeout() => Err(ProxyError::UpstreamTimeout(self.timeout)),
             Ok(Err(error)) => Err(ProxyError::UpstreamUnreachable(format!(
-                "{} ({})",
-                self.url,
-                error_chain(&error)
+                "{target}: {}",
+                error_chain(&error.without_url())
             ))),
             Ok(Ok(response)) => Ok(response),
         }
     }
 
-    /// Reads a complete (JSON) response body of at most `limit` bytes within the
-    /// timeout.
+    /// Reads a complete (JSON) response body of at most `limit` bytes within
+    /// `upstream_body_timeout`.
     pub async fn read_body(
         &self,
         response: reqwest::Response,
         limit: usize,
     ) -> Result<Bytes, ProxyError> {
         use futures::StreamExt;
+        let target = without_credentials(response.url());
         let read = async {
             let mut body = Vec::new();
             let mut chunks = response.bytes_stream();
             while let Some(chunk) = chunks.next().await {
                 let chunk = chunk.map_err(|error| {
                     ProxyError::UpstreamUnreachable(format!(
-                        "reading the reply from {} failed: {}",
-                        self.url,
-                        error_chain(&error)
+                        "{target}: reading the reply failed: {}",
+                        error_chain(&error.without_url())
                     ))
                 })?;
                 if body.len() + chunk.len() > limit {
-                    return Err(ProxyError::UpstreamUnreachable(format!(
-                        "the reply from {} exceeds {limit} bytes",
-                        self.url
-                    )));
+                    return Err(ProxyError::UpstreamReplyTooLarge { limit });
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(Bytes::from(body))
         };
-        tokio::time::timeout(self.timeout, read)
+        tokio::time::timeout(self.body_timeout, read)
             .await
-            .map_err(|_| ProxyError::UpstreamTimeout(self.timeout))?
+            .map_err(|_| ProxyError::UpstreamBodyTimeout(self.body_timeout))?
     }
 }
 
-/// The headers a client request passes on to the upstream: content negotiation,
-/// credentials, and MCP's own headers, except the session id, which the proxy
-/// replaces with `upstream_session_id` (when the upstream issued one).
-pub fn forwarded_headers(client: &HeaderMap, upstream_session_id: Option<&str>) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    for (name, value) in client {
-        let passes = matches!(
-            *name,
-            header::ACCEPT | header::CONTENT_TYPE | header::AUTHORIZATION | header::USER_AGENT
-        ) || (name.as_str().starts_with("mcp-") && *name != SESSION_ID_HEADER);
-        if passes {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    if let Some(id) = upstream_session_id.and_then(|id| HeaderValue::from_str(id).ok()) {
-        headers.insert(SESSION_ID_HEADER, id);
-    }
-    headers
+/// `url` without user name and password, for logs.
+pub fn without_credentials(url: &Url) -> Url {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -144,24 +172,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn session_header_is_replaced_and_hop_headers_dropped() {
-        let mut client = HeaderMap::new();
-        client.insert(SESSION_ID_HEADER, HeaderValue::from_static("proxy-id"));
-        client.insert(
-            PROTOCOL_VERSION_HEADER,
-            HeaderValue::from_static("2025-06-18"),
+    fn logged_urls_carry_no_credentials() {
+        let url = Url::parse("https://user:secret@mcp.example:8443/mcp").unwrap();
+        assert_eq!(
+            without_credentials(&url).as_str(),
+            "https://mcp.example:8443/mcp"
         );
-        client.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
-        client.insert(header::HOST, HeaderValue::from_static("proxy:8080"));
-        client.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        let headers = forwarded_headers(&client, Some("upstream-id"));
-        assert_eq!(headers[SESSION_ID_HEADER], "upstream-id");
-        assert_eq!(headers[PROTOCOL_VERSION_HEADER], "2025-06-18");
-        assert_eq!(headers[header::AUTHORIZATION], "Bearer t");
-        assert!(headers.get(header::HOST).is_none());
-        assert!(headers.get(header::CONNECTION).is_none());
-        assert!(forwarded_headers(&client, None)
-            .get(SESSION_ID_HEADER)
-            .is_none());
     }
 }

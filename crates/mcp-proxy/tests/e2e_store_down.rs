@@ -195,10 +195,26 @@ async fn with_the_store_down_an_existing_session_gets_503_and_works_again_after_
             error["message"].as_str().unwrap().contains("unavailable"),
             "{error}"
         );
+        let redis_address = redis.url().trim_start_matches("redis://").to_owned();
+        assert!(
+            !during
+                .json
+                .as_ref()
+                .unwrap()
+                .to_string()
+                .contains(&redis_address),
+            "the client is not told where Redis is: {error}"
+        );
     }
     let (status, body) = healthz(&proxy.url("/healthz")).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "unavailable", "{body}");
+    assert!(
+        !body
+            .to_string()
+            .contains(redis.url().trim_start_matches("redis://")),
+        "{body}"
+    );
 
     // A new session cannot be recorded either: 503, not a session the store lacks.
     let newcomer = RawClient::new();
