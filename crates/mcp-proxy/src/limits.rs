@@ -12,14 +12,11 @@
 
 use std::{
     collections::HashMap,
-    convert::Infallible,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use parking_lot::Mutex;
 use session_store::{SessionId, SessionStore};
 
@@ -39,20 +36,14 @@ const FORGET_AFTER: Duration = Duration::from_secs(3600);
 /// expiry, which the proxy cannot predict.
 const SESSION_CAP_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// The address of the client connection, when the server loop recorded it.
+/// The IP address of the client connection, when the server loop recorded it
+/// (from [`ClientAddr`](crate::headers::ClientAddr)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClientAddress(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddress(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0.ip()),
-        ))
+impl From<crate::headers::ClientAddr> for ClientAddress {
+    fn from(address: crate::headers::ClientAddr) -> Self {
+        ClientAddress(address.0.map(|peer| peer.ip()))
     }
 }
 

@@ -88,7 +88,7 @@ async fn forward_post(
             .admit_initialize(
                 app.store.as_ref(),
                 binding.as_ref(),
-                ClientAddress(peer.map(|peer| peer.ip())),
+                ClientAddress::from(ClientAddr(peer)),
             )
             .await?;
         let client = Client {
