@@ -166,15 +166,30 @@ fn start_local(server_binary: PathBuf) -> Result<TestRedis> {
     ))
 }
 
+/// Which tests `cargo xtask integration` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// Every test, the `#[ignore]`d ones included (`cargo xtask integration`).
+    All,
+    /// Only the `#[ignore]`d ones: `cargo xtask ci` has already run the rest in its
+    /// `test` step, so running them again would only cost time.
+    IgnoredOnly,
+}
+
 /// `cargo xtask integration`: the whole workspace's tests, ignored ones included,
 /// against fresh Redis servers.
 pub fn run(cargo_test_args: &[String]) -> Result<()> {
+    run_selected(cargo_test_args, Selection::All)
+}
+
+/// Like [`run`], with the choice of tests.
+pub fn run_selected(cargo_test_args: &[String], selection: Selection) -> Result<()> {
     let redis = start_test_redis()?;
     println!(
         "xtask: running integration suites against: {}",
         redis.description
     );
-    let mut command = cargo_test_command(cargo_test_args);
+    let mut command = cargo_test_command(cargo_test_args, selection);
     command.envs(redis.env());
     println!("xtask: {}", process::display(&command));
     let outcome = process::run_checked(&mut command);
@@ -189,7 +204,7 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
 
 /// `cargo test` with the user's extra arguments: before their own `--` they go to
 /// cargo (a test-name filter, `-p <crate>`), after it to the test binaries.
-fn cargo_test_command(extra: &[String]) -> Command {
+fn cargo_test_command(extra: &[String], selection: Selection) -> Command {
     let (cargo_args, binary_args) = match extra.iter().position(|arg| arg == "--") {
         Some(index) => (&extra[..index], &extra[index + 1..]),
         None => (extra, &[][..]),
@@ -208,7 +223,14 @@ fn cargo_test_command(extra: &[String]) -> Command {
         .args(["--all-features", "--no-fail-fast", "--tests"])
         .args(cargo_args)
         // --show-output: the fault and scale tests print the figures they measured.
-        .args(["--", "--include-ignored", "--show-output"])
+        .args([
+            "--",
+            match selection {
+                Selection::All => "--include-ignored",
+                Selection::IgnoredOnly => "--ignored",
+            },
+            "--show-output",
+        ])
         .args(binary_args);
     command
 }
@@ -248,7 +270,7 @@ mod tests {
 
     #[test]
     fn without_extra_args_every_crate_but_xtask_runs_ignored_tests_too() {
-        let args = args_of(&cargo_test_command(&[]));
+        let args = args_of(&cargo_test_command(&[], Selection::All));
         assert_eq!(
             args,
             [
@@ -269,7 +291,7 @@ mod tests {
     #[test]
     fn a_filter_goes_to_cargo_and_args_after_a_second_double_dash_to_the_binaries() {
         let extra = ["conformance", "--", "--nocapture"].map(String::from);
-        let args = args_of(&cargo_test_command(&extra));
+        let args = args_of(&cargo_test_command(&extra, Selection::All));
         let tail = &args[args.len() - 6..];
         assert_eq!(
             tail,
@@ -285,9 +307,16 @@ mod tests {
     }
 
     #[test]
+    fn ci_runs_only_the_ignored_tests() {
+        let args = args_of(&cargo_test_command(&[], Selection::IgnoredOnly));
+        assert!(args.contains(&"--ignored".to_string()), "{args:?}");
+        assert!(!args.contains(&"--include-ignored".to_string()), "{args:?}");
+    }
+
+    #[test]
     fn picking_a_package_replaces_the_workspace() {
         let extra = ["-p", "session-store-redis"].map(String::from);
-        let args = args_of(&cargo_test_command(&extra));
+        let args = args_of(&cargo_test_command(&extra, Selection::All));
         assert!(!args.contains(&"--workspace".to_string()), "{args:?}");
         assert!(args.contains(&"session-store-redis".to_string()));
     }
