@@ -22,7 +22,7 @@ pub const PROXY_KEY: &str = "proxy";
 pub const PROXY_ENV_PREFIX: &str = "MCP_PROXY_";
 
 /// Keys of `[proxy]`, as written in the file (and, upper-cased, in the environment).
-const PROXY_KEYS: [&str; 7] = [
+const PROXY_KEYS: [&str; 10] = [
     "listen",
     "upstream",
     "endpoint_path",
@@ -30,6 +30,9 @@ const PROXY_KEYS: [&str; 7] = [
     "upstream_timeout",
     "admin_endpoints",
     "shutdown_grace",
+    "upstream_session_recovery",
+    "upstream_poll_deadline",
+    "sse_keepalive",
 ];
 
 /// A configuration that cannot be used; the message names the key and its source.
@@ -56,6 +59,24 @@ struct ProxySection {
     admin_endpoints: bool,
     #[serde(with = "humantime_serde")]
     shutdown_grace: Duration,
+    upstream_session_recovery: SessionRecovery,
+    #[serde(with = "humantime_serde")]
+    upstream_poll_deadline: Duration,
+    #[serde(with = "humantime_serde")]
+    sse_keepalive: Duration,
+}
+
+/// What the proxy does when the upstream has lost a session
+/// (`upstream_session_recovery`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionRecovery {
+    /// Re-create the upstream session from the recorded `initialize` and carry on
+    /// (the default).
+    #[default]
+    Restore,
+    /// End the proxy's session too and answer 404, so the client re-initializes.
+    Propagate,
 }
 
 impl Default for ProxySection {
@@ -68,6 +89,9 @@ impl Default for ProxySection {
             upstream_timeout: Duration::from_secs(30),
             admin_endpoints: false,
             shutdown_grace: Duration::from_secs(30),
+            upstream_session_recovery: SessionRecovery::Restore,
+            upstream_poll_deadline: Duration::from_secs(600),
+            sse_keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -92,6 +116,16 @@ pub struct ProxySettings {
     /// `shutdown_grace`: how long in-flight requests may run after SIGTERM/SIGINT
     /// (default `30s`).
     pub shutdown_grace: Duration,
+    /// `upstream_session_recovery`: `restore` (default) re-creates a session the
+    /// upstream lost; `propagate` ends the proxy's session and answers 404.
+    pub upstream_session_recovery: SessionRecovery,
+    /// `upstream_poll_deadline`: how long the proxy keeps polling an upstream that
+    /// closed a reply stream early (SEP-1699) without sending anything new before
+    /// it answers the stream's requests with errors (default `10m`).
+    pub upstream_poll_deadline: Duration,
+    /// `sse_keepalive`: the interval of the comment lines that keep an idle SSE
+    /// stream to a client open through load balancers (default `15s`).
+    pub sse_keepalive: Duration,
 }
 
 /// Everything the proxy needs to start: its own settings and the store's.
@@ -246,6 +280,16 @@ fn validate(section: ProxySection) -> Result<ProxySettings, ConfigError> {
             "proxy.upstream_timeout must be longer than 0s",
         ));
     }
+    if section.upstream_poll_deadline.is_zero() {
+        return Err(ConfigError::new(
+            "proxy.upstream_poll_deadline must be longer than 0s",
+        ));
+    }
+    if section.sse_keepalive.is_zero() {
+        return Err(ConfigError::new(
+            "proxy.sse_keepalive must be longer than 0s",
+        ));
+    }
     Ok(ProxySettings {
         listen,
         upstream,
@@ -254,6 +298,9 @@ fn validate(section: ProxySection) -> Result<ProxySettings, ConfigError> {
         upstream_timeout: section.upstream_timeout,
         admin_endpoints: section.admin_endpoints,
         shutdown_grace: section.shutdown_grace,
+        upstream_session_recovery: section.upstream_session_recovery,
+        upstream_poll_deadline: section.upstream_poll_deadline,
+        sse_keepalive: section.sse_keepalive,
     })
 }
 
@@ -285,6 +332,48 @@ mod tests {
         assert_eq!(config.proxy.endpoint_path, "/mcp");
         assert_eq!(config.proxy.upstream_timeout, Duration::from_secs(5));
         assert_eq!(config.storage.ttl, Duration::from_secs(3600));
+        assert_eq!(
+            config.proxy.upstream_session_recovery,
+            SessionRecovery::Restore
+        );
+        assert_eq!(
+            config.proxy.upstream_poll_deadline,
+            Duration::from_secs(600)
+        );
+        assert_eq!(config.proxy.sse_keepalive, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn stream_keys_parse_and_bad_ones_name_their_key() {
+        let config = ProxyConfig::from_toml_str(
+            "[proxy]\nupstream = \"http://a/mcp\"\nupstream_session_recovery = \"propagate\"\nupstream_poll_deadline = \"2m\"\nsse_keepalive = \"5s\"\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.proxy.upstream_session_recovery,
+            SessionRecovery::Propagate
+        );
+        assert_eq!(
+            config.proxy.upstream_poll_deadline,
+            Duration::from_secs(120)
+        );
+        assert_eq!(config.proxy.sse_keepalive, Duration::from_secs(5));
+        for (toml, key) in [
+            (
+                "upstream_session_recovery = \"retry\"",
+                "upstream_session_recovery",
+            ),
+            (
+                "upstream_poll_deadline = \"0s\"",
+                "proxy.upstream_poll_deadline",
+            ),
+            ("sse_keepalive = \"0s\"", "proxy.sse_keepalive"),
+        ] {
+            let text = format!("[proxy]\nupstream = \"http://a/mcp\"\n{toml}\n");
+            let error = ProxyConfig::from_toml_str(&text, &Overrides::default()).unwrap_err();
+            assert!(error.to_string().contains(key), "{toml}: {error}");
+        }
     }
 
     #[test]

@@ -125,11 +125,33 @@ pub fn scratch_path(name: &str) -> PathBuf {
 
 /// Starts the rmcp demo upstream on a free loopback port.
 pub fn start_upstream() -> Process {
+    start_upstream_with("127.0.0.1:0", &[])
+}
+
+/// Starts the demo upstream on `listen` with extra flags (faults to play).
+pub fn start_upstream_with(listen: &str, flags: &[&str]) -> Process {
     let mut command = Command::new(env!("CARGO_BIN_EXE_demo-upstream"));
     command
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
+        .args(flags)
         .env("RUST_LOG", "warn");
     Process::start(command, "demo-upstream")
+}
+
+/// The value of one counter (a line `<name> <value>`) in `/metrics`.
+pub async fn metric(proxy: &Process, line_prefix: &str) -> u64 {
+    let text = reqwest::Client::new()
+        .get(proxy.url("/metrics"))
+        .timeout(EXCHANGE_TIMEOUT)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(line_prefix)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{line_prefix}` in /metrics:\n{text}"))
 }
 
 /// Starts `mcp-proxy` with `[proxy]` pointing at `upstream`, `listen` (use
