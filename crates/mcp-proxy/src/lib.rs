@@ -48,3 +48,4 @@ pub mod replay;
 pub mod session;
 pub mod sse;
 pub mod upstream;
+pub mod upstream_cursor;

@@ -20,7 +20,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     app::AppState,
-    event_id::{ProxyEventId, StreamId},
+    event_id::{ProxyEventId, StreamId, StreamKind},
     get_stream::is_event_stream,
     jsonrpc,
     lease::RenewedLease,
@@ -28,6 +28,7 @@ use crate::{
     session::complete_initialize,
     sse::{keep_alive_comment, SseEvent, SseParser},
     upstream::{LAST_EVENT_ID_HEADER, SESSION_ID_HEADER},
+    upstream_cursor,
 };
 
 /// Largest SSE event accepted from the upstream.
@@ -455,6 +456,16 @@ impl Relay {
             stream: stream.clone(),
         };
         if event.is_empty() {
+            if let (Some(upstream_id), StreamKind::Request(_)) = (&event.id, target.stream.kind()) {
+                upstream_cursor::remember(
+                    app.store.as_ref(),
+                    &target.session,
+                    &target.stream,
+                    target.cursor,
+                    upstream_id,
+                )
+                .await;
+            }
             // A priming event: resuming from it replays the whole stream so far.
             return SseEvent {
                 id: Some(proxy_id(target.cursor).to_string()),

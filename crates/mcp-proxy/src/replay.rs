@@ -28,6 +28,7 @@ use crate::{
     relay::{client_channel, sse_response, Reconnect, Relay, StreamTarget, WhenClientLeaves},
     sse::SseEvent,
     upstream::{forwarded_headers, LAST_EVENT_ID_HEADER},
+    upstream_cursor,
 };
 
 /// Frames read per store call while replaying.
@@ -90,6 +91,8 @@ struct Replay {
     answered: Vec<Value>,
     /// The upstream's event id of the last event on the stream.
     upstream_event_id: Option<String>,
+    /// The frame that carried `upstream_event_id`.
+    upstream_event_frame: Option<FrameId>,
 }
 
 impl Replay {
@@ -107,6 +110,7 @@ impl Replay {
             request_ids: None,
             answered: Vec::new(),
             upstream_event_id: None,
+            upstream_event_frame: None,
         }
     }
 
@@ -176,6 +180,7 @@ impl Replay {
         self.answered.extend(jsonrpc::response_ids(&frame.payload));
         if frame.event_id.is_some() {
             self.upstream_event_id = frame.event_id.clone();
+            self.upstream_event_frame = Some(stored.id);
         }
         if stored.id <= self.delivered {
             return Ok(false);
@@ -259,6 +264,14 @@ impl Replay {
         lease: RenewedLease,
     ) {
         app.metrics.stream_takeover();
+        // A priming event after the last recorded one is a later resume point.
+        if let Some((after, upstream_id)) =
+            upstream_cursor::recall(app.store.as_ref(), &session.id, &self.stream).await
+        {
+            if self.upstream_event_frame.is_none_or(|frame| after >= frame) {
+                self.upstream_event_id = Some(upstream_id);
+            }
+        }
         let forwarded = forwarded_headers(headers, session.upstream_session_id.as_deref());
         let target = StreamTarget {
             session: session.id.clone(),
