@@ -279,3 +279,53 @@ async fn a_replay_with_another_users_token_is_404() {
     let own = alice.resume(&proxy.mcp_url(), &last_id).await;
     assert_eq!(own.status, 200, "{own:?}");
 }
+
+#[tokio::test]
+async fn an_upstream_that_cannot_resume_gets_its_open_requests_answered_with_errors() {
+    // Closes the stream once and, without its event store, cannot resume it: the
+    // proxy polls until upstream_poll_deadline, then answers the call itself.
+    let upstream = start_upstream_with(
+        "127.0.0.1:0",
+        &["--close-streams-early", "1", "--close-retry-ms", "500"],
+    );
+    let proxy = start_proxy(
+        &upstream.mcp_url(),
+        "127.0.0.1:0",
+        "upstream_poll_deadline = \"3s\"\n",
+        "",
+    );
+    let mut client = RawClient::new();
+    client.initialize(&proxy.mcp_url()).await;
+    let started = Instant::now();
+    let reply = client
+        .call_tool(
+            &proxy.mcp_url(),
+            8,
+            "countdown",
+            json!({"from": 3, "interval_ms": 100}),
+        )
+        .await;
+    let messages = reply.messages();
+    println!(
+        "an unresumable stream was answered with an error after {:?}",
+        started.elapsed()
+    );
+    let last = messages.last().unwrap();
+    assert_eq!(last["id"], 8, "{messages:?}");
+    assert_eq!(last["error"]["data"]["reason"], "poll_deadline", "{last}");
+    assert_eq!(
+        metric(
+            &proxy,
+            "mcp_proxy_streams_failed_total{reason=\"poll_deadline\"} "
+        )
+        .await,
+        1
+    );
+    // The error is recorded: a resumption replays it.
+    let view = admin_session(&proxy, client.session.as_deref().unwrap()).await;
+    assert!(view["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|frame| frame["payload"].as_str().unwrap().contains("poll_deadline")));
+}
