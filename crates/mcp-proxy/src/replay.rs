@@ -3,7 +3,7 @@
 //! recorded after that frame, then the rest of the stream live.
 //!
 //! "Live" depends on the stream. A POST reply stream is being recorded by whichever
-//! instance holds its lease (see [`lease`](crate::lease)), so the store is tailed
+//! instance holds its lease (see [`crate::lease`]), so the store is tailed
 //! until every request of the POST has its response. When the lease lapses (the
 //! recording instance died), this instance takes the stream over: it resumes the
 //! upstream stream at the upstream's own id of the last recorded event, relays

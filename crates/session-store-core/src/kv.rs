@@ -8,13 +8,7 @@
 //! `n`. Of several concurrent puts with the same condition, exactly one is stored;
 //! the others are [`KvPut::Rejected`] and see the value that won.
 //!
-//! Revisions: rewriting a live value gives `previous + 1`; writing where no value
-//! lives gives `max(now_ms × 1000, previous + 1)` when the old value is still
-//! known to the backend (a deleted value is kept, expired, until its own expiry),
-//! else `now_ms × 1000` (milliseconds of the store's clock). So a value recreated
-//! after it expired or was deleted does not reuse a revision of the one before it
-//! (an old holder's `Revision(n)` put fails), unless that one was written more
-//! than 1000 times per millisecond of its life.
+//! Every value has a revision; [`KvEntry`] states how revisions grow.
 //!
 //! ```
 //! use std::time::Duration;
@@ -102,11 +96,19 @@ pub enum KvCondition {
 }
 
 /// A live value as stored.
+///
+/// Revisions: rewriting a live value gives `previous + 1`; writing where no value
+/// lives gives `max(now_ms × 1000, previous + 1)` when the old value is still
+/// known to the backend (a deleted value is kept, expired, until its own expiry),
+/// else `now_ms × 1000` (milliseconds of the store's clock). So a value recreated
+/// after it expired or was deleted does not reuse a revision of the one before it
+/// (an old holder's `Revision(n)` put fails), unless that one was written more
+/// than 1000 times per millisecond of its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvEntry {
     /// The bytes as put.
     pub value: Vec<u8>,
-    /// The revision of this write (see the [module docs](self)).
+    /// The revision of this write (see [`KvEntry`]).
     pub revision: u64,
     /// When the value stops being live (store clock, ms).
     pub expires_at: Timestamp,
@@ -156,7 +158,7 @@ pub fn check_kv_put(value: &[u8], ttl: Duration, max_value_bytes: usize) -> Resu
 }
 
 /// The revision a write gets: `previous + 1` over a live value, else at least
-/// `now_ms × 1000` (see the [module docs](self)). `previous` is the revision of
+/// `now_ms × 1000` (see [`KvEntry`]). `previous` is the revision of
 /// the stored value, live or not, when the backend still has it.
 pub fn next_kv_revision(previous: Option<u64>, live: bool, now: Timestamp) -> u64 {
     let after = previous.map_or(1, |rev| rev.saturating_add(1));
