@@ -531,3 +531,31 @@ fn describe(reason: StreamFailure) -> &'static str {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_stream_opens_with_its_priming_event_and_keeps_alive_when_idle() {
+        let target = StreamTarget {
+            session: SessionId::new("s1").unwrap(),
+            stream: StreamId::for_request(FrameId::new(7, 0)),
+            cursor: FrameId::new(7, 0),
+        };
+        let (tx, body) = client_channel(Duration::from_millis(20), Some(target.priming_event()));
+        let mut body = body.into_data_stream();
+        let priming = body.next().await.unwrap().unwrap();
+        assert_eq!(&priming[..], b"id: 7-0@r7-0\ndata:\n\n");
+        // Nothing sent for the keep-alive interval: a comment line.
+        let idle = body.next().await.unwrap().unwrap();
+        assert_eq!(idle, keep_alive_comment());
+        tx.send(Bytes::from_static(b"data: x\n\n")).await.unwrap();
+        assert_eq!(&body.next().await.unwrap().unwrap()[..], b"data: x\n\n");
+        drop(tx);
+        assert!(
+            body.next().await.is_none(),
+            "the body ends with its senders"
+        );
+    }
+}
