@@ -378,3 +378,45 @@ while_open! {
     kv_oversized_value_or_zero_ttl_is_invalid_input_and_nothing_is_stored
     kv_bad_key_is_invalid_input
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_values_are_served_from_memory_during_an_outage_and_from_the_primary_after_it() {
+    let clock = ManualClock::starting_now();
+    let settings = session_store_core::testing::suite_settings();
+    let primary = SwitchablePrimary::new(clock.clone(), settings.clone(), false);
+    let store =
+        FallbackStore::new(primary, settings, fallback(1), Arc::new(clock.clone())).unwrap();
+    let key = KvKey::new("lease:s1:r1-0").unwrap();
+    let ttl = Duration::from_secs(5);
+    let put = store
+        .kv_put(&key, b"primary", ttl, KvCondition::Absent)
+        .await
+        .unwrap();
+    assert!(matches!(put, KvPut::Stored { .. }));
+
+    store.primary().down.store(true, Ordering::SeqCst);
+    // The primary's value is out of reach: this instance's memory answers alone.
+    assert_eq!(store.kv_get(&key).await.unwrap(), None);
+    let during = store
+        .kv_put(&key, b"memory", ttl, KvCondition::Absent)
+        .await
+        .unwrap();
+    assert!(matches!(during, KvPut::Stored { .. }));
+    assert!(matches!(
+        store
+            .kv_put(&key, b"again", ttl, KvCondition::Absent)
+            .await
+            .unwrap(),
+        KvPut::Rejected { current: Some(_) }
+    ));
+    assert_eq!(store.stats().state, BreakerState::Open);
+
+    store.primary().down.store(false, Ordering::SeqCst);
+    let closed = support::wait_until(Duration::from_secs(10), || {
+        store.stats().state == BreakerState::Closed
+    })
+    .await;
+    assert!(closed, "{:?}", store.stats());
+    // Not written back: the primary's value is the one read again.
+    assert_eq!(store.kv_get(&key).await.unwrap().unwrap().value, b"primary");
+}
