@@ -63,6 +63,10 @@ const PROXY_KEYS: &[&str] = &[
     "forwarded_headers",
     "public_url",
     "rewrite_resource_metadata",
+    // Streams and upstream sessions: takeover, recovery, polling, keep-alive.
+    "upstream_session_recovery",
+    "upstream_poll_deadline",
+    "sse_keepalive",
 ];
 
 /// A configuration that cannot be used; the message names the key and its source.
@@ -114,6 +118,24 @@ pub(crate) struct ProxySection {
     forwarded_headers: bool,
     public_url: Option<String>,
     rewrite_resource_metadata: bool,
+    upstream_session_recovery: SessionRecovery,
+    #[serde(with = "humantime_serde")]
+    upstream_poll_deadline: Duration,
+    #[serde(with = "humantime_serde")]
+    sse_keepalive: Duration,
+}
+
+/// What the proxy does when the upstream has lost a session
+/// (`upstream_session_recovery`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionRecovery {
+    /// Re-create the upstream session from the recorded `initialize` and carry on
+    /// (the default).
+    #[default]
+    Restore,
+    /// End the proxy's session too and answer 404, so the client re-initializes.
+    Propagate,
 }
 
 impl Default for ProxySection {
@@ -144,6 +166,9 @@ impl Default for ProxySection {
             forwarded_headers: true,
             public_url: None,
             rewrite_resource_metadata: false,
+            upstream_session_recovery: SessionRecovery::Restore,
+            upstream_poll_deadline: Duration::from_secs(600),
+            sse_keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -212,6 +237,16 @@ pub struct ProxySettings {
     /// `rewrite_resource_metadata`: rewrite the upstream's URL to `public_url` in
     /// its protected-resource metadata and `WWW-Authenticate` (default false).
     pub rewrite_resource_metadata: bool,
+    /// `upstream_session_recovery`: `restore` (default) re-creates a session the
+    /// upstream lost; `propagate` ends the proxy's session and answers 404.
+    pub upstream_session_recovery: SessionRecovery,
+    /// `upstream_poll_deadline`: how long the proxy keeps polling an upstream that
+    /// closed a reply stream early (SEP-1699) without sending anything new before
+    /// it answers the stream's requests with errors (default `10m`).
+    pub upstream_poll_deadline: Duration,
+    /// `sse_keepalive`: the interval of the comment lines that keep an idle SSE
+    /// stream to a client open through load balancers (default `15s`).
+    pub sse_keepalive: Duration,
 }
 
 /// Everything the proxy needs to start: its own settings and the store's.
@@ -373,6 +408,16 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
             "proxy.upstream_timeout must be longer than 0s",
         ));
     }
+    if section.upstream_poll_deadline.is_zero() {
+        return Err(ConfigError::new(
+            "proxy.upstream_poll_deadline must be longer than 0s",
+        ));
+    }
+    if section.sse_keepalive.is_zero() {
+        return Err(ConfigError::new(
+            "proxy.sse_keepalive must be longer than 0s",
+        ));
+    }
     Ok(ProxySettings {
         listen,
         endpoint_path: section.endpoint_path,
@@ -397,6 +442,9 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
         request_headers: upstream_side.request_headers,
         public_url: upstream_side.public_url,
         rewrite_resource_metadata: upstream_side.rewrite_resource_metadata,
+        upstream_session_recovery: section.upstream_session_recovery,
+        upstream_poll_deadline: section.upstream_poll_deadline,
+        sse_keepalive: section.sse_keepalive,
     })
 }
 
@@ -490,6 +538,48 @@ mod tests {
         assert_eq!(config.proxy.endpoint_path, "/mcp");
         assert_eq!(config.proxy.upstream_timeout, Duration::from_secs(5));
         assert_eq!(config.storage.ttl, Duration::from_secs(3600));
+        assert_eq!(
+            config.proxy.upstream_session_recovery,
+            SessionRecovery::Restore
+        );
+        assert_eq!(
+            config.proxy.upstream_poll_deadline,
+            Duration::from_secs(600)
+        );
+        assert_eq!(config.proxy.sse_keepalive, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn stream_keys_parse_and_bad_ones_name_their_key() {
+        let config = ProxyConfig::from_toml_str(
+            "[proxy]\nupstream = \"http://a/mcp\"\nupstream_session_recovery = \"propagate\"\nupstream_poll_deadline = \"2m\"\nsse_keepalive = \"5s\"\n",
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.proxy.upstream_session_recovery,
+            SessionRecovery::Propagate
+        );
+        assert_eq!(
+            config.proxy.upstream_poll_deadline,
+            Duration::from_secs(120)
+        );
+        assert_eq!(config.proxy.sse_keepalive, Duration::from_secs(5));
+        for (toml, key) in [
+            (
+                "upstream_session_recovery = \"retry\"",
+                "upstream_session_recovery",
+            ),
+            (
+                "upstream_poll_deadline = \"0s\"",
+                "proxy.upstream_poll_deadline",
+            ),
+            ("sse_keepalive = \"0s\"", "proxy.sse_keepalive"),
+        ] {
+            let text = format!("[proxy]\nupstream = \"http://a/mcp\"\n{toml}\n");
+            let error = ProxyConfig::from_toml_str(&text, &Overrides::default()).unwrap_err();
+            assert!(error.to_string().contains(key), "{toml}: {error}");
+        }
     }
 
     #[test]

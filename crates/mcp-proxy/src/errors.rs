@@ -47,6 +47,10 @@ pub enum ProxyError {
     /// The session is unknown, deleted, expired, or bound to other credentials.
     #[error("session not found: it never existed, was deleted or expired; initialize a new one")]
     SessionNotFound,
+    /// The upstream offers no server-to-client stream on GET (it answered 404 or
+    /// 405); the session itself is fine.
+    #[error("the upstream MCP server offers no standalone SSE stream (GET)")]
+    NoStandaloneStream,
     /// The store is down or slow; the session may well still exist.
     #[error("session store unavailable, retry later: {0}")]
     StoreUnavailable(String),
@@ -99,6 +103,7 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::MissingSessionId => StatusCode::BAD_REQUEST,
             ProxyError::SessionNotFound => StatusCode::NOT_FOUND,
+            ProxyError::NoStandaloneStream => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::UpstreamUnreachable(_) | ProxyError::UpstreamReplyTooLarge { .. } => {

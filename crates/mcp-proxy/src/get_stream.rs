@@ -10,7 +10,7 @@ use axum::{
     http::{header, HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
 };
-use session_store::{FrameId, SessionId};
+use session_store::FrameId;
 
 use crate::{
     app::AppState,
@@ -93,15 +93,20 @@ async fn live_stream(
 ) -> Result<Response, ProxyError> {
     let upstream = app.upstream.send(Method::GET, forwarded, None).await?;
     let session = target.as_ref().map(|target| target.session.clone());
-    let Some(upstream) = accept_stream(app, session.as_ref(), upstream).await? else {
-        return Err(ProxyError::SessionNotFound);
-    };
+    if upstream.status() == StatusCode::NOT_FOUND && session.is_some() {
+        // Some upstreams answer a GET they offer no stream for with 404: that is
+        // not the loss of the session (a POST finds out), so the client is told
+        // what 405 means, and keeps its session.
+        tracing::debug!(session = ?session, "upstream answered 404 to GET; answering 405");
+        return Err(ProxyError::NoStandaloneStream);
+    }
     if !upstream.status().is_success() || !is_event_stream(upstream.headers()) {
         return Ok(pass_through(app, upstream).await);
     }
     let passed_headers = client_response_headers(upstream.headers());
+    let priming = target.as_ref().map(StreamTarget::priming_event);
     let relay = Relay::new(target, WhenClientLeaves::Stop);
-    let (tx, body) = client_channel();
+    let (tx, body) = client_channel(app.settings.sse_keepalive, priming);
     let app = app.clone();
     tokio::spawn(async move { relay.run(&app, upstream, &tx).await });
     Ok(sse_response(
@@ -110,23 +115,6 @@ async fn live_stream(
         session.as_ref(),
         body,
     ))
-}
-
-/// `None` when the upstream answered 404: its session is gone, so the proxy's ends
-/// too.
-pub async fn accept_stream(
-    app: &AppState,
-    session: Option<&SessionId>,
-    upstream: reqwest::Response,
-) -> Result<Option<reqwest::Response>, ProxyError> {
-    if upstream.status() != StatusCode::NOT_FOUND {
-        return Ok(Some(upstream));
-    }
-    if let Some(id) = session {
-        tracing::info!(session = %id, "upstream answered 404 to GET; ending the session");
-        app.store.delete(id).await?;
-    }
-    Ok(None)
 }
 
 /// Whether a response is an SSE stream.

@@ -67,6 +67,22 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
+/// `forwarded` (headers already chosen for the upstream by
+/// [`upstream_request_headers`]) with `Mcp-Session-Id` set to `upstream_session_id`,
+/// or removed when it is `None`: the same request sent into another upstream session
+/// (a restored one, a resumed stream).
+pub fn with_upstream_session(
+    forwarded: &HeaderMap,
+    upstream_session_id: Option<&str>,
+) -> HeaderMap {
+    let mut headers = forwarded.clone();
+    headers.remove(SESSION_ID_HEADER);
+    if let Some(id) = upstream_session_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        headers.insert(SESSION_ID_HEADER, id);
+    }
+    headers
+}
+
 /// The headers sent upstream for a client request with `client` headers from
 /// `peer`.
 ///

@@ -24,6 +24,58 @@ struct LatencyHistogram {
     sum_seconds: f64,
 }
 
+/// Why the proxy gave up on a stream or a session it tried to keep alive: the
+/// fixed label set of `mcp_proxy_streams_failed_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamFailure {
+    /// No upstream event id was recorded for the stream, so the upstream cannot be
+    /// asked to resume it.
+    NotResumable,
+    /// The upstream refused (or could not be reached for) the GET with
+    /// `Last-Event-ID` that resumes a stream.
+    ResumeRefused,
+    /// The upstream kept closing the stream without sending anything new for
+    /// `upstream_poll_deadline`.
+    PollDeadline,
+    /// The upstream sent data that is not a valid SSE stream (an event too large).
+    StreamRejected,
+    /// Another instance took the stream's lease over; this one stopped relaying.
+    LeaseLost,
+    /// The upstream lost the session and it could not be re-created.
+    RestoreFailed,
+}
+
+impl StreamFailure {
+    /// Every reason, in label order.
+    pub const ALL: [StreamFailure; 6] = [
+        StreamFailure::NotResumable,
+        StreamFailure::ResumeRefused,
+        StreamFailure::PollDeadline,
+        StreamFailure::StreamRejected,
+        StreamFailure::LeaseLost,
+        StreamFailure::RestoreFailed,
+    ];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamFailure::NotResumable => "not_resumable",
+            StreamFailure::ResumeRefused => "resume_refused",
+            StreamFailure::PollDeadline => "poll_deadline",
+            StreamFailure::StreamRejected => "stream_rejected",
+            StreamFailure::LeaseLost => "lease_lost",
+            StreamFailure::RestoreFailed => "restore_failed",
+        }
+    }
+
+    fn index(self) -> usize {
+        StreamFailure::ALL
+            .iter()
+            .position(|reason| *reason == self)
+            .unwrap_or(0)
+    }
+}
+
 /// The proxy's counters. Shared by every request; cheap to update.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -31,6 +83,9 @@ pub struct Metrics {
     frames_client_to_server: AtomicU64,
     frames_server_to_client: AtomicU64,
     frames_not_recorded: AtomicU64,
+    stream_takeovers: AtomicU64,
+    upstream_sessions_restored: AtomicU64,
+    streams_failed: [AtomicU64; StreamFailure::ALL.len()],
     store_operations: Mutex<BTreeMap<&'static str, LatencyHistogram>>,
     requests: Mutex<BTreeMap<(&'static str, StatusLabel), u64>>,
     rejected: [AtomicU64; Rejection::ALL.len()],
@@ -143,6 +198,22 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a stream this instance took over from one whose lease lapsed.
+    pub fn stream_takeover(&self) {
+        self.stream_takeovers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an upstream session re-created after the upstream lost it.
+    pub fn upstream_session_restored(&self) {
+        self.upstream_sessions_restored
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a stream or session the proxy gave up on, by reason.
+    pub fn stream_failed(&self, reason: StreamFailure) {
+        self.streams_failed[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a message forwarded without being recorded (store error, too large).
     pub fn frame_not_recorded(&self) {
         self.frames_not_recorded.fetch_add(1, Ordering::Relaxed);
@@ -236,6 +307,32 @@ impl Metrics {
             "Messages forwarded without being recorded (store error or too large).",
             self.frames_not_recorded.load(Ordering::Relaxed),
         );
+        counter(
+            &mut out,
+            "mcp_proxy_stream_takeovers_total",
+            "Streams this instance took over after their relaying instance's lease lapsed.",
+            self.stream_takeovers.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "mcp_proxy_upstream_sessions_restored_total",
+            "Upstream sessions re-created from the recorded initialize after the upstream lost them.",
+            self.upstream_sessions_restored.load(Ordering::Relaxed),
+        );
+        let failed = "mcp_proxy_streams_failed_total";
+        let _ = writeln!(
+            out,
+            "# HELP {failed} Streams and sessions the proxy could not keep alive, by reason."
+        );
+        let _ = writeln!(out, "# TYPE {failed} counter");
+        for reason in StreamFailure::ALL {
+            let _ = writeln!(
+                out,
+                "{failed}{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                self.streams_failed[reason.index()].load(Ordering::Relaxed)
+            );
+        }
         self.render_store_operations(&mut out);
         self.render_requests(&mut out);
         self.render_limits(&mut out);
@@ -353,6 +450,9 @@ mod tests {
         metrics.request(&axum::http::Method::from_bytes(b"BREW").unwrap(), 418);
         metrics.request(&axum::http::Method::from_bytes(b"X1").unwrap(), 799);
         metrics.rejected(Rejection::InitializeRate);
+        metrics.stream_takeover();
+        metrics.upstream_session_restored();
+        metrics.stream_failed(StreamFailure::PollDeadline);
         let text = metrics.render(Some(3));
         for expected in [
             "mcp_proxy_sessions_created_total 1",
@@ -367,6 +467,10 @@ mod tests {
             "mcp_proxy_rejected_total{reason=\"initialize_rate\"} 1",
             "mcp_proxy_rejected_total{reason=\"origin\"} 0",
             "mcp_proxy_connections_open 0",
+            "mcp_proxy_stream_takeovers_total 1",
+            "mcp_proxy_upstream_sessions_restored_total 1",
+            "mcp_proxy_streams_failed_total{reason=\"poll_deadline\"} 1",
+            "mcp_proxy_streams_failed_total{reason=\"lease_lost\"} 0",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }

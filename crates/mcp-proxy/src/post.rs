@@ -24,9 +24,12 @@ use crate::{
     binding::{session_binding, Principal},
     errors::ProxyError,
     event_id::{StreamId, StreamKind},
-    headers::{client_response_headers, ClientAddr},
+    headers::{client_response_headers, with_upstream_session, ClientAddr},
     jsonrpc::{self, ClientMessage, InitializeRequest},
+    lease::StreamLease,
     limits::{ClientAddress, SessionSlot},
+    metrics::StreamFailure,
+    recovery::{self, Answer, RestoreError},
     relay::{sse_response, Reconnect, Relay, StreamTarget, WhenClientLeaves, MAX_EVENT_BYTES},
     session::{self, client_session_id},
     upstream::{PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER},
@@ -64,17 +67,46 @@ async fn forward_post(
         // Appending the request is the session's activity mark (it slides the
         // expiry like a touch), so no separate touch is needed.
         let stream = record_request(&app, &session.id, &body, &headers).await?;
+        // The client's headers as the upstream gets them, without a session id:
+        // recovery sends the same request into a restored upstream session.
+        let upstream_base = app.upstream.request_headers(&headers, peer, None);
         let forwarded =
-            app.upstream
-                .request_headers(&headers, peer, session.upstream_session_id.as_deref());
-        let reconnect = reconnect_for(&message, &forwarded);
+            with_upstream_session(&upstream_base, session.upstream_session_id.as_deref());
+        let mut reconnect = reconnect_for(&message, &forwarded);
         let upstream = app
             .upstream
-            .send(Method::POST, forwarded, Some(body))
+            .send(Method::POST, forwarded, Some(body.clone()))
             .await?;
-        if upstream.status() == StatusCode::NOT_FOUND {
-            return Err(upstream_lost_session(&app, &session.id).await);
-        }
+        let upstream = match recovery::classify(&app, &session, &upstream_base, upstream).await {
+            Answer::Relay(upstream) => upstream,
+            Answer::SessionLost if recovery::should_restore(&app, &session) => {
+                let restored = match recovery::restore(&app, &session, &upstream_base).await {
+                    Ok(restored) => restored,
+                    Err(RestoreError::Transient(error)) => {
+                        tracing::warn!(session = %session.id, %error, "upstream lost the session; restoring it failed for now, the session is kept");
+                        return Err(error);
+                    }
+                    Err(RestoreError::Impossible(reason)) => {
+                        app.metrics.stream_failed(StreamFailure::RestoreFailed);
+                        tracing::warn!(session = %session.id, %reason, "upstream lost the session and it cannot be restored; ending it");
+                        return Err(upstream_lost_session(&app, &session.id).await);
+                    }
+                };
+                // The session rejection proves the request never reached the
+                // upstream's handler: sending it once more is safe.
+                let forwarded = with_upstream_session(&upstream_base, Some(&restored));
+                reconnect = reconnect_for(&message, &forwarded);
+                let retried = app
+                    .upstream
+                    .send(Method::POST, forwarded, Some(body))
+                    .await?;
+                if retried.status() == StatusCode::NOT_FOUND {
+                    return Err(upstream_lost_session(&app, &session.id).await);
+                }
+                retried
+            }
+            Answer::SessionLost => return Err(upstream_lost_session(&app, &session.id).await),
+        };
         let reply = Reply {
             target: Some((session.id, stream)),
             pending_initialize: None,
@@ -221,9 +253,10 @@ fn reconnect_for(message: &ClientMessage, forwarded: &HeaderMap) -> Option<Recon
     })
 }
 
-/// The upstream no longer knows the session: it is over for every instance.
+/// The upstream no longer knows the session and it is not restored: it is over
+/// for every instance.
 async fn upstream_lost_session(app: &AppState, id: &SessionId) -> ProxyError {
-    tracing::info!(session = %id, "upstream answered 404; ending the session");
+    tracing::info!(session = %id, "upstream lost the session; ending it (404 to the client)");
     if let Err(error) = app.store.delete(id).await {
         tracing::warn!(session = %id, %error, "could not delete a session the upstream lost");
     }
@@ -296,9 +329,16 @@ async fn relay_reply(
             session,
             stream,
         });
+        let lease = match &target {
+            Some(target) if matches!(target.stream.kind(), StreamKind::Request(_)) => {
+                take_stream_lease(app, target).await
+            }
+            _ => None,
+        };
         let mut relay = Relay::new(target, WhenClientLeaves::KeepRecording);
         relay.pending_initialize = pending_initialize;
         relay.reconnect = reconnect;
+        relay.lease = lease;
         let body = relay.spawn(app.clone(), upstream);
         return Ok(sse_response(status, passed_headers, session.as_ref(), body));
     }
@@ -318,6 +358,22 @@ async fn relay_reply(
         response.headers_mut().insert(SESSION_ID_HEADER, value);
     }
     Ok(response)
+}
+
+/// The lease of a new reply stream, renewed while it is relayed. Without one
+/// (store trouble) the stream is still relayed; an instance resuming it may then
+/// take it over early.
+async fn take_stream_lease(
+    app: &Arc<AppState>,
+    target: &StreamTarget,
+) -> Option<crate::lease::RenewedLease> {
+    match StreamLease::start(app.store.as_ref(), &target.session, &target.stream).await {
+        Ok(lease) => Some(lease.keep_renewed(app.store.clone())),
+        Err(error) => {
+            tracing::warn!(session = %target.session, stream = %target.stream, %error, "reply stream relayed without a lease");
+            None
+        }
+    }
 }
 
 async fn record_reply(

@@ -9,38 +9,40 @@ use std::{convert::Infallible, time::Duration};
 
 use axum::{
     body::Body,
-    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode},
     response::Response,
 };
 use bytes::Bytes;
 use futures::StreamExt;
-use serde_json::Value;
+use serde_json::{json, Value};
 use session_store::{Clock, Direction, Frame, FrameId, SessionId, SystemClock};
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
     app::AppState,
-    event_id::{ProxyEventId, StreamId},
+    event_id::{ProxyEventId, StreamId, StreamKind},
     get_stream::is_event_stream,
     jsonrpc,
+    lease::RenewedLease,
+    metrics::StreamFailure,
     session::complete_initialize,
     sse::{keep_alive_comment, SseEvent, SseParser},
     upstream::{LAST_EVENT_ID_HEADER, SESSION_ID_HEADER},
+    upstream_cursor,
 };
 
 /// Largest SSE event accepted from the upstream.
 pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
-/// Reconnects to an upstream that closes a reply stream without sending anything
-/// new, before the relay gives up on the stream.
-const MAX_FRUITLESS_RECONNECTS: u32 = 3;
 /// Wait before polling a closed reply stream when the upstream gave no `retry`.
-const DEFAULT_RECONNECT_MILLIS: u64 = 500;
-/// Longest wait before polling, whatever `retry` the upstream asked for.
-const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(5);
+const DEFAULT_RECONNECT_MILLIS: u64 = 1_000;
 
 /// Events buffered between the relay task and a slow client.
 const CLIENT_BUFFER_EVENTS: usize = 64;
+
+/// JSON-RPC error code of the responses the proxy writes for requests whose
+/// stream could not be finished (server error range, like the proxy's own errors).
+const STREAM_LOST_CODE: i64 = -32000;
 
 /// Where a relayed stream's events are recorded.
 #[derive(Clone, Debug)]
@@ -52,6 +54,23 @@ pub struct StreamTarget {
     /// The last frame sent on this stream (or the point it started after): the
     /// event id a priming event gets.
     pub cursor: FrameId,
+}
+
+impl StreamTarget {
+    /// The proxy's priming event for this stream (an event id and empty data,
+    /// 2025-11-25): a client that has seen nothing else can resume from it.
+    pub fn priming_event(&self) -> SseEvent {
+        SseEvent {
+            id: Some(
+                ProxyEventId {
+                    frame: self.cursor,
+                    stream: self.stream.clone(),
+                }
+                .to_string(),
+            ),
+            ..SseEvent::default()
+        }
+    }
 }
 
 /// What the relay does when the client disconnects.
@@ -77,6 +96,8 @@ pub struct Relay {
     /// Set for POST reply streams: how to poll the upstream for the rest of a
     /// stream it closed before answering.
     pub reconnect: Option<Reconnect>,
+    /// The stream's lease, renewed while this relay runs (POST reply streams).
+    pub lease: Option<RenewedLease>,
     answered: Vec<Value>,
     upstream_event_id: Option<String>,
     retry_millis: Option<u64>,
@@ -96,25 +117,41 @@ pub struct Reconnect {
 enum ConnectionEnd {
     /// The upstream closed it (or it broke off).
     Closed { relayed_events: bool },
-    /// The relay is over: the client left a GET stream, shutdown, or bad data.
+    /// The relay is over: the client left a GET stream, or shutdown.
     Stop,
+    /// Another instance holds the stream's lease now: it carries on, this one stops.
+    LeaseLost,
+    /// The stream cannot go on.
+    Failed(StreamFailure),
 }
 
-/// A channel to the client, and the body that drains it.
-pub fn client_channel() -> (mpsc::Sender<Bytes>, Body) {
+/// A channel to the client, and the body that drains it: `priming` first (when
+/// given), then what is sent on the channel, with an SSE comment whenever nothing
+/// was sent for `keepalive`. The body ends when every sender is dropped; when the
+/// client is gone (a keep-alive or event write failed) the receiver is dropped, so
+/// `send` fails and `closed()` resolves.
+pub fn client_channel(
+    keepalive: Duration,
+    priming: Option<SseEvent>,
+) -> (mpsc::Sender<Bytes>, Body) {
     let (tx, rx) = mpsc::channel::<Bytes>(CLIENT_BUFFER_EVENTS);
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+    let first = futures::stream::iter(priming.map(|event| Ok::<_, Infallible>(event.encode())));
+    let rest = futures::stream::unfold(rx, move |mut rx| async move {
+        let chunk = match tokio::time::timeout(keepalive, rx.recv()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return None,
+            Err(_) => keep_alive_comment(),
+        };
+        Some((Ok::<_, Infallible>(chunk), rx))
     });
-    (tx, Body::from_stream(stream))
+    (tx, Body::from_stream(first.chain(rest)))
 }
 
 /// An SSE response with `body` and the upstream's `passed_headers` (see
 /// [`client_response_headers`](crate::headers::client_response_headers); empty
 /// for a stream replayed from the store), carrying the proxy's session id when
-/// there is one.
+/// there is one. `X-Accel-Buffering: no` asks nginx-style load balancers not to
+/// buffer it.
 pub fn sse_response(
     status: StatusCode,
     passed_headers: HeaderMap,
@@ -132,11 +169,15 @@ pub fn sse_response(
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
+    headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
     if let Some(value) = session.and_then(|id| HeaderValue::from_str(id.as_str()).ok()) {
         headers.insert(SESSION_ID_HEADER, value);
     }
     response
 }
+
+/// nginx's per-response switch for proxy buffering.
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 impl Relay {
     /// A relay recording into `target` (when given).
@@ -146,15 +187,27 @@ impl Relay {
             pending_initialize: None,
             when_client_leaves,
             reconnect: None,
+            lease: None,
             answered: Vec::new(),
             upstream_event_id: None,
             retry_millis: None,
         }
     }
 
-    /// Starts relaying `upstream` in a new task and returns the client's body.
+    /// A relay that continues a stream of which `answered` responses were already
+    /// recorded, the last recorded event having the upstream's id
+    /// `upstream_event_id` (a takeover).
+    pub fn continuing(mut self, answered: Vec<Value>, upstream_event_id: Option<String>) -> Self {
+        self.answered = answered;
+        self.upstream_event_id = upstream_event_id;
+        self
+    }
+
+    /// Starts relaying `upstream` in a new task and returns the client's body,
+    /// which opens with the proxy's priming event when the stream is recorded.
     pub fn spawn(self, app: std::sync::Arc<AppState>, upstream: reqwest::Response) -> Body {
-        let (tx, body) = client_channel();
+        let priming = self.target.as_ref().map(StreamTarget::priming_event);
+        let (tx, body) = client_channel(app.settings.sse_keepalive, priming);
         tokio::spawn(async move { self.run(&app, upstream, &tx).await });
         body
     }
@@ -162,7 +215,9 @@ impl Relay {
     /// Relays `upstream` into `tx` until the upstream ends (or, with
     /// [`WhenClientLeaves::Stop`], the client leaves or the proxy shuts down). A
     /// POST reply stream the upstream closes before answering every request is
-    /// polled again with `Last-Event-ID`, as a client would, and relayed on.
+    /// polled again with `Last-Event-ID` after exactly the `retry` the upstream
+    /// asked for, as a client would, and relayed on; when that cannot go on, every
+    /// unanswered request gets a JSON-RPC error response (recorded and sent).
     pub async fn run(
         mut self,
         app: &AppState,
@@ -171,28 +226,124 @@ impl Relay {
     ) {
         let mut upstream = upstream;
         let mut client_open = true;
-        let mut fruitless_reconnects = 0;
-        loop {
+        let mut last_progress = Instant::now();
+        let failure = loop {
             match self
                 .relay_connection(app, upstream, tx, &mut client_open)
                 .await
             {
-                ConnectionEnd::Stop => return,
+                ConnectionEnd::Stop => break None,
+                ConnectionEnd::LeaseLost => {
+                    self.lease_lost(app);
+                    return;
+                }
+                ConnectionEnd::Failed(reason) => break Some(reason),
                 ConnectionEnd::Closed { relayed_events } => {
                     if relayed_events {
-                        fruitless_reconnects = 0;
+                        last_progress = Instant::now();
                     }
                 }
             }
-            if fruitless_reconnects >= MAX_FRUITLESS_RECONNECTS {
-                tracing::warn!("upstream closed a reply stream repeatedly without sending more; giving up on it");
-                return;
+            if self.unanswered().is_empty() {
+                break None;
             }
-            let Some(next) = self.poll_upstream_again(app).await else {
-                return;
+            match self.poll_upstream_again(app, last_progress).await {
+                Ok(next) => upstream = next,
+                Err(ConnectionEnd::LeaseLost) => {
+                    self.lease_lost(app);
+                    return;
+                }
+                Err(ConnectionEnd::Failed(reason)) => break Some(reason),
+                Err(_) => break None,
+            }
+        };
+        if let Some(reason) = failure {
+            self.answer_unanswered_with_errors(app, reason, tx, client_open)
+                .await;
+        }
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+
+    /// Ends a stream that cannot be continued: every request it still owes an
+    /// answer gets a JSON-RPC error response, recorded and sent (never a silent
+    /// clean end), and the lease is given up.
+    pub async fn give_up(
+        mut self,
+        app: &AppState,
+        reason: StreamFailure,
+        tx: &mpsc::Sender<Bytes>,
+    ) {
+        self.answer_unanswered_with_errors(app, reason, tx, true)
+            .await;
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+
+    fn lease_lost(&self, app: &AppState) {
+        app.metrics.stream_failed(StreamFailure::LeaseLost);
+        if let Some(target) = &self.target {
+            tracing::warn!(session = %target.session, stream = %target.stream, "stream lease lost to another instance (renewals were late); it carries the stream on, this instance stops relaying it");
+        }
+    }
+
+    /// The ids of the requests of a POST reply stream not answered yet.
+    fn unanswered(&self) -> Vec<Value> {
+        self.reconnect.as_ref().map_or_else(Vec::new, |reconnect| {
+            reconnect
+                .awaiting
+                .iter()
+                .filter(|id| !self.answered.contains(id))
+                .cloned()
+                .collect()
+        })
+    }
+
+    async fn answer_unanswered_with_errors(
+        &mut self,
+        app: &AppState,
+        reason: StreamFailure,
+        tx: &mpsc::Sender<Bytes>,
+        client_open: bool,
+    ) {
+        let unanswered = self.unanswered();
+        app.metrics.stream_failed(reason);
+        let (session, stream) = self.target.as_ref().map_or_else(
+            || (String::new(), String::new()),
+            |target| (target.session.to_string(), target.stream.to_string()),
+        );
+        tracing::warn!(
+            %session,
+            %stream,
+            reason = reason.as_str(),
+            unanswered = unanswered.len(),
+            "upstream stream cannot be finished: {}; answering its open requests with errors",
+            describe(reason)
+        );
+        let mut client_open = client_open;
+        for id in unanswered {
+            let error = json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {
+                    "code": STREAM_LOST_CODE,
+                    "message": format!(
+                        "mcp-proxy: the upstream stream ended before this request was answered ({}); it may or may not have run",
+                        describe(reason)
+                    ),
+                    "data": {"reason": reason.as_str()},
+                },
+            });
+            let event = SseEvent {
+                data: error.to_string(),
+                ..SseEvent::default()
             };
-            fruitless_reconnects += 1;
-            upstream = next;
+            let outgoing = self.record(app, event).await;
+            if client_open {
+                client_open = tx.send(outgoing.encode()).await.is_ok();
+            }
         }
     }
 
@@ -207,14 +358,13 @@ impl Relay {
         let mut chunks = upstream.bytes_stream();
         let mut shutdown = app.shutdown.clone();
         let mut relayed_events = false;
+        let stop_with_client = self.when_client_leaves == WhenClientLeaves::Stop;
         loop {
-            let next = match self.when_client_leaves {
-                WhenClientLeaves::KeepRecording => chunks.next().await,
-                WhenClientLeaves::Stop => tokio::select! {
-                    next = chunks.next() => next,
-                    () = tx.closed() => return ConnectionEnd::Stop,
-                    _ = shutdown.wait_for(|stopping| *stopping) => return ConnectionEnd::Stop,
-                },
+            let next = tokio::select! {
+                next = chunks.next() => next,
+                () = lease_lost(self.lease.as_mut()) => return ConnectionEnd::LeaseLost,
+                () = tx.closed(), if stop_with_client => return ConnectionEnd::Stop,
+                _ = shutdown.wait_for(|stopping| *stopping), if stop_with_client => return ConnectionEnd::Stop,
             };
             let chunk = match next {
                 None => return ConnectionEnd::Closed { relayed_events },
@@ -228,12 +378,9 @@ impl Relay {
                 Ok(events) => events,
                 Err(error) => {
                     tracing::warn!(%error, "upstream SSE stream rejected");
-                    return ConnectionEnd::Stop;
+                    return ConnectionEnd::Failed(StreamFailure::StreamRejected);
                 }
             };
-            if events.is_empty() && chunk.first() == Some(&b':') && *client_open {
-                *client_open = tx.send(keep_alive_comment()).await.is_ok();
-            }
             for event in events {
                 relayed_events |= !event.is_empty();
                 let outgoing = self.record(app, event).await;
@@ -241,7 +388,7 @@ impl Relay {
                     *client_open = false;
                     tracing::debug!("client left an SSE stream; still recording it");
                 }
-                if !*client_open && self.when_client_leaves == WhenClientLeaves::Stop {
+                if !*client_open && stop_with_client {
                     return ConnectionEnd::Stop;
                 }
             }
@@ -249,37 +396,52 @@ impl Relay {
     }
 
     /// The upstream's continuation of a reply stream it closed early: a GET with
-    /// `Last-Event-ID` after the `retry` it asked for. `None` when the stream is
-    /// complete, cannot be resumed, or the upstream will not resume it.
-    async fn poll_upstream_again(&self, app: &AppState) -> Option<reqwest::Response> {
-        let reconnect = self.reconnect.as_ref()?;
-        let unanswered = reconnect
-            .awaiting
-            .iter()
-            .any(|id| !self.answered.contains(id));
-        if !unanswered {
-            return None;
-        }
-        let last = HeaderValue::from_str(self.upstream_event_id.as_deref()?).ok()?;
-        let wait = Duration::from_millis(self.retry_millis.unwrap_or(DEFAULT_RECONNECT_MILLIS))
-            .min(MAX_RECONNECT_WAIT);
-        tokio::time::sleep(wait).await;
-        let mut headers = reconnect.headers.clone();
-        headers.insert(LAST_EVENT_ID_HEADER, last);
-        match app.upstream.send(Method::GET, headers, None).await {
-            Ok(response)
-                if response.status().is_success() && is_event_stream(response.headers()) =>
-            {
-                tracing::debug!("upstream closed a reply stream early; resumed it");
-                Some(response)
+    /// `Last-Event-ID` after exactly the `retry` it asked for, repeated while the
+    /// upstream is unreachable or answers 5xx, until `upstream_poll_deadline` has
+    /// passed since the stream last brought something new.
+    async fn poll_upstream_again(
+        &mut self,
+        app: &AppState,
+        last_progress: Instant,
+    ) -> Result<reqwest::Response, ConnectionEnd> {
+        let Some(reconnect) = self.reconnect.clone() else {
+            return Err(ConnectionEnd::Stop);
+        };
+        let Some(last) = self
+            .upstream_event_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        else {
+            return Err(ConnectionEnd::Failed(StreamFailure::NotResumable));
+        };
+        loop {
+            let wait = Duration::from_millis(self.retry_millis.unwrap_or(DEFAULT_RECONNECT_MILLIS));
+            if last_progress.elapsed() + wait > app.settings.upstream_poll_deadline {
+                return Err(ConnectionEnd::Failed(StreamFailure::PollDeadline));
             }
-            Ok(response) => {
-                tracing::warn!(status = %response.status(), "upstream refused to resume a reply stream it closed early");
-                None
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = lease_lost(self.lease.as_mut()) => return Err(ConnectionEnd::LeaseLost),
             }
-            Err(error) => {
-                tracing::warn!(%error, "upstream closed a reply stream early and cannot be reached to resume it");
-                None
+            let mut headers = reconnect.headers.clone();
+            headers.insert(LAST_EVENT_ID_HEADER, last.clone());
+            match app.upstream.send(Method::GET, headers, None).await {
+                Ok(response)
+                    if response.status().is_success() && is_event_stream(response.headers()) =>
+                {
+                    tracing::debug!("upstream closed a reply stream early; resumed it");
+                    return Ok(response);
+                }
+                Ok(response) if response.status().is_server_error() => {
+                    tracing::info!(status = %response.status(), "upstream could not resume a reply stream yet; polling again");
+                }
+                Ok(response) => {
+                    tracing::info!(status = %response.status(), "upstream refused to resume a reply stream");
+                    return Err(ConnectionEnd::Failed(StreamFailure::ResumeRefused));
+                }
+                Err(error) => {
+                    tracing::info!(%error, "upstream unreachable while resuming a reply stream; polling again");
+                }
             }
         }
     }
@@ -305,6 +467,16 @@ impl Relay {
             stream: stream.clone(),
         };
         if event.is_empty() {
+            if let (Some(upstream_id), StreamKind::Request(_)) = (&event.id, target.stream.kind()) {
+                upstream_cursor::remember(
+                    app.store.as_ref(),
+                    &target.session,
+                    &target.stream,
+                    target.cursor,
+                    upstream_id,
+                )
+                .await;
+            }
             // A priming event: resuming from it replays the whole stream so far.
             return SseEvent {
                 id: Some(proxy_id(target.cursor).to_string()),
@@ -344,5 +516,57 @@ impl Relay {
                 SseEvent { id: None, ..event }
             }
         }
+    }
+}
+
+/// Resolves when `lease` is lost; never when there is none.
+async fn lease_lost(lease: Option<&mut RenewedLease>) {
+    match lease {
+        Some(lease) => lease.lost().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The cause of a stream failure, for a log line and a client's error message.
+fn describe(reason: StreamFailure) -> &'static str {
+    match reason {
+        StreamFailure::NotResumable => "the upstream gave no event id to resume the stream from",
+        StreamFailure::ResumeRefused => "the upstream refused to resume the stream",
+        StreamFailure::PollDeadline => {
+            "the upstream sent nothing new within proxy.upstream_poll_deadline"
+        }
+        StreamFailure::StreamRejected => "the upstream sent an invalid or oversized SSE event",
+        StreamFailure::LeaseLost => "another proxy instance took the stream over",
+        StreamFailure::RestoreFailed => {
+            "the upstream lost the session and it could not be restored"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_stream_opens_with_its_priming_event_and_keeps_alive_when_idle() {
+        let target = StreamTarget {
+            session: SessionId::new("s1").unwrap(),
+            stream: StreamId::for_request(FrameId::new(7, 0)),
+            cursor: FrameId::new(7, 0),
+        };
+        let (tx, body) = client_channel(Duration::from_millis(20), Some(target.priming_event()));
+        let mut body = body.into_data_stream();
+        let priming = body.next().await.unwrap().unwrap();
+        assert_eq!(&priming[..], b"id: 7-0@r7-0\ndata:\n\n");
+        // Nothing sent for the keep-alive interval: a comment line.
+        let idle = body.next().await.unwrap().unwrap();
+        assert_eq!(idle, keep_alive_comment());
+        tx.send(Bytes::from_static(b"data: x\n\n")).await.unwrap();
+        assert_eq!(&body.next().await.unwrap().unwrap()[..], b"data: x\n\n");
+        drop(tx);
+        assert!(
+            body.next().await.is_none(),
+            "the body ends with its senders"
+        );
     }
 }

@@ -3,10 +3,12 @@
 //! recorded after that frame, then the rest of the stream live.
 //!
 //! "Live" depends on the stream. A POST reply stream is being recorded by whichever
-//! instance forwarded the POST, so the store is tailed until every request of the
-//! POST has its response (or nothing arrives for `upstream_timeout`). A GET stream
-//! continues from a new upstream GET, resumed at the upstream's own event id of
-//! the last recorded event, recorded under the same stream id.
+//! instance holds its lease (see [`crate::lease`]), so the store is tailed
+//! until every request of the POST has its response. When the lease lapses (the
+//! recording instance died), this instance takes the stream over: it resumes the
+//! upstream stream at the upstream's own id of the last recorded event, relays
+//! and records it under the same stream id, and holds the lease. A GET stream
+//! continues from a new upstream GET, resumed the same way.
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,16 +16,20 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use bytes::Bytes;
 use serde_json::Value;
 use session_store::{Direction, Error as StoreError, FrameId, Session, SessionId, StoredFrame};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::sync::mpsc;
 
 use crate::{
     app::AppState,
     event_id::{ProxyEventId, StreamId, StreamKind},
-    get_stream::{accept_stream, is_event_stream},
+    get_stream::is_event_stream,
+    headers::with_upstream_session,
     jsonrpc,
-    relay::{client_channel, sse_response, Relay, StreamTarget, WhenClientLeaves},
+    lease::{self, lease_key, RenewedLease, StreamLease},
+    metrics::StreamFailure,
+    relay::{client_channel, sse_response, Reconnect, Relay, StreamTarget, WhenClientLeaves},
     sse::SseEvent,
     upstream::{LAST_EVENT_ID_HEADER, SESSION_ID_HEADER},
+    upstream_cursor,
 };
 
 /// Frames read per store call while replaying.
@@ -41,7 +47,13 @@ pub fn resume(
     last: ProxyEventId,
     forwarded: HeaderMap,
 ) -> axum::response::Response {
-    let (tx, body) = client_channel();
+    let priming = StreamTarget {
+        session: session.id.clone(),
+        stream: last.stream.clone(),
+        cursor: last.frame,
+    }
+    .priming_event();
+    let (tx, body) = client_channel(app.settings.sse_keepalive, Some(priming));
     let id = session.id.clone();
     tokio::spawn(async move {
         let mut replay = Replay::new(&last);
@@ -82,6 +94,8 @@ struct Replay {
     answered: Vec<Value>,
     /// The upstream's event id of the last event on the stream.
     upstream_event_id: Option<String>,
+    /// The frame that carried `upstream_event_id`.
+    upstream_event_frame: Option<FrameId>,
 }
 
 impl Replay {
@@ -99,6 +113,7 @@ impl Replay {
             request_ids: None,
             answered: Vec::new(),
             upstream_event_id: None,
+            upstream_event_frame: None,
         }
     }
 
@@ -111,7 +126,7 @@ impl Replay {
     ) -> Result<(), ReplayEnd> {
         self.catch_up(app, &session.id, tx).await?;
         match self.stream.kind() {
-            StreamKind::Request(_) => self.tail_until_answered(app, &session.id, tx).await,
+            StreamKind::Request(_) => self.tail_until_answered(app, session, headers, tx).await,
             StreamKind::Get => {
                 self.continue_upstream(app, session, headers, tx).await;
                 Ok(())
@@ -166,7 +181,10 @@ impl Replay {
             return Ok(false);
         }
         self.answered.extend(jsonrpc::response_ids(&frame.payload));
-        self.upstream_event_id = frame.event_id.clone();
+        if frame.event_id.is_some() {
+            self.upstream_event_id = frame.event_id.clone();
+            self.upstream_event_frame = Some(stored.id);
+        }
         if stored.id <= self.delivered {
             return Ok(false);
         }
@@ -198,29 +216,104 @@ impl Replay {
         }
     }
 
+    /// Tails the store until every request of the stream is answered, taking the
+    /// stream over when no instance holds its lease any more.
     async fn tail_until_answered(
         &mut self,
-        app: &AppState,
-        session: &SessionId,
+        app: &Arc<AppState>,
+        session: &Session,
+        headers: &HeaderMap,
         tx: &mpsc::Sender<Bytes>,
     ) -> Result<(), ReplayEnd> {
         let mut shutdown = app.shutdown.clone();
-        let mut last_progress = Instant::now();
+        let lease_key = lease_key(&session.id, &self.stream)?;
         while !self.all_answered() {
-            if last_progress.elapsed() > app.settings.upstream_timeout {
-                tracing::info!(session = %session, stream = %self.stream, "resumed stream idle for upstream_timeout; closing it");
-                return Ok(());
-            }
             tokio::select! {
                 () = tokio::time::sleep(TAIL_POLL) => {}
                 () = tx.closed() => return Err(ReplayEnd::ClientLeft),
                 _ = shutdown.wait_for(|stopping| *stopping) => return Ok(()),
             }
-            if self.catch_up(app, session, tx).await? {
-                last_progress = Instant::now();
+            if self.catch_up(app, &session.id, tx).await?
+                || lease::is_held(app.store.as_ref(), &lease_key).await?
+            {
+                continue;
             }
+            let Some(lease) = StreamLease::take_over(app.store.as_ref(), &lease_key).await? else {
+                continue; // another instance won the race for it
+            };
+            // The holder may have finished the stream just before its lease went.
+            self.catch_up(app, &session.id, tx).await?;
+            let lease = lease.keep_renewed(app.store.clone());
+            if self.all_answered() {
+                lease.release();
+                return Ok(());
+            }
+            self.take_over(app, session, headers, tx, lease).await;
+            return Ok(());
         }
         Ok(())
+    }
+
+    /// Continues a POST reply stream whose relaying instance is gone: a GET with
+    /// `Last-Event-ID` set to the upstream's id of the last recorded event,
+    /// relayed and recorded under the same stream id. When the upstream cannot
+    /// resume it, every unanswered request gets a JSON-RPC error response.
+    async fn take_over(
+        &mut self,
+        app: &Arc<AppState>,
+        session: &Session,
+        headers: &HeaderMap,
+        tx: &mpsc::Sender<Bytes>,
+        lease: RenewedLease,
+    ) {
+        app.metrics.stream_takeover();
+        // A priming event after the last recorded one is a later resume point.
+        if let Some((after, upstream_id)) =
+            upstream_cursor::recall(app.store.as_ref(), &session.id, &self.stream).await
+        {
+            if self.upstream_event_frame.is_none_or(|frame| after >= frame) {
+                self.upstream_event_id = Some(upstream_id);
+            }
+        }
+        let forwarded = with_upstream_session(headers, session.upstream_session_id.as_deref());
+        let target = StreamTarget {
+            session: session.id.clone(),
+            stream: self.stream.clone(),
+            cursor: self.delivered,
+        };
+        let mut relay = Relay::new(Some(target), WhenClientLeaves::KeepRecording)
+            .continuing(self.answered.clone(), self.upstream_event_id.clone());
+        relay.reconnect = Some(Reconnect {
+            headers: forwarded.clone(),
+            awaiting: self.request_ids.clone().unwrap_or_default(),
+        });
+        relay.lease = Some(lease);
+        tracing::info!(session = %session.id, stream = %self.stream, upstream_event_id = ?self.upstream_event_id, "stream lease lapsed (its relaying instance is gone); taking the stream over");
+        let Some(last) = self
+            .upstream_event_id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok())
+        else {
+            relay.give_up(app, StreamFailure::NotResumable, tx).await;
+            return;
+        };
+        let mut resume = forwarded;
+        resume.insert(LAST_EVENT_ID_HEADER, last);
+        match app.upstream.send(Method::GET, resume, None).await {
+            Ok(upstream)
+                if upstream.status().is_success() && is_event_stream(upstream.headers()) =>
+            {
+                relay.run(app, upstream, tx).await;
+            }
+            Ok(upstream) => {
+                tracing::info!(session = %session.id, status = %upstream.status(), "upstream refused to resume a stream being taken over");
+                relay.give_up(app, StreamFailure::ResumeRefused, tx).await;
+            }
+            Err(error) => {
+                tracing::info!(session = %session.id, %error, "upstream unreachable for a stream being taken over");
+                relay.give_up(app, StreamFailure::ResumeRefused, tx).await;
+            }
+        }
     }
 
     /// Continues a GET stream from a new upstream GET, asking the upstream to resume
@@ -248,19 +341,19 @@ impl Replay {
             forwarded.insert(LAST_EVENT_ID_HEADER, value);
         }
         let upstream = match app.upstream.send(Method::GET, forwarded, None).await {
-            Ok(upstream) => upstream,
-            Err(error) => {
-                tracing::info!(session = %session.id, %error, "replayed GET stream not continued");
-                return;
-            }
-        };
-        let upstream = match accept_stream(app, Some(&session.id), upstream).await {
-            Ok(Some(upstream))
+            Ok(upstream)
                 if upstream.status().is_success() && is_event_stream(upstream.headers()) =>
             {
                 upstream
             }
-            _ => return,
+            Ok(upstream) => {
+                tracing::info!(session = %session.id, status = %upstream.status(), "replayed GET stream not continued by the upstream");
+                return;
+            }
+            Err(error) => {
+                tracing::info!(session = %session.id, %error, "replayed GET stream not continued");
+                return;
+            }
         };
         let target = StreamTarget {
             session: session.id.clone(),

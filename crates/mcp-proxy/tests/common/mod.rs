@@ -144,11 +144,23 @@ pub fn scratch_path(name: &str) -> PathBuf {
 
 /// Starts the rmcp demo upstream on a free loopback port.
 pub fn start_upstream() -> Process {
+    start_upstream_with("127.0.0.1:0", &[])
+}
+
+/// Starts the demo upstream on `listen` with extra flags (faults to play).
+pub fn start_upstream_with(listen: &str, flags: &[&str]) -> Process {
     let mut command = Command::new(env!("CARGO_BIN_EXE_demo-upstream"));
     command
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
+        .args(flags)
         .env("RUST_LOG", "warn");
     Process::start(command, "demo-upstream", false)
+}
+
+/// The value of one counter (`name` with its labels, trailing spaces ignored) in
+/// the proxy's `/metrics`, read from its admin listener; 0 when absent.
+pub async fn counter(proxy: &Process, name: &str) -> u64 {
+    metric(&metrics(proxy).await, name.trim_end()) as u64
 }
 
 /// Starts `mcp-proxy` with `[proxy]` pointing at `upstream`, `listen` (use

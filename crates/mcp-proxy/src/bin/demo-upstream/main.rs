@@ -3,11 +3,19 @@
 //! which streams progress notifications over SSE before its result.
 //!
 //! `demo-upstream --listen 127.0.0.1:0` prints `demo-upstream listening on <addr>`
-//! and serves MCP on `/mcp`.
+//! and serves MCP on `/mcp`. With `--event-store` every event is kept, so a reply
+//! stream can be resumed with `Last-Event-ID` after its connection was dropped
+//! (see `event_store`). For the proxy's tests it can also answer
+//! an unknown session with 400 (`--lost-session-status 400`) and close reply
+//! streams early with a `retry` (`--close-streams-early N --close-retry-ms MS`):
+//! see `faults`.
+
+mod event_store;
+mod faults;
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
-use axum::serve::ListenerExt;
+use axum::{http::StatusCode, serve::ListenerExt};
 use clap::Parser;
 use rmcp::{
     handler::server::{router::tool::ToolRouter, wrapper::Parameters},
@@ -31,6 +39,27 @@ struct Args {
     /// Address to serve MCP on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
+    /// Keep every SSE event so reply streams can be resumed with `Last-Event-ID`.
+    #[arg(long)]
+    event_store: bool,
+    /// HTTP status answered for an unknown (lost) session id: 404 or 400.
+    #[arg(long, default_value_t = 404, value_parser = parse_lost_session_status)]
+    lost_session_status: u16,
+    /// Close this many reply streams right after a progress notification, before
+    /// their response (the client resumes them with `Last-Event-ID`).
+    #[arg(long, default_value_t = 0)]
+    close_streams_early: u32,
+    /// The `retry` (milliseconds) sent before each early close.
+    #[arg(long, default_value_t = 3_000)]
+    close_retry_ms: u64,
+}
+
+fn parse_lost_session_status(value: &str) -> Result<u16, String> {
+    match value {
+        "404" => Ok(404),
+        "400" => Ok(400),
+        other => Err(format!("`{other}` is not 404 or 400")),
+    }
 }
 
 /// Arguments of `echo`.
@@ -141,7 +170,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args.listen)) {
+    let lost_session_status =
+        StatusCode::from_u16(args.lost_session_status).unwrap_or(StatusCode::NOT_FOUND);
+    let faults = Arc::new(faults::Faults::new(
+        lost_session_status,
+        args.close_streams_early,
+        args.close_retry_ms,
+    ));
+    match runtime.block_on(serve(args.listen, args.event_store, faults)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("demo-upstream: {error}");
@@ -150,13 +186,30 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(listen: SocketAddr) -> Result<(), String> {
+async fn serve(
+    listen: SocketAddr,
+    event_store: bool,
+    faults: Arc<faults::Faults>,
+) -> Result<(), String> {
+    let mut sessions = LocalSessionManager::default();
+    if event_store {
+        sessions = sessions.with_event_store(Arc::new(event_store::MemoryEventStore::default()));
+    }
     let service = StreamableHttpService::new(
         || Ok(Demo::new()),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(sessions),
         StreamableHttpServerConfig::default(),
     );
-    let router = axum::Router::new().nest_service("/mcp", service);
+    let router = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(
+            faults.clone(),
+            faults::close_streams_early,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            faults,
+            faults::lost_session_status,
+        ));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|error| format!("cannot listen on {listen}: {error}"))?;

@@ -1,0 +1,210 @@
+//! Stream leases: which instance is relaying an upstream stream, kept in the store
+//! so every instance can see whether the relay is alive.
+//!
+//! The instance relaying a POST reply stream holds the lease
+//! `lease:<session>:<stream>`, a small keyed value with a TTL of
+//! [`LEASE_TTL`], renewed every [`LEASE_RENEWAL`] by a compare-and-set on its
+//! revision. When the instance dies the renewals stop and the lease lapses; an
+//! instance resuming the stream for a client then takes it (a put that succeeds
+//! only when no lease is live, so exactly one of several racing instances wins)
+//! and resumes the upstream stream itself (see [`replay`](crate::replay)).
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use session_store::{KvCondition, KvKey, KvPut, Result, SessionId, SessionStore};
+use tokio::sync::{oneshot, watch};
+
+use crate::event_id::StreamId;
+
+/// How long a lease lives without renewal: short, so a client reconnecting
+/// after an instance died is served within seconds.
+pub const LEASE_TTL: Duration = Duration::from_secs(5);
+
+/// How often the holder renews its lease: well within [`LEASE_TTL`], so a slow
+/// store call or two do not let it lapse.
+pub const LEASE_RENEWAL: Duration = Duration::from_secs(1);
+
+/// This process's holder name: random per process, so a restarted instance on
+/// the same address is a new holder.
+fn holder() -> &'static str {
+    static HOLDER: OnceLock<String> = OnceLock::new();
+    HOLDER.get_or_init(|| format!("mcp-proxy-{:016x}", rand::random::<u64>()))
+}
+
+/// The store key of a stream's lease.
+pub fn lease_key(session: &SessionId, stream: &StreamId) -> Result<KvKey> {
+    KvKey::new(format!("lease:{session}:{stream}"))
+}
+
+/// A lease this instance holds.
+#[derive(Debug)]
+pub struct StreamLease {
+    key: KvKey,
+    revision: u64,
+}
+
+/// What renewing a lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Still ours for another [`LEASE_TTL`].
+    Renewed,
+    /// Someone else holds it now (ours lapsed): stop relaying.
+    Lost,
+}
+
+impl StreamLease {
+    /// Takes the lease of a stream this instance has just started relaying (a new
+    /// POST reply stream: nobody else can hold it).
+    pub async fn start(
+        store: &dyn SessionStore,
+        session: &SessionId,
+        stream: &StreamId,
+    ) -> Result<StreamLease> {
+        let key = lease_key(session, stream)?;
+        let put = store
+            .kv_put(&key, holder().as_bytes(), LEASE_TTL, KvCondition::Any)
+            .await?;
+        Ok(StreamLease {
+            revision: put.stored_revision().unwrap_or_default(),
+            key,
+        })
+    }
+
+    /// Takes the lease of a stream when no live lease exists; `None` when another
+    /// instance holds it (or won the race for it).
+    pub async fn take_over(store: &dyn SessionStore, key: &KvKey) -> Result<Option<StreamLease>> {
+        let put = store
+            .kv_put(key, holder().as_bytes(), LEASE_TTL, KvCondition::Absent)
+            .await?;
+        Ok(match put {
+            KvPut::Stored { revision, .. } => Some(StreamLease {
+                key: key.clone(),
+                revision,
+            }),
+            KvPut::Rejected { .. } => None,
+        })
+    }
+
+    /// Extends the lease by [`LEASE_TTL`] from now when it is still ours.
+    pub async fn renew(&mut self, store: &dyn SessionStore) -> Result<Renewal> {
+        let put = store
+            .kv_put(
+                &self.key,
+                holder().as_bytes(),
+                LEASE_TTL,
+                KvCondition::Revision(self.revision),
+            )
+            .await?;
+        Ok(match put {
+            KvPut::Stored { revision, .. } => {
+                self.revision = revision;
+                Renewal::Renewed
+            }
+            KvPut::Rejected { .. } => Renewal::Lost,
+        })
+    }
+
+    /// Gives the lease up (the stream is complete), if it is still ours.
+    pub async fn release(self, store: &dyn SessionStore) {
+        if let Err(error) = store
+            .kv_delete(&self.key, KvCondition::Revision(self.revision))
+            .await
+        {
+            tracing::debug!(key = %self.key, %error, "stream lease not released; it lapses on its own");
+        }
+    }
+}
+
+impl StreamLease {
+    /// Renews the lease every [`LEASE_RENEWAL`] in a task of its own until it is
+    /// released, lost, or the returned handle is dropped (then it lapses).
+    pub fn keep_renewed(mut self, store: Arc<dyn SessionStore>) -> RenewedLease {
+        let (lost_tx, lost) = watch::channel(false);
+        let (release, mut released) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    outcome = &mut released => {
+                        if outcome.is_ok() {
+                            self.release(store.as_ref()).await;
+                        }
+                        return;
+                    }
+                    () = tokio::time::sleep(LEASE_RENEWAL) => {}
+                }
+                match self.renew(store.as_ref()).await {
+                    Ok(Renewal::Renewed) => {}
+                    Ok(Renewal::Lost) => {
+                        let _ = lost_tx.send(true);
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::debug!(key = %self.key, %error, "stream lease not renewed this time");
+                    }
+                }
+            }
+        });
+        RenewedLease {
+            lost,
+            release: Some(release),
+        }
+    }
+}
+
+/// A lease renewed in the background while its stream is relayed.
+#[derive(Debug)]
+pub struct RenewedLease {
+    lost: watch::Receiver<bool>,
+    release: Option<oneshot::Sender<()>>,
+}
+
+impl RenewedLease {
+    /// Resolves when another instance holds the lease (ours lapsed).
+    pub async fn lost(&mut self) {
+        if self.lost.wait_for(|lost| *lost).await.is_err() {
+            // The renewal task ended without losing it (released): never.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Gives the lease up: the stream is complete.
+    pub fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+    }
+}
+
+/// Whether some instance holds the lease of the stream now.
+pub async fn is_held(store: &dyn SessionStore, key: &KvKey) -> Result<bool> {
+    Ok(store.kv_get(key).await?.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_store::{FrameId, MemoryStore, StoreSettings};
+
+    #[tokio::test]
+    async fn one_instance_takes_over_a_lapsed_lease_and_the_old_holder_loses_it() {
+        let store = MemoryStore::new(StoreSettings::default()).unwrap();
+        let session = SessionId::new("s1").unwrap();
+        let stream = StreamId::for_request(FrameId::new(1, 0));
+        let key = lease_key(&session, &stream).unwrap();
+        let mut first = StreamLease::start(&store, &session, &stream).await.unwrap();
+        assert!(is_held(&store, &key).await.unwrap());
+        assert!(StreamLease::take_over(&store, &key)
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(first.renew(&store).await.unwrap(), Renewal::Renewed);
+        store.kv_delete(&key, KvCondition::Any).await.unwrap(); // as if it lapsed
+        let second = StreamLease::take_over(&store, &key).await.unwrap().unwrap();
+        assert_eq!(first.renew(&store).await.unwrap(), Renewal::Lost);
+        second.release(&store).await;
+        assert!(!is_held(&store, &key).await.unwrap());
+    }
+}
