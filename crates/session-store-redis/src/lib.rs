@@ -30,11 +30,14 @@
 //! ```
 
 mod append_key;
+mod ask;
 mod batch;
+mod clock_skew;
 mod config;
 mod failure;
 mod frames;
 mod keys;
+mod liveness;
 mod maintenance;
 mod record;
 mod retry;
