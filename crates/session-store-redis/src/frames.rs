@@ -96,32 +96,51 @@ impl RedisStore {
         // cut to `limit` below.
         let count = limit.clamp(1, MAX_FRAMES_PER_READ);
 
-        let mut batch = Batch::retry_safe();
-        let probe = self.push_probe(&mut batch, &meta);
-        let range = batch.push(
-            "XRANGE",
-            vec![
-                arg(&frames),
-                arg(start),
-                arg("+"),
-                arg("COUNT"),
-                num(count as u64),
-            ],
-        );
-        let mut replies = self.run(&batch, &what).await?;
-        if self
-            .probe_outcome(&mut replies, probe, &meta, now)
-            .await?
-            .is_none()
-        {
-            return Err(Error::NotFound(id.clone()));
+        let mut start = start;
+        let mut out = Vec::new();
+        for _ in 0..MAX_UNDECODABLE_PAGES {
+            let mut batch = Batch::retry_safe();
+            let probe = self.push_probe(&mut batch, &meta);
+            let range = batch.push(
+                "XRANGE",
+                vec![
+                    arg(&frames),
+                    arg(&start),
+                    arg("+"),
+                    arg("COUNT"),
+                    num(count as u64),
+                ],
+            );
+            let mut replies = self.run(&batch, &what).await?;
+            if self
+                .probe_outcome(&mut replies, probe, &meta, now)
+                .await?
+                .is_none()
+            {
+                return Err(Error::NotFound(id.clone()));
+            }
+            let entries = to_array(replies.take(range, &what)?, &what)?;
+            let fetched = entries.len();
+            let mut last_seen = None;
+            for entry in entries.into_iter().take(limit.min(MAX_FRAMES_PER_READ)) {
+                let entry_id = entry_id(&entry);
+                match decode_entry(entry, &frames) {
+                    Ok(frame) => out.push(frame),
+                    // One undecodable frame (written by a newer release, or
+                    // damaged) is skipped, so it never blocks a replay.
+                    Err(Error::Corrupt(message)) => self.skipped_record(&frames, &message),
+                    Err(other) => return Err(other),
+                }
+                last_seen = entry_id;
+            }
+            // A full page of nothing but undecodable frames would look like the
+            // end of the stream: read on after it (bounded).
+            match last_seen {
+                Some(last) if out.is_empty() && fetched == count => start = format!("({last}"),
+                _ => break,
+            }
         }
-        let entries = to_array(replies.take(range, &what)?, &what)?;
-        entries
-            .into_iter()
-            .take(limit.min(MAX_FRAMES_PER_READ))
-            .map(|entry| decode_entry(entry, &frames))
-            .collect()
+        Ok(out)
     }
 
     pub(crate) async fn count_session_frames(&self, id: &SessionId) -> Result<u64> {
@@ -159,6 +178,17 @@ impl RedisStore {
         self.check_replica_wait(&mut replies, wait, &what)?;
         let [removed] = numbers::<1>(&rest, &what)?;
         Ok(removed)
+    }
+}
+
+/// Pages of only undecodable frames `read_frames` reads past before it answers.
+const MAX_UNDECODABLE_PAGES: usize = 8;
+
+/// The id of an `XRANGE` entry, as text.
+fn entry_id(entry: &fred::types::Value) -> Option<String> {
+    match entry {
+        fred::types::Value::Array(parts) => parts.first().cloned().and_then(to_text),
+        _ => None,
     }
 }
 

@@ -153,9 +153,13 @@ impl RedisStore {
         let mut live = Vec::with_capacity(ids.len());
         let mut gone = Vec::new();
         for (id, (meta, all, expire_time)) in ids.iter().zip(slots) {
-            match self.read_session(&mut replies, id, &meta, all, expire_time, now)? {
-                Some(session) => live.push(session),
-                None => gone.push(id),
+            match self.read_session(&mut replies, id, &meta, all, expire_time, now) {
+                Ok(Some(session)) => live.push(session),
+                Ok(None) => gone.push(id),
+                // One undecodable session (written by a newer release, or
+                // damaged) is skipped; the page and the cursor move on.
+                Err(Error::Corrupt(message)) => self.skipped_record(&meta, &message),
+                Err(other) => return Err(other),
             }
         }
         // Entries of sessions that are not live: check-then-delete per session

@@ -71,6 +71,8 @@ pub struct RedisStore {
     /// Index writes and `WAIT`s after a committed write that failed (logged;
     /// purge and count heal the indexes).
     pub(crate) hint_failures: Arc<AtomicU64>,
+    /// Records `list` and `read_frames` skipped because they cannot be decoded.
+    pub(crate) skipped_records: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -159,6 +161,7 @@ impl RedisStore {
             }),
             append_keys: Arc::new(AppendKeys::new()),
             hint_failures: Arc::new(AtomicU64::new(0)),
+            skipped_records: Arc::new(AtomicU64::new(0)),
         };
         store.load_scripts().await?;
         store.check_clock_skew().await?;
@@ -191,6 +194,20 @@ impl RedisStore {
     /// stored, the index entry is a hint that purge and count heal.
     pub fn hint_failures(&self) -> u64 {
         self.hint_failures.load(Ordering::Relaxed)
+    }
+
+    /// How many stored records (sessions in `list`, frames in `read_frames`)
+    /// were skipped since connect because they could not be decoded: written by
+    /// a newer release in an incompatible format, or damaged. Each is logged
+    /// with its key.
+    pub fn skipped_records(&self) -> u64 {
+        self.skipped_records.load(Ordering::Relaxed)
+    }
+
+    /// Logs and counts a record skipped because it cannot be decoded.
+    pub(crate) fn skipped_record(&self, key: &str, message: &str) {
+        self.skipped_records.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key, message, "skipping a record that cannot be decoded");
     }
 
     /// Logs and counts a failed hint after a committed write.
