@@ -74,7 +74,7 @@ if exp ~= -2 then
     return {'EXISTS'}
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'created', ARGV[1], 'last', ARGV[1], 'rev', '1', 'fc', '0',
   'lfid', '0-0', 'v', ARGV[5], 'body', ARGV[3], 'ck', ARGV[6])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
@@ -272,7 +272,7 @@ if not is_live then
     local colon = string.find(gone, ':', 1, true)
     if colon and string.sub(gone, colon + 1) == ARGV[10] then return {'DELETED'} end
   end
-  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('UNLINK', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[1], 'created', ARGV[10], 'last', ARGV[11], 'rev', ARGV[7],
     'fc', ARGV[12], 'lfid', '0-0', 'v', ARGV[5], 'body', ARGV[9], 'wb', ARGV[17])
   outcome = 'RECREATED'

@@ -487,12 +487,12 @@ async fn each_operation_sends_the_documented_commands() {
                 store.create(NewSession::new(id.clone())).await.unwrap()
             })
             .await,
-            // sent: EVALSHA + 2 ZADD; in the script: PEXPIRETIME, DEL, HSET, PEXPIREAT
+            // sent: EVALSHA + 2 ZADD; in the script: PEXPIRETIME, UNLINK, HSET, PEXPIREAT
             calls(&[
                 ("evalsha", 1),
                 ("zadd", 2),
                 ("pexpiretime", 1),
-                ("del", 1),
+                ("unlink", 1),
                 ("hset", 1),
                 ("pexpireat", 1),
             ]),

@@ -37,7 +37,6 @@ const STORE_ACL: &[&str] = &[
     "+hincrby",
     "+pexpiretime",
     "+pexpireat",
-    "+del",
     "+unlink",
     "+get",
     "+set",
