@@ -29,9 +29,24 @@ pub const LEASE_RENEWAL: Duration = Duration::from_secs(1);
 
 /// This process's holder name: random per process, so a restarted instance on
 /// the same address is a new holder.
-fn holder() -> &'static str {
-    static HOLDER: OnceLock<String> = OnceLock::new();
-    HOLDER.get_or_init(|| format!("mcp-proxy-{:016x}", rand::random::<u64>()))
+fn holder() -> String {
+    static PROCESS: OnceLock<u64> = OnceLock::new();
+    let process = PROCESS.get_or_init(rand::random::<u64>);
+    // One token per lease taken: two tasks of one process never mistake each
+    // other's lease for their own.
+    format!("mcp-proxy-{process:016x}-{:016x}", rand::random::<u64>())
+}
+
+/// The revision of our own write when a put was rejected only because it had
+/// already been applied (a reply lost on the way and the put re-sent: the store
+/// retries writes), recognised by the holder token the live value carries.
+fn already_ours(put: &KvPut, token: &str) -> Option<u64> {
+    match put {
+        KvPut::Rejected {
+            current: Some(current),
+        } if current.value == token.as_bytes() => Some(current.revision),
+        _ => None,
+    }
 }
 
 /// The store key of a stream's lease.
@@ -44,6 +59,7 @@ pub fn lease_key(session: &SessionId, stream: &StreamId) -> Result<KvKey> {
 pub struct StreamLease {
     key: KvKey,
     revision: u64,
+    token: String,
 }
 
 /// What renewing a lease found.
@@ -64,28 +80,33 @@ impl StreamLease {
         stream: &StreamId,
     ) -> Result<StreamLease> {
         let key = lease_key(session, stream)?;
+        let token = holder();
         let put = store
-            .kv_put(&key, holder().as_bytes(), LEASE_TTL, KvCondition::Any)
+            .kv_put(&key, token.as_bytes(), LEASE_TTL, KvCondition::Any)
             .await?;
         Ok(StreamLease {
             revision: put.stored_revision().unwrap_or_default(),
             key,
+            token,
         })
     }
 
     /// Takes the lease of a stream when no live lease exists; `None` when another
     /// instance holds it (or won the race for it).
     pub async fn take_over(store: &dyn SessionStore, key: &KvKey) -> Result<Option<StreamLease>> {
+        let token = holder();
         let put = store
-            .kv_put(key, holder().as_bytes(), LEASE_TTL, KvCondition::Absent)
+            .kv_put(key, token.as_bytes(), LEASE_TTL, KvCondition::Absent)
             .await?;
-        Ok(match put {
-            KvPut::Stored { revision, .. } => Some(StreamLease {
-                key: key.clone(),
-                revision,
-            }),
-            KvPut::Rejected { .. } => None,
-        })
+        let revision = match put {
+            KvPut::Stored { revision, .. } => Some(revision),
+            ref rejected => already_ours(rejected, &token),
+        };
+        Ok(revision.map(|revision| StreamLease {
+            key: key.clone(),
+            revision,
+            token,
+        }))
     }
 
     /// Extends the lease by [`LEASE_TTL`] from now when it is still ours.
@@ -93,17 +114,21 @@ impl StreamLease {
         let put = store
             .kv_put(
                 &self.key,
-                holder().as_bytes(),
+                self.token.as_bytes(),
                 LEASE_TTL,
                 KvCondition::Revision(self.revision),
             )
             .await?;
-        Ok(match put {
-            KvPut::Stored { revision, .. } => {
+        let revision = match put {
+            KvPut::Stored { revision, .. } => Some(revision),
+            ref rejected => already_ours(rejected, &self.token),
+        };
+        Ok(match revision {
+            Some(revision) => {
                 self.revision = revision;
                 Renewal::Renewed
             }
-            KvPut::Rejected { .. } => Renewal::Lost,
+            None => Renewal::Lost,
         })
     }
 
@@ -187,6 +212,24 @@ pub async fn is_held(store: &dyn SessionStore, key: &KvKey) -> Result<bool> {
 mod tests {
     use super::*;
     use session_store::{FrameId, MemoryStore, StoreSettings};
+
+    #[test]
+    fn a_rejection_carrying_our_own_token_is_our_write_re_sent() {
+        let ours = holder();
+        let rejected_by = |value: &str| KvPut::Rejected {
+            current: Some(session_store::KvEntry {
+                value: value.as_bytes().to_vec(),
+                revision: 7,
+                expires_at: session_store::Timestamp::from_millis(1),
+            }),
+        };
+        assert_eq!(already_ours(&rejected_by(&ours), &ours), Some(7));
+        assert_eq!(already_ours(&rejected_by(&holder()), &ours), None);
+        assert_eq!(
+            already_ours(&KvPut::Rejected { current: None }, &ours),
+            None
+        );
+    }
 
     #[tokio::test]
     async fn one_instance_takes_over_a_lapsed_lease_and_the_old_holder_loses_it() {

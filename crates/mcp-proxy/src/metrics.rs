@@ -194,6 +194,9 @@ impl Metrics {
         let counter = match direction {
             Direction::ClientToServer => &self.frames_client_to_server,
             Direction::ServerToClient => &self.frames_server_to_client,
+            // Only decoded from records of a newer release; the proxy never
+            // appends one.
+            Direction::Unknown => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

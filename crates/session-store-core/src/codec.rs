@@ -90,6 +90,52 @@ mod tests {
     }
 
     #[test]
+    fn enum_values_of_a_newer_release_decode_as_unknown() {
+        use crate::{SessionStatus, Transport};
+        // A record as a newer release might write it: the same fields, with
+        // enum values this release has never heard of, and a new field.
+        #[derive(serde::Serialize)]
+        struct Newer {
+            transport: &'static str,
+            status: &'static str,
+            direction: &'static str,
+            added_later: u32,
+        }
+        #[derive(serde::Deserialize)]
+        struct Older {
+            transport: Transport,
+            status: SessionStatus,
+            direction: Direction,
+        }
+        let bytes = encode(&Newer {
+            transport: "carrier_pigeon",
+            status: "suspended",
+            direction: "sideways",
+            added_later: 7,
+        })
+        .unwrap();
+        let older: Older = decode(&bytes).unwrap();
+        assert_eq!(older.transport, Transport::Unknown);
+        assert_eq!(older.status, SessionStatus::Unknown);
+        assert_eq!(older.direction, Direction::Unknown);
+        // Known values still decode as themselves.
+        let known = encode(&Newer {
+            transport: "stdio",
+            status: "active",
+            direction: "server_to_client",
+            added_later: 0,
+        })
+        .unwrap();
+        let older: Older = decode(&known).unwrap();
+        assert_eq!(older.transport, Transport::Stdio);
+        assert_eq!(older.status, SessionStatus::Active);
+        assert_eq!(older.direction, Direction::ServerToClient);
+        // And what this release writes for a unit variant is what it reads.
+        let round: Direction = decode(&encode(&Direction::ClientToServer).unwrap()).unwrap();
+        assert_eq!(round, Direction::ClientToServer);
+    }
+
+    #[test]
     fn unknown_version_is_corrupt() {
         let mut bytes = encode(&1u32).unwrap();
         bytes[0] = 99;

@@ -82,6 +82,10 @@ pub enum Direction {
     ClientToServer,
     /// From the upstream server to the MCP client.
     ServerToClient,
+    /// A direction named by a newer release that this one does not know
+    /// (rolling upgrade): the frame is decoded instead of failing.
+    #[serde(other)]
+    Unknown,
 }
 
 /// One JSON-RPC message (or batch) as it crossed the proxy.

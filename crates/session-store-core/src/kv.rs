@@ -10,6 +10,12 @@
 //!
 //! Every value has a revision; [`KvEntry`] states how revisions grow.
 //!
+//! A backend may send a put again when its reply was lost on the way (Redis
+//! retries writes across reconnects and cluster redirections). A conditional put
+//! that had already been applied then answers [`KvPut::Rejected`] with the value it
+//! wrote itself: a caller that must tell the two apart puts a token of its own in
+//! the value and compares it (the proxy's stream leases do).
+//!
 //! ```
 //! use std::time::Duration;
 //! use session_store_core::{KvCondition, KvKey, KvPut, SessionStore, Result};

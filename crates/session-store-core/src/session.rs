@@ -17,6 +17,11 @@ pub enum Transport {
     Sse,
     /// Standard input and output of a child process.
     Stdio,
+    /// A transport named by a newer release that this one does not know
+    /// (rolling upgrade): decoded instead of failing the whole record. Storing
+    /// the session again from this release writes `unknown`.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Where a session is in its life.
@@ -30,6 +35,11 @@ pub enum SessionStatus {
     Active,
     /// The client or server ended the session; kept until it expires.
     Closed,
+    /// A status named by a newer release that this one does not know (rolling
+    /// upgrade): decoded instead of failing the whole record. Storing the
+    /// session again from this release writes `unknown`.
+    #[serde(other)]
+    Unknown,
 }
 
 /// What the caller supplies to [`create`](crate::SessionStore::create) a session. The

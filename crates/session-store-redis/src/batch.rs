@@ -32,10 +32,13 @@ enum Step {
 }
 
 /// Commands to send together; `push*` returns the index of the reply.
+///
+/// Every batch is safe to send again (reads, expiry slides, index hints, and
+/// scripts that recognise their own key), so [`RedisStore::run`](crate::RedisStore)
+/// retries any of them on a transient failure.
 #[derive(Default)]
 pub(crate) struct Batch {
     steps: Vec<Step>,
-    retry_safe: bool,
 }
 
 /// An argument for a command: text, a number or raw bytes.
@@ -54,22 +57,10 @@ pub(crate) fn raw(bytes: Vec<u8>) -> Value {
 }
 
 impl Batch {
-    pub(crate) fn new() -> Self {
-        Batch::default()
-    }
-
-    /// A batch that may be sent again when an attempt fails on the way (reads,
-    /// expiry slides, keyed appends): [`RedisStore::run`](crate::RedisStore)
-    /// retries it within the command timeout.
+    /// An empty batch. Whatever is queued must be safe to send again: the store
+    /// retries a batch whose attempt failed on the way.
     pub(crate) fn retry_safe() -> Self {
-        Batch {
-            steps: Vec::new(),
-            retry_safe: true,
-        }
-    }
-
-    pub(crate) fn is_retry_safe(&self) -> bool {
-        self.retry_safe
+        Batch::default()
     }
 
     /// Queues `WAIT <replicas> <timeout_ms>` on the node owning `key`, after the
@@ -106,6 +97,20 @@ impl Batch {
             args,
         });
         self.steps.len() - 1
+    }
+
+    /// The cluster slot the command at `index` is routed by.
+    pub(crate) fn slot_of(&self, index: usize) -> Option<u16> {
+        let key = |value: &Value| match value {
+            Value::String(text) => Some(fred::util::redis_keyslot(text.as_bytes())),
+            Value::Bytes(bytes) => Some(fred::util::redis_keyslot(bytes)),
+            _ => None,
+        };
+        match self.steps.get(index)? {
+            Step::Command { args, .. } => key(args.first()?),
+            Step::Script { keys, .. } => Some(fred::util::redis_keyslot(keys.first()?.as_bytes())),
+            Step::Wait { slot, .. } => Some(*slot),
+        }
     }
 
     pub(crate) fn has_scripts(&self) -> bool {

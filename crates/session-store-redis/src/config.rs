@@ -193,27 +193,35 @@ impl RedisConfig {
         }
 
         let mut tls = self.tls;
-        let mut url_credentials = (None, None);
-        let (server, address, mode) = match &self.topology {
+        let (server, address, mode, nodes, key) = match &self.topology {
             Topology::Standalone { url } => {
                 let node = parse_node(url, "redis.url")?;
-                tls |= node.tls;
-                url_credentials = (node.username.clone(), node.password.clone());
                 let address = node.address();
-                (
-                    ServerConfig::Centralized {
-                        server: Server::new(node.host, node.port),
-                    },
-                    address,
-                    "standalone",
-                )
+                let server = ServerConfig::Centralized {
+                    server: Server::new(node.host.clone(), node.port),
+                };
+                (server, address, "standalone", vec![node], "redis.url")
             }
             Topology::Cluster { nodes } => {
-                let parsed = parse_nodes(nodes, "redis.cluster.nodes")?;
-                tls |= parsed.iter().any(|n| n.tls);
+                let key = "redis.cluster.nodes";
+                let parsed = parse_nodes(nodes, key)?;
+                if let Some(node) = parsed.iter().find(|n| n.database.unwrap_or(0) != 0) {
+                    return Err(Error::config(format!(
+                        "{key}: `{}` selects database {}, but Redis Cluster has only database 0 \
+                         (remove the /<db> path)",
+                        node.address(),
+                        node.database.unwrap_or(0)
+                    )));
+                }
                 let address = join_addresses(&parsed);
-                let hosts = parsed.into_iter().map(|n| (n.host, n.port)).collect();
-                (ServerConfig::new_clustered(hosts), address, "cluster")
+                let hosts = parsed.iter().map(|n| (n.host.clone(), n.port)).collect();
+                (
+                    ServerConfig::new_clustered(hosts),
+                    address,
+                    "cluster",
+                    parsed,
+                    key,
+                )
             }
             Topology::Sentinel {
                 service_name,
@@ -224,22 +232,33 @@ impl RedisConfig {
                         "redis.sentinel.service_name must not be empty",
                     ));
                 }
-                let parsed = parse_nodes(nodes, "redis.sentinel.nodes")?;
-                tls |= parsed.iter().any(|n| n.tls);
+                let key = "redis.sentinel.nodes";
+                let parsed = parse_nodes(nodes, key)?;
                 let address = format!("sentinel {} of {}", service_name, join_addresses(&parsed));
-                let hosts = parsed.into_iter().map(|n| (n.host, n.port)).collect();
+                let hosts = parsed.iter().map(|n| (n.host.clone(), n.port)).collect();
                 (
                     ServerConfig::new_sentinel(hosts, service_name.clone()),
                     address,
                     "sentinel",
+                    parsed,
+                    key,
                 )
             }
         };
+        tls |= nodes.iter().any(|n| n.tls);
+        let url_credentials = agreed(&nodes, key, "credentials", |n| {
+            (n.username.clone(), n.password.clone())
+        })?
+        .unwrap_or((None, None));
+        let database = agreed(&nodes, key, "database", |n| n.database)?
+            .flatten()
+            .filter(|_| mode != "cluster");
 
         let mut fred = FredConfig {
             server,
             username: self.username.clone().or(url_credentials.0),
             password: self.password.clone().or(url_credentials.1),
+            database,
             // Connect reports the first failure instead of retrying forever; the
             // reconnect policy applies once connected.
             fail_fast: true,
@@ -295,6 +314,38 @@ struct Node {
     tls: bool,
     username: Option<String>,
     password: Option<String>,
+    /// The `/<db>` path, when given.
+    database: Option<u8>,
+}
+
+/// The value `of` gives for every node that sets it (credentials, database),
+/// or a config error naming `key` when two nodes disagree. `None` when no node
+/// sets it.
+fn agreed<T: PartialEq + Default>(
+    nodes: &[Node],
+    key: &str,
+    what: &str,
+    of: impl Fn(&Node) -> T,
+) -> Result<Option<T>> {
+    let mut found: Option<(T, String)> = None;
+    for node in nodes {
+        let value = of(node);
+        if value == T::default() {
+            continue;
+        }
+        match &found {
+            Some((first, address)) if *first != value => {
+                return Err(Error::config(format!(
+                    "{key}: `{address}` and `{}` give different {what}; give the same on \
+                     every node (or set them once in redis.username / redis.password)",
+                    node.address()
+                )))
+            }
+            Some(_) => {}
+            None => found = Some((value, node.address())),
+        }
+    }
+    Ok(found.map(|(value, _)| value))
 }
 
 impl Node {
@@ -356,12 +407,23 @@ fn parse_node(text: &str, key: &str) -> Result<Node> {
         .to_owned();
     let username = Some(url.username().to_owned()).filter(|u| !u.is_empty());
     let password = url.password().map(str::to_owned);
+    let path = url.path().trim_start_matches('/');
+    let database = if path.is_empty() {
+        None
+    } else {
+        Some(path.parse::<u8>().map_err(|_| {
+            bad(&format!(
+                "the path `/{path}` must be a database number (e.g. redis://host:6379/3)"
+            ))
+        })?)
+    };
     Ok(Node {
         host,
         port: url.port().unwrap_or(6379),
         tls,
         username,
         password,
+        database,
     })
 }
 
@@ -488,6 +550,106 @@ mod tests {
                 Err(Error::Config(message)) => assert!(message.contains(key), "{message}"),
                 other => panic!("expected Config error naming {key}, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn the_database_in_the_url_is_selected_and_bad_paths_are_config_errors() {
+        let standalone = |url: &str| RedisConfig {
+            topology: Topology::Standalone { url: url.into() },
+            ..RedisConfig::default()
+        };
+        let resolved = standalone("redis://127.0.0.1:6379/3").resolve().unwrap();
+        assert_eq!(resolved.fred.database, Some(3));
+        assert_eq!(
+            standalone("redis://127.0.0.1:6379")
+                .resolve()
+                .unwrap()
+                .fred
+                .database,
+            None
+        );
+        let sentinel = RedisConfig {
+            topology: Topology::Sentinel {
+                service_name: "main".into(),
+                nodes: vec!["redis://127.0.0.1:26379/2".into(), "127.0.0.1:26380".into()],
+            },
+            ..RedisConfig::default()
+        };
+        assert_eq!(sentinel.resolve().unwrap().fred.database, Some(2));
+        let cluster = |nodes: &[&str]| RedisConfig {
+            topology: Topology::Cluster {
+                nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
+            },
+            ..RedisConfig::default()
+        };
+        for (config, key) in [
+            (standalone("redis://127.0.0.1:6379/x"), "redis.url"),
+            (standalone("redis://127.0.0.1:6379/300"), "redis.url"),
+            (
+                cluster(&["redis://127.0.0.1:7000/1"]),
+                "redis.cluster.nodes",
+            ),
+        ] {
+            match config.validate() {
+                Err(Error::Config(message)) => assert!(message.contains(key), "{message}"),
+                other => panic!("expected a Config error naming {key}, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            cluster(&["redis://127.0.0.1:7000/0"])
+                .resolve()
+                .unwrap()
+                .fred
+                .database,
+            None
+        );
+    }
+
+    #[test]
+    fn credentials_in_cluster_and_sentinel_node_urls_are_used() {
+        let cluster = RedisConfig {
+            topology: Topology::Cluster {
+                nodes: vec![
+                    "redis://app:pw@127.0.0.1:7000".into(),
+                    "127.0.0.1:7001".into(),
+                ],
+            },
+            ..RedisConfig::default()
+        };
+        let resolved = cluster.resolve().unwrap();
+        assert_eq!(resolved.fred.username.as_deref(), Some("app"));
+        assert_eq!(resolved.fred.password.as_deref(), Some("pw"));
+        assert!(!resolved.address.contains("pw"));
+        let sentinel = RedisConfig {
+            topology: Topology::Sentinel {
+                service_name: "main".into(),
+                nodes: vec!["redis://:secret@127.0.0.1:26379".into()],
+            },
+            ..RedisConfig::default()
+        };
+        assert_eq!(
+            sentinel.resolve().unwrap().fred.password.as_deref(),
+            Some("secret")
+        );
+        let disagreeing = RedisConfig {
+            topology: Topology::Cluster {
+                nodes: vec![
+                    "redis://a:one@127.0.0.1:7000".into(),
+                    "redis://a:two@127.0.0.1:7001".into(),
+                ],
+            },
+            ..RedisConfig::default()
+        };
+        match disagreeing.validate() {
+            Err(Error::Config(message)) => {
+                assert!(message.contains("redis.cluster.nodes"), "{message}");
+                assert!(
+                    !message.contains("one") && !message.contains("two"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a Config error, got {other:?}"),
         }
     }
 

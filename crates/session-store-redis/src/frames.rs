@@ -7,7 +7,7 @@ use crate::AppendKey;
 use crate::{
     append_key::REMEMBERED_APPEND_KEYS,
     batch::{arg, num, raw, to_array, to_bytes, to_text, Batch},
-    sessions::{corrupt_field, numbers, script_status},
+    sessions::{numbers, ok_values},
     RedisStore,
 };
 
@@ -47,11 +47,12 @@ impl RedisStore {
         self.settings.check_frame(frame)?;
         let encoded = codec::encode(frame)?;
         let now = self.now_ms();
-        let sliding = now.saturating_add(self.lifetime.ttl_ms);
         let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
         let what = format!("append to `{meta}` and `{frames}`");
 
         // The key makes the script safe to send again, so the batch is retried.
+        // No index write: the expiry index lags (never leads) the real expiry;
+        // purge and count re-file entries that come due.
         let mut batch = Batch::retry_safe();
         let script = batch.push_script(
             &self.scripts.append,
@@ -66,22 +67,10 @@ impl RedisStore {
                 num(REMEMBERED_APPEND_KEYS as u64),
             ],
         );
-        let zadd = self.push_index_refile(&mut batch, id, sliding);
         let wait = self.push_replica_wait(&mut batch, &meta);
         let mut replies = self.run(&batch, &what).await?;
 
-        let (status, rest) = script_status(replies.take(script, &what)?, &what)?;
-        match status.as_str() {
-            "OK" => {}
-            "NOTFOUND" => return Err(Error::NotFound(id.clone())),
-            "CORRUPT" => return Err(corrupt_field(rest, &meta)),
-            other => {
-                return Err(Error::corrupt(format!(
-                    "{what}: unexpected script status `{other}`"
-                )))
-            }
-        }
-        replies.take(zadd, &what)?;
+        let rest = ok_values(replies.take(script, &what)?, id, &meta, &what)?;
         self.check_replica_wait(&mut replies, wait, &what)?;
         let mut rest = rest.into_iter();
         let frame_id = rest
@@ -90,8 +79,6 @@ impl RedisStore {
             .ok_or_else(|| Error::corrupt(format!("{what}: script reply has no frame id")))?
             .parse::<FrameId>()
             .map_err(|e| Error::corrupt(format!("{what}: {e}")))?;
-        let [expires] = numbers::<1>(&rest.collect::<Vec<_>>(), &what)?;
-        self.correct_index_score(id, sliding, expires).await?;
         Ok(frame_id)
     }
 
@@ -109,71 +96,99 @@ impl RedisStore {
         // cut to `limit` below.
         let count = limit.clamp(1, MAX_FRAMES_PER_READ);
 
-        let mut batch = Batch::retry_safe();
-        let probe = self.push_probe(&mut batch, &meta);
-        let range = batch.push(
-            "XRANGE",
-            vec![
-                arg(&frames),
-                arg(start),
-                arg("+"),
-                arg("COUNT"),
-                num(count as u64),
-            ],
-        );
-        let mut replies = self.run(&batch, &what).await?;
-        if self.read_probe(&mut replies, probe, &meta, now)?.is_none() {
-            return Err(Error::NotFound(id.clone()));
+        let mut start = start;
+        let mut out = Vec::new();
+        for _ in 0..MAX_UNDECODABLE_PAGES {
+            let mut batch = Batch::retry_safe();
+            let probe = self.push_probe(&mut batch, &meta);
+            let range = batch.push(
+                "XRANGE",
+                vec![
+                    arg(&frames),
+                    arg(&start),
+                    arg("+"),
+                    arg("COUNT"),
+                    num(count as u64),
+                ],
+            );
+            let mut replies = self.run(&batch, &what).await?;
+            if self
+                .probe_outcome(&mut replies, probe, &meta, now)
+                .await?
+                .is_none()
+            {
+                return Err(Error::NotFound(id.clone()));
+            }
+            let entries = to_array(replies.take(range, &what)?, &what)?;
+            let fetched = entries.len();
+            let mut last_seen = None;
+            for entry in entries.into_iter().take(limit.min(MAX_FRAMES_PER_READ)) {
+                let entry_id = entry_id(&entry);
+                match decode_entry(entry, &frames) {
+                    Ok(frame) => out.push(frame),
+                    // One undecodable frame (written by a newer release, or
+                    // damaged) is skipped, so it never blocks a replay.
+                    Err(Error::Corrupt(message)) => self.skipped_record(&frames, &message),
+                    Err(other) => return Err(other),
+                }
+                last_seen = entry_id;
+            }
+            // A full page of nothing but undecodable frames would look like the
+            // end of the stream: read on after it (bounded).
+            match last_seen {
+                Some(last) if out.is_empty() && fetched == count => start = format!("({last}"),
+                _ => break,
+            }
         }
-        let entries = to_array(replies.take(range, &what)?, &what)?;
-        entries
-            .into_iter()
-            .take(limit.min(MAX_FRAMES_PER_READ))
-            .map(|entry| decode_entry(entry, &frames))
-            .collect()
+        Ok(out)
     }
 
     pub(crate) async fn count_session_frames(&self, id: &SessionId) -> Result<u64> {
-        self.frames_len(id, false).await
-    }
-
-    pub(crate) async fn delete_session_frames(&self, id: &SessionId) -> Result<u64> {
-        self.frames_len(id, true).await
-    }
-
-    /// `XLEN frames` of a live session, deleting the stream too when `delete`.
-    async fn frames_len(&self, id: &SessionId, delete: bool) -> Result<u64> {
         let now = self.now_ms();
         let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
         let what = format!("XLEN `{frames}`");
-        // Counting is a read; deleting twice removes nothing more, but the second
-        // attempt would report 0 removed, so only the count is retried.
-        let mut batch = if delete {
-            Batch::new()
-        } else {
-            Batch::retry_safe()
-        };
+        let mut batch = Batch::retry_safe();
         let probe = self.push_probe(&mut batch, &meta);
         let len = batch.push("XLEN", vec![arg(&frames)]);
-        // Deleting the frames of a session that turns out not to be live removes
-        // nothing anyone can read.
-        let del = delete.then(|| batch.push("DEL", vec![arg(&frames)]));
-        let wait = if delete {
-            self.push_replica_wait(&mut batch, &meta)
-        } else {
-            None
-        };
         let mut replies = self.run(&batch, &what).await?;
-        let live = self.read_probe(&mut replies, probe, &meta, now)?;
+        let live = self.probe_outcome(&mut replies, probe, &meta, now).await?;
         let len = replies.int(len, &what)?;
-        if let Some(del) = del {
-            replies.take(del, &format!("DEL `{frames}`"))?;
-        }
-        self.check_replica_wait(&mut replies, wait, &what)?;
         if live.is_none() {
             return Err(Error::NotFound(id.clone()));
         }
         Ok(len.unsigned_abs())
+    }
+
+    pub(crate) async fn delete_session_frames(&self, id: &SessionId) -> Result<u64> {
+        let now = self.now_ms();
+        let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
+        let what = format!("deleting the frames of `{meta}`");
+        // One script checks liveness and removes the stream; its key makes it
+        // safe to send again (a repeat answers the count the first one removed).
+        let key = self.append_keys.next_key();
+        let mut batch = Batch::retry_safe();
+        let script = batch.push_script(
+            &self.scripts.delete_frames,
+            vec![meta.clone(), frames],
+            vec![num(now), num(self.lifetime.max_life_ms), arg(key.as_str())],
+        );
+        let wait = self.push_replica_wait(&mut batch, &meta);
+        let mut replies = self.run(&batch, &what).await?;
+        let rest = ok_values(replies.take(script, &what)?, id, &meta, &what)?;
+        self.check_replica_wait(&mut replies, wait, &what)?;
+        let [removed] = numbers::<1>(&rest, &what)?;
+        Ok(removed)
+    }
+}
+
+/// Pages of only undecodable frames `read_frames` reads past before it answers.
+const MAX_UNDECODABLE_PAGES: usize = 8;
+
+/// The id of an `XRANGE` entry, as text.
+fn entry_id(entry: &fred::types::Value) -> Option<String> {
+    match entry {
+        fred::types::Value::Array(parts) => parts.first().cloned().and_then(to_text),
+        _ => None,
     }
 }
 

@@ -27,12 +27,41 @@ impl KeySpace {
 
     /// `P:{<id>}:meta`: the session hash.
     pub(crate) fn meta(&self, id: &SessionId) -> String {
-        format!("{}:{{{}}}:meta", self.prefix, id.as_str())
+        self.session_key(id, "meta")
     }
 
     /// `P:{<id>}:frames`: the session's frame stream.
     pub(crate) fn frames(&self, id: &SessionId) -> String {
-        format!("{}:{{{}}}:frames", self.prefix, id.as_str())
+        self.session_key(id, "frames")
+    }
+
+    /// `P:{<id>}:gone`: the tombstone a delete leaves (holds the delete key).
+    pub(crate) fn tombstone(&self, id: &SessionId) -> String {
+        self.session_key(id, "gone")
+    }
+
+    /// `P:{<id>}:<suffix>`, or `P:{ <hash>}<id>:<suffix>` for an id starting with
+    /// `}`.
+    ///
+    /// Redis hashes the text between the first `{` and the first `}` after it.
+    /// For `P:{<id>}:...` that is the id up to its first `}`: the same for every
+    /// key of the session, so they share a slot, as long as it is not empty. An
+    /// id starting with `}` would give an empty tag, and Redis would hash the
+    /// whole key (meta and frames in different slots: CROSSSLOT). Such ids get
+    /// the tag ` <FNV-1a of the id, hex>`: never empty, the same for all of the
+    /// session's keys, and spread over slots; the space (never part of an id)
+    /// keeps these keys apart from every other id's keys.
+    fn session_key(&self, id: &SessionId, suffix: &str) -> String {
+        let id = id.as_str();
+        if id.starts_with('}') {
+            format!(
+                "{}:{{ {:016x}}}{id}:{suffix}",
+                self.prefix,
+                fnv1a(id.as_bytes())
+            )
+        } else {
+            format!("{}:{{{id}}}:{suffix}", self.prefix)
+        }
     }
 
     /// `P:idx:<n>`: expiry index shard (score = expires_at ms).
@@ -82,6 +111,38 @@ mod tests {
             fred::util::redis_keyslot(keys.meta(&id).as_bytes()),
             fred::util::redis_keyslot(keys.frames(&id).as_bytes())
         );
+    }
+
+    #[test]
+    fn every_visible_ascii_id_keeps_its_keys_in_one_slot() {
+        let keys = KeySpace::new("mcp", 16);
+        let visible: Vec<char> = (0x21u8..=0x7e).map(char::from).collect();
+        let mut ids: Vec<String> = ["}", "}}", "}{", "{}", "{", "a}", "}a", "}}}a{", "x{y}z"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        // Every pair of visible characters, and each character around braces.
+        for a in &visible {
+            for b in &visible {
+                ids.push(format!("{a}{b}"));
+            }
+            ids.push(format!("}}{a}}}"));
+            ids.push(format!("{a}}}{{"));
+        }
+        for text in ids {
+            let id = SessionId::new(text.as_str()).unwrap();
+            let slot = fred::util::redis_keyslot(keys.meta(&id).as_bytes());
+            assert_eq!(
+                slot,
+                fred::util::redis_keyslot(keys.frames(&id).as_bytes()),
+                "frames of `{text}`"
+            );
+            assert_eq!(
+                slot,
+                fred::util::redis_keyslot(keys.tombstone(&id).as_bytes()),
+                "tombstone of `{text}`"
+            );
+        }
     }
 
     #[test]

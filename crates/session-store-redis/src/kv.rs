@@ -79,7 +79,7 @@ impl RedisStore {
         let what = format!("kv put of `{redis_key}`");
         let now = self.now_ms();
         let [word, expected] = condition_args(condition);
-        let mut batch = Batch::new();
+        let mut batch = Batch::retry_safe();
         let script = batch.push_script(
             &self.scripts.kv_put,
             vec![redis_key.clone()],
@@ -134,7 +134,7 @@ impl RedisStore {
         let redis_key = self.keys.kv(key);
         let what = format!("kv delete of `{redis_key}`");
         let [word, expected] = condition_args(condition);
-        let mut batch = Batch::new();
+        let mut batch = Batch::retry_safe();
         let script = batch.push_script(
             &self.scripts.kv_delete,
             vec![redis_key.clone()],

@@ -30,12 +30,15 @@
 //! ```
 
 mod append_key;
+mod ask;
 mod batch;
+mod clock_skew;
 mod config;
 mod failure;
 mod frames;
 mod keys;
 mod kv;
+mod liveness;
 mod maintenance;
 mod record;
 mod retry;

@@ -8,6 +8,7 @@ use session_store_core::{Cursor, Error, Health, Page, Result, Session, SessionId
 
 use crate::{
     batch::{arg, num, to_array, to_text, Batch},
+    liveness::{ReapTarget, Reaped, Seen},
     RedisStore,
 };
 
@@ -152,37 +153,27 @@ impl RedisStore {
         let mut live = Vec::with_capacity(ids.len());
         let mut gone = Vec::new();
         for (id, (meta, all, expire_time)) in ids.iter().zip(slots) {
-            match self.read_session(&mut replies, id, &meta, all, expire_time, now)? {
-                Some(session) => live.push(session),
-                None => gone.push(id),
+            match self.read_session(&mut replies, id, &meta, all, expire_time, now) {
+                Ok(Some(session)) => live.push(session),
+                Ok(None) => gone.push(id),
+                // One undecodable session (written by a newer release, or
+                // damaged) is skipped; the page and the cursor move on.
+                Err(Error::Corrupt(message)) => self.skipped_record(&meta, &message),
+                Err(other) => return Err(other),
             }
         }
-        if !gone.is_empty() {
-            // Only entries whose meta is physically gone: an expired session still
-            // present stays in the expiry index for purge to delete its keys.
-            let mut check = Batch::retry_safe();
-            let exists: Vec<_> = gone
-                .iter()
-                .map(|id| check.push("EXISTS", vec![arg(self.keys.meta(id))]))
-                .collect();
-            let mut replies = self.run(&check, "list").await?;
-            let mut prune = Batch::retry_safe();
-            for (id, index) in gone.iter().zip(exists) {
-                if replies.int(index, "EXISTS during list")? == 0 {
-                    prune.push(
-                        "ZREM",
-                        vec![arg(self.keys.id_index(shard)), arg(id.as_str())],
-                    );
-                    prune.push(
-                        "ZREM",
-                        vec![arg(self.keys.expiry_index(shard)), arg(id.as_str())],
-                    );
-                }
-            }
-            if prune.len() > 0 {
-                self.run(&prune, "pruning stale index entries").await?;
-            }
-        }
+        // Entries of sessions that are not live: check-then-delete per session
+        // in one script (a session created again meanwhile is kept), and drop
+        // their entries from this shard.
+        let targets: Vec<_> = gone
+            .into_iter()
+            .map(|id| ReapTarget {
+                id,
+                found_in: shard,
+                created: None,
+            })
+            .collect();
+        self.reap(&targets, now).await?;
         Ok(live)
     }
 
@@ -276,17 +267,21 @@ impl RedisStore {
             .map(|id| self.push_probe(&mut check, &self.keys.meta(id)))
             .collect();
         let mut checked = self.run(&check, "purge").await?;
-        let mut removed = 0;
+        let mut expired = Vec::new();
         for (id, probe) in ids.iter().zip(probes) {
             let meta = self.keys.meta(id);
-            match self.read_probe(&mut checked, probe, &meta, now) {
-                Ok(Some(live)) => {
-                    self.push_index_refile(&mut fixes, id, live.expires);
-                }
-                Ok(None) => {
-                    self.push_removal(&mut fixes, id);
-                    removed += 1;
-                }
+            match self.probe_seen(&mut checked, probe, &meta, now).await {
+                Ok(Seen {
+                    live: Some(live), ..
+                }) => self.push_refile(&mut fixes, id, shard, live.expires),
+                Ok(Seen {
+                    live: None,
+                    created,
+                }) => expired.push(ReapTarget {
+                    id,
+                    found_in: shard,
+                    created,
+                }),
                 Err(Error::Corrupt(message)) => {
                     // Keep the data for inspection (its keys still expire); drop
                     // the index entry so purge does not trip over it again.
@@ -296,13 +291,46 @@ impl RedisStore {
                 Err(other) => return Err(other),
             }
         }
+        let removed = self
+            .reap(&expired, now)
+            .await?
+            .iter()
+            .filter(|outcome| matches!(outcome, Reaped::Removed))
+            .count() as u64;
         if fixes.len() > 0 {
-            let mut replies = self.run(&fixes, "purge").await?;
-            for index in 0..fixes.len() {
-                replies.take(index, "purge")?;
-            }
+            self.run_hints(&fixes, "purge: re-filing index entries")
+                .await;
         }
         Ok((examined, removed))
+    }
+
+    /// Queues the re-filing of a live session's entry found due in `found_in`:
+    /// `ZADD XX` at its real expiry when that is its own shard; else (after a
+    /// change of `index_shards`) the entries move to its own shard, so the
+    /// scanned shard never keeps an entry that comes due again on every run.
+    fn push_refile(&self, batch: &mut Batch, id: &SessionId, found_in: u16, expires: u64) {
+        let own = self.keys.shard_of(id);
+        if own == found_in {
+            batch.push(
+                "ZADD",
+                vec![
+                    arg(self.keys.expiry_index(own)),
+                    arg("XX"),
+                    num(expires),
+                    arg(id.as_str()),
+                ],
+            );
+            return;
+        }
+        batch.push(
+            "ZREM",
+            vec![arg(self.keys.expiry_index(found_in)), arg(id.as_str())],
+        );
+        batch.push(
+            "ZREM",
+            vec![arg(self.keys.id_index(found_in)), arg(id.as_str())],
+        );
+        self.push_index_entries(batch, id, expires);
     }
 
     pub(crate) async fn check_health(&self) -> Result<Health> {

@@ -154,6 +154,13 @@ impl Lifetime {
         (expires > now).then_some(expires)
     }
 
+    /// How long a delete's tombstone lives, in ms: one ttl, the longest a copy
+    /// of the session held elsewhere (a fallback's memory) can stay live without
+    /// activity reaching Redis.
+    pub(crate) fn tombstone_ms(&self) -> u64 {
+        self.ttl_ms.max(1)
+    }
+
     /// `last_activity`: touch slides the expiry without writing `last`, so the
     /// later of `last` and `PEXPIRETIME - ttl`.
     pub(crate) fn last_activity(&self, last: u64, pexpiretime: i64) -> u64 {

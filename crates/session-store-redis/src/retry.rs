@@ -13,8 +13,12 @@ use std::{
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 /// Largest backoff ceiling.
 const MAX_PAUSE: Duration = Duration::from_millis(200);
-/// Attempts per operation, whatever the budget, so no loop is unbounded.
-const MAX_ATTEMPTS: u32 = 8;
+/// Attempts per operation, whatever the budget, so no loop is unbounded. Enough
+/// for the whole `command_timeout` at the largest pause: a cluster slot
+/// migration answers `TRYAGAIN` to a script whose keys are not all on one node
+/// (a session's frames stream or tombstone that does not exist counts as
+/// missing) until the slot has moved, so a script waits out the migration.
+const MAX_ATTEMPTS: u32 = 32;
 
 /// The pauses of one operation's retries.
 pub(crate) struct Backoff {

@@ -55,42 +55,142 @@ local function parse_id(text)
 end
 "#;
 
-/// KEYS: meta, frames. ARGV: now, expires_at, body, max_life, format version.
+/// KEYS: meta, frames, tombstone. ARGV: now, expires_at, body, max_life, format
+/// version, create key.
+/// A live session created by this same call (field `ck` = the create key: the
+/// reply of a first attempt was lost) answers `OK` again, so the call is safe to
+/// re-send; any other live session is `EXISTS`. Creating clears a tombstone: a
+/// deleted id may be reused.
 const CREATE: &str = r#"
 local now = tonumber(ARGV[1])
 local max_life = tonumber(ARGV[4])
 local exp = redis.call('PEXPIRETIME', KEYS[1])
 if exp ~= -2 then
-  local created = tonumber(redis.call('HGET', KEYS[1], 'created'))
+  local f = redis.call('HMGET', KEYS[1], 'created', 'ck')
+  local created = tonumber(f[1])
   if created == nil then return {'CORRUPT', 'created'} end
-  if live(exp, created, now, max_life) then return {'EXISTS'} end
+  if live(exp, created, now, max_life) then
+    if f[2] == ARGV[6] then return {'OK'} end
+    return {'EXISTS'}
+  end
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'created', ARGV[1], 'last', ARGV[1], 'rev', '1', 'fc', '0',
-  'lfid', '0-0', 'v', ARGV[5], 'body', ARGV[3])
+  'lfid', '0-0', 'v', ARGV[5], 'body', ARGV[3], 'ck', ARGV[6])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return {'OK'}
 "#;
 
-/// KEYS: meta, frames. ARGV: expected revision, now, body, ttl, max_life.
+/// KEYS: meta, frames. ARGV: expected revision, now, body, ttl, max_life, update
+/// key.
+/// A revision one past the expected one written by this same call (field `uk` =
+/// the update key: the reply of a first attempt was lost) answers `OK` with the
+/// stored values again instead of `CONFLICT`, so the call is safe to re-send.
 const UPDATE: &str = r#"
 local now = tonumber(ARGV[2])
 local max_life = tonumber(ARGV[5])
 local exp = redis.call('PEXPIRETIME', KEYS[1])
 if exp == -2 then return {'NOTFOUND'} end
-local f = redis.call('HMGET', KEYS[1], 'created', 'rev', 'fc')
+local f = redis.call('HMGET', KEYS[1], 'created', 'rev', 'fc', 'uk', 'last')
 local created = tonumber(f[1])
 local rev = tonumber(f[2])
 if created == nil then return {'CORRUPT', 'created'} end
 if rev == nil then return {'CORRUPT', 'rev'} end
 if not live(exp, created, now, max_life) then return {'NOTFOUND'} end
+if rev == tonumber(ARGV[1]) + 1 and f[4] == ARGV[6] then
+  return {'OK', f[1], f[3] or '0', f[2], f[5] or ARGV[2], string.format('%d', exp)}
+end
 if rev ~= tonumber(ARGV[1]) then return {'CONFLICT', string.format('%d', rev)} end
 local new_exp = string.format('%d', capped(now, tonumber(ARGV[4]), created, max_life))
 local new_rev = string.format('%d', rev + 1)
-redis.call('HSET', KEYS[1], 'rev', new_rev, 'last', ARGV[2], 'body', ARGV[3])
+redis.call('HSET', KEYS[1], 'rev', new_rev, 'last', ARGV[2], 'body', ARGV[3], 'uk', ARGV[6])
 redis.call('PEXPIREAT', KEYS[1], new_exp)
 redis.call('PEXPIREAT', KEYS[2], new_exp)
 return {'OK', f[1], f[3] or '0', new_rev, ARGV[2], new_exp}
+"#;
+
+/// KEYS: meta, frames, tombstone. ARGV: now, max_life, delete key, tombstone ms.
+/// Checks liveness and removes the session in one step, so a delete racing
+/// another delete, a touch or an append never sees half a session. Leaves a
+/// tombstone `<delete key>:<created>`: a repeat of this call (its reply was lost)
+/// answers as the first did, and a fallback write-back of that same session
+/// (same `created`) does not recreate it. Replies `{1}` when a live session was
+/// removed, else `{0}`.
+const DELETE: &str = r#"
+local now = tonumber(ARGV[1])
+local max_life = tonumber(ARGV[2])
+local exp = redis.call('PEXPIRETIME', KEYS[1])
+if exp == -2 then
+  local gone = redis.call('GET', KEYS[3])
+  if gone and string.sub(gone, 1, #ARGV[3] + 1) == ARGV[3] .. ':' then return {1} end
+  redis.call('UNLINK', KEYS[2])
+  return {0}
+end
+local created = tonumber(redis.call('HGET', KEYS[1], 'created'))
+local was_live = created ~= nil and live(exp, created, now, max_life)
+redis.call('UNLINK', KEYS[1], KEYS[2])
+if was_live then
+  redis.call('SET', KEYS[3], ARGV[3] .. ':' .. string.format('%d', created), 'PX', ARGV[4])
+  return {1}
+end
+return {0}
+"#;
+
+/// KEYS: meta, frames. ARGV: now, max_life, the `created` the caller saw when it
+/// found the session not live (empty when it did not read one).
+/// Check-then-delete of one session for purge, list and touch clean-up, in one
+/// step: a session created again after the caller's check (another `created`)
+/// is deleted only if it is not live either; the one the caller found not live
+/// is deleted even if a touch slid its physical expiry meanwhile.
+/// Replies `{'REMOVED'}` (its keys are gone now), `{'GONE'}` (meta was already
+/// missing) or `{'LIVE', pexpiretime, created}`.
+const REAP: &str = r#"
+local now = tonumber(ARGV[1])
+local max_life = tonumber(ARGV[2])
+local exp = redis.call('PEXPIRETIME', KEYS[1])
+if exp == -2 then
+  redis.call('UNLINK', KEYS[2])
+  return {'GONE'}
+end
+local created = tonumber(redis.call('HGET', KEYS[1], 'created'))
+if created == nil then return {'CORRUPT', 'created'} end
+if created ~= tonumber(ARGV[3]) and live(exp, created, now, max_life) then
+  return {'LIVE', string.format('%d', exp), string.format('%d', created)}
+end
+redis.call('UNLINK', KEYS[1], KEYS[2])
+return {'REMOVED'}
+"#;
+
+/// KEYS: meta. The liveness probe's two values read in one step:
+/// `{pexpiretime, created or false}`. Used only when the plain-command probe saw
+/// a session change between its two commands.
+const PROBE: &str = r#"
+local exp = redis.call('PEXPIRETIME', KEYS[1])
+local created = redis.call('HGET', KEYS[1], 'created')
+return {exp, created}
+"#;
+
+/// KEYS: meta, frames. ARGV: now, max_life, delete key.
+/// Removes the frames of a live session; the count removed is remembered with
+/// the key (field `dk`), so a repeat of this call answers the same count.
+const DELETE_FRAMES: &str = r#"
+local now = tonumber(ARGV[1])
+local max_life = tonumber(ARGV[2])
+local exp = redis.call('PEXPIRETIME', KEYS[1])
+if exp == -2 then return {'NOTFOUND'} end
+local f = redis.call('HMGET', KEYS[1], 'created', 'dk')
+local created = tonumber(f[1])
+if created == nil then return {'CORRUPT', 'created'} end
+if not live(exp, created, now, max_life) then return {'NOTFOUND'} end
+local done = f[2] or ''
+local prefix = ARGV[3] .. ':'
+if string.sub(done, 1, #prefix) == prefix then
+  return {'OK', string.sub(done, #prefix + 1)}
+end
+local n = redis.call('XLEN', KEYS[2])
+redis.call('UNLINK', KEYS[2])
+redis.call('HSET', KEYS[1], 'dk', prefix .. string.format('%d', n))
+return {'OK', string.format('%d', n)}
 "#;
 
 /// KEYS: meta, frames. ARGV: now, encoded frame, max_frames, ttl, max_life, append
@@ -134,14 +234,17 @@ return {'OK', id, new_exp, fc}
 "#;
 
 /// Write-back of a session served from memory while Redis was unreachable.
-/// KEYS: meta, frames. ARGV: now, ttl, max_life, max_frames, format version,
+/// KEYS: meta, frames, tombstone. ARGV: now, ttl, max_life, max_frames, format version,
 /// base revision, local revision, updated (1/0), body, created, last activity,
 /// frame count, expires_at, first chunk (1/0), keys to remember, count frames
 /// (1/0), write-back key, then one (append key, frame id, encoded frame) triple
 /// per frame, oldest first.
 ///
 /// A session that is missing or expired is created from the arguments (Redis lost
-/// it: restart without persistence). A live one keeps its fields unless the write-
+/// it: restart without persistence), unless its tombstone says this very session
+/// (same `created`) was deleted meanwhile (`DELETED`: deleted stays deleted). A
+/// session created anew on the id during the outage has another `created` and is
+/// written back. A live one keeps its fields unless the write-
 /// back carries an update and Redis still holds the revision the update was based
 /// on, or holds the update's own revision written by this same write-back (field
 /// `wb` = the write-back key: a repeat after a lost reply); else Redis wins and the
@@ -164,7 +267,12 @@ local outcome = 'MERGED'
 local conflict = ''
 if not is_live then
   if ARGV[14] ~= '1' then return {'NOTFOUND'} end
-  redis.call('DEL', KEYS[1], KEYS[2])
+  local gone = redis.call('GET', KEYS[3])
+  if gone then
+    local colon = string.find(gone, ':', 1, true)
+    if colon and string.sub(gone, colon + 1) == ARGV[10] then return {'DELETED'} end
+  end
+  redis.call('UNLINK', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[1], 'created', ARGV[10], 'last', ARGV[11], 'rev', ARGV[7],
     'fc', ARGV[12], 'lfid', '0-0', 'v', ARGV[5], 'body', ARGV[9], 'wb', ARGV[17])
   outcome = 'RECREATED'
@@ -303,6 +411,10 @@ pub(crate) struct Scripts {
     pub(crate) update: StoreScript,
     pub(crate) append: StoreScript,
     pub(crate) restore: StoreScript,
+    pub(crate) delete: StoreScript,
+    pub(crate) reap: StoreScript,
+    pub(crate) probe: StoreScript,
+    pub(crate) delete_frames: StoreScript,
     pub(crate) kv_put: StoreScript,
     pub(crate) kv_delete: StoreScript,
 }
@@ -314,17 +426,25 @@ impl Scripts {
             update: StoreScript::new("update", UPDATE),
             append: StoreScript::new("append", APPEND),
             restore: StoreScript::new("restore", RESTORE),
+            delete: StoreScript::new("delete", DELETE),
+            reap: StoreScript::new("reap", REAP),
+            probe: StoreScript::new("probe", PROBE),
+            delete_frames: StoreScript::new("delete_frames", DELETE_FRAMES),
             kv_put: StoreScript::new("kv_put", KV_PUT),
             kv_delete: StoreScript::new("kv_delete", KV_DELETE),
         }
     }
 
-    pub(crate) fn all(&self) -> [&StoreScript; 6] {
+    pub(crate) fn all(&self) -> [&StoreScript; 10] {
         [
             &self.create,
             &self.update,
             &self.append,
             &self.restore,
+            &self.delete,
+            &self.reap,
+            &self.probe,
+            &self.delete_frames,
             &self.kv_put,
             &self.kv_delete,
         ]

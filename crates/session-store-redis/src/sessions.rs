@@ -5,22 +5,10 @@ use session_store_core::{codec, Error, NewSession, Result, Session, SessionId, T
 
 use crate::{
     batch::{arg, num, raw, to_array, to_hash, to_text, to_u64, Batch, Replies},
+    liveness::{ReapTarget, Reaped},
     record::{session_from_meta, SessionBody},
     RedisStore,
 };
-
-/// Where the liveness probe's two replies are in a batch.
-#[derive(Clone, Copy)]
-pub(crate) struct Probe {
-    expire_time: usize,
-    created: usize,
-}
-
-/// What the probe saw of a live session, in ms.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Live {
-    pub(crate) expires: u64,
-}
 
 /// A script's reply: its status word and the values after it.
 pub(crate) fn script_status(value: Value, what: &str) -> Result<(String, Vec<Value>)> {
@@ -30,6 +18,25 @@ pub(crate) fn script_status(value: Value, what: &str) -> Result<(String, Vec<Val
         .and_then(to_text)
         .ok_or_else(|| Error::corrupt(format!("{what}: script reply has no status")))?;
     Ok((status, items.collect()))
+}
+
+/// The values after a script's `OK`; `NOTFOUND` is NotFound, `CORRUPT <field>`
+/// is Corrupt naming the key, any other status is Corrupt.
+pub(crate) fn ok_values(
+    reply: Value,
+    id: &SessionId,
+    meta: &str,
+    what: &str,
+) -> Result<Vec<Value>> {
+    let (status, rest) = script_status(reply, what)?;
+    match status.as_str() {
+        "OK" => Ok(rest),
+        "NOTFOUND" => Err(Error::NotFound(id.clone())),
+        "CORRUPT" => Err(corrupt_field(rest, meta)),
+        other => Err(Error::corrupt(format!(
+            "{what}: unexpected script status `{other}`"
+        ))),
+    }
 }
 
 /// The `CORRUPT <field>` reply of a script as an error naming the key.
@@ -45,74 +52,6 @@ pub(crate) fn corrupt_field(rest: Vec<Value>, key: &str) -> Error {
 }
 
 impl RedisStore {
-    /// Queues `PEXPIRETIME meta` and `HGET meta created`: enough to tell whether
-    /// the session is live without a script.
-    pub(crate) fn push_probe(&self, batch: &mut Batch, meta: &str) -> Probe {
-        Probe {
-            expire_time: batch.push("PEXPIRETIME", vec![arg(meta)]),
-            created: batch.push("HGET", vec![arg(meta), arg("created")]),
-        }
-    }
-
-    /// The session's creation and expiry when it is live at `now`, else `None`.
-    pub(crate) fn read_probe(
-        &self,
-        replies: &mut Replies,
-        probe: Probe,
-        meta: &str,
-        now: u64,
-    ) -> Result<Option<Live>> {
-        let expire_time = replies.int(probe.expire_time, &format!("PEXPIRETIME of `{meta}`"))?;
-        let created = replies.take(probe.created, &format!("HGET created of `{meta}`"))?;
-        if expire_time == -2 {
-            return Ok(None);
-        }
-        if matches!(created, Value::Null) {
-            return Err(Error::corrupt(format!(
-                "session hash `{meta}` has no `created` field"
-            )));
-        }
-        let created = to_u64(&created, &format!("field `created` of `{meta}`"))?;
-        Ok(self
-            .lifetime
-            .live_until(expire_time, created, now)
-            .map(|expires| Live { expires }))
-    }
-
-    /// Lowers the expiry index score of a session whose expiry was capped by its
-    /// max lifetime (the pipeline wrote the uncapped `now + ttl`). Rare: only in
-    /// the last ttl of a session's life.
-    /// Queues `ZADD idx XX <expires> <id>`: re-files a session that is already in the
-    /// expiry index (never adds one that purge or delete removed).
-    pub(crate) fn push_index_refile(
-        &self,
-        batch: &mut Batch,
-        id: &SessionId,
-        expires: u64,
-    ) -> usize {
-        let index = self.keys.expiry_index(self.keys.shard_of(id));
-        batch.push(
-            "ZADD",
-            vec![arg(index), arg("XX"), num(expires), arg(id.as_str())],
-        )
-    }
-
-    pub(crate) async fn correct_index_score(
-        &self,
-        id: &SessionId,
-        sent: u64,
-        actual: u64,
-    ) -> Result<()> {
-        if actual >= sent {
-            return Ok(());
-        }
-        let mut batch = Batch::retry_safe();
-        let zadd = self.push_index_refile(&mut batch, id, actual);
-        let what = format!("re-filing `{id}` in the expiry index");
-        let mut replies = self.run(&batch, &what).await?;
-        replies.take(zadd, &what).map(|_| ())
-    }
-
     pub(crate) async fn create_session(&self, new: NewSession) -> Result<Session> {
         let id = new.id.clone();
         let body = SessionBody::of_new(&new).encode(&id, &self.settings)?;
@@ -125,23 +64,35 @@ impl RedisStore {
         );
         let what = format!("create of `{meta}`");
 
-        let mut batch = Batch::new();
+        // The create key makes the script safe to send again (a retry after a
+        // lost reply finds its own session and answers OK).
+        let key = self.append_keys.next_key();
+        let mut batch = Batch::retry_safe();
         let script = batch.push_script(
             &self.scripts.create,
-            vec![meta.clone(), frames],
+            vec![meta.clone(), frames, self.keys.tombstone(&id)],
             vec![
                 num(now),
                 num(expires),
                 raw(body),
                 num(self.lifetime.max_life_ms),
                 num(u64::from(codec::FORMAT_VERSION)),
+                arg(key.as_str()),
             ],
         );
         let expiry_index = self.keys.expiry_index(shard);
         let id_index = self.keys.id_index(shard);
+        // LT: adds the entry of a new session, but never raises the entry of a
+        // live session that already holds the id (the create is refused), so
+        // the index never leads a real expiry.
         let by_expiry = batch.push(
             "ZADD",
-            vec![arg(&expiry_index), num(expires), arg(id.as_str())],
+            vec![
+                arg(&expiry_index),
+                arg("LT"),
+                num(expires),
+                arg(id.as_str()),
+            ],
         );
         let by_id = batch.push("ZADD", vec![arg(&id_index), arg("0"), arg(id.as_str())]);
         let wait = self.push_replica_wait(&mut batch, &meta);
@@ -159,8 +110,14 @@ impl RedisStore {
                 )))
             }
         }
-        replies.take(by_expiry, &format!("ZADD `{expiry_index}`"))?;
-        replies.take(by_id, &format!("ZADD `{id_index}`"))?;
+        // The session is stored: index entries are hints (purge and count heal
+        // a missing one), so their failure never fails the create.
+        for (index, key) in [(by_expiry, &expiry_index), (by_id, &id_index)] {
+            let what = format!("ZADD `{key}`");
+            if let Err(error) = replies.take(index, &what) {
+                self.hint_failed(&what, &error);
+            }
+        }
         self.check_replica_wait(&mut replies, wait, &what)?;
         let now = Timestamp::from_millis(now);
         Ok(new.into_session(now, Timestamp::from_millis(expires)))
@@ -218,11 +175,14 @@ impl RedisStore {
         let id = &session.id;
         let body = SessionBody::of_session(session).encode(id, &self.settings)?;
         let now = self.now_ms();
-        let sliding = now.saturating_add(self.lifetime.ttl_ms);
         let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
         let what = format!("update of `{meta}`");
 
-        let mut batch = Batch::new();
+        // The update key makes the script safe to send again. No index write:
+        // like touch, update leaves the expiry index lagging (never leading)
+        // the real expiry; purge and count re-file entries that come due.
+        let key = self.append_keys.next_key();
+        let mut batch = Batch::retry_safe();
         let script = batch.push_script(
             &self.scripts.update,
             vec![meta.clone(), frames],
@@ -232,9 +192,9 @@ impl RedisStore {
                 raw(body),
                 num(self.lifetime.ttl_ms),
                 num(self.lifetime.max_life_ms),
+                arg(key.as_str()),
             ],
         );
-        let zadd = self.push_index_refile(&mut batch, id, sliding);
         let wait = self.push_replica_wait(&mut batch, &meta);
         let mut replies = self.run(&batch, &what).await?;
 
@@ -261,10 +221,8 @@ impl RedisStore {
                 )))
             }
         }
-        replies.take(zadd, &what)?;
         self.check_replica_wait(&mut replies, wait, &what)?;
         let [created, frame_count, revision, last, expires] = numbers::<5>(&rest, &what)?;
-        self.correct_index_score(id, sliding, expires).await?;
         let mut stored = session.clone();
         stored.created_at = Timestamp::from_millis(created);
         stored.frame_count = frame_count;
@@ -291,15 +249,25 @@ impl RedisStore {
         let slide_frames = batch.push("PEXPIREAT", vec![arg(&frames), num(sliding)]);
         let mut replies = self.run(&batch, &what).await?;
 
-        let live = self.read_probe(&mut replies, probe, &meta, now)?;
-        replies.take(slide_meta, &what)?;
+        let seen = self.probe_seen(&mut replies, probe, &meta, now).await?;
+        let slid = replies.int(slide_meta, &what)?;
         replies.take(slide_frames, &what)?;
-        match live {
+        match seen.live {
             Some(_) => Ok(()),
             None => {
-                // It existed but had expired logically (clock ahead of Redis): the
-                // PEXPIREATs above slid it physically, so remove it now.
-                self.remove_keys(id).await?;
+                if slid == 1 {
+                    // It existed but had expired logically (clock ahead of Redis):
+                    // the PEXPIREATs above slid it physically, so remove it now,
+                    // unless it was created again meanwhile (checked atomically).
+                    let target = ReapTarget {
+                        id,
+                        found_in: self.keys.shard_of(id),
+                        created: seen.created,
+                    };
+                    if let Some(Reaped::Live) = self.reap(&[target], now).await?.pop() {
+                        return Ok(());
+                    }
+                }
                 Err(Error::NotFound(id.clone()))
             }
         }
@@ -307,27 +275,25 @@ impl RedisStore {
 
     pub(crate) async fn delete_session(&self, id: &SessionId) -> Result<bool> {
         let now = self.now_ms();
-        let meta = self.keys.meta(id);
-        let mut batch = Batch::new();
-        let probe = self.push_probe(&mut batch, &meta);
-        let removals = self.push_removal(&mut batch, id);
+        let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
         let what = format!("delete of `{meta}`");
-        let wait = self.push_replica_wait(&mut batch, &meta);
-        let mut replies = self.run(&batch, &what).await?;
-        let live = self.read_probe(&mut replies, probe, &meta, now)?;
-        self.read_removal(&mut replies, removals, id)?;
-        self.check_replica_wait(&mut replies, wait, &what)?;
-        Ok(live.is_some())
-    }
-
-    /// Queues `DEL meta frames`, `ZREM idx id`, `ZREM ids id`.
-    pub(crate) fn push_removal(&self, batch: &mut Batch, id: &SessionId) -> [usize; 3] {
+        // One script checks and removes (a racing delete, touch or append never
+        // sees half a session) and leaves the tombstone; the delete key makes it
+        // safe to send again.
+        let key = self.append_keys.next_key();
+        let mut batch = Batch::retry_safe();
+        let script = batch.push_script(
+            &self.scripts.delete,
+            vec![meta.clone(), frames, self.keys.tombstone(id)],
+            vec![
+                num(now),
+                num(self.lifetime.max_life_ms),
+                arg(key.as_str()),
+                num(self.lifetime.tombstone_ms()),
+            ],
+        );
         let shard = self.keys.shard_of(id);
-        [
-            batch.push(
-                "DEL",
-                vec![arg(self.keys.meta(id)), arg(self.keys.frames(id))],
-            ),
+        let hints = [
             batch.push(
                 "ZREM",
                 vec![arg(self.keys.expiry_index(shard)), arg(id.as_str())],
@@ -336,31 +302,23 @@ impl RedisStore {
                 "ZREM",
                 vec![arg(self.keys.id_index(shard)), arg(id.as_str())],
             ),
-        ]
-    }
-
-    pub(crate) fn read_removal(
-        &self,
-        replies: &mut Replies,
-        removal: [usize; 3],
-        id: &SessionId,
-    ) -> Result<()> {
-        let what = format!("removal of session `{id}`");
-        for index in removal {
-            replies.take(index, &what)?;
+        ];
+        let wait = self.push_replica_wait(&mut batch, &meta);
+        let mut replies = self.run(&batch, &what).await?;
+        let reply = to_array(replies.take(script, &what)?, &what)?;
+        let removed = reply
+            .first()
+            .map(|v| to_u64(v, &what))
+            .transpose()?
+            .unwrap_or(0)
+            == 1;
+        for index in hints {
+            if let Err(error) = replies.take(index, &what) {
+                self.hint_failed(&what, &error);
+            }
         }
-        Ok(())
-    }
-
-    /// Deletes a session's keys and index entries (second round trip of the rare
-    /// paths).
-    pub(crate) async fn remove_keys(&self, id: &SessionId) -> Result<()> {
-        let mut batch = Batch::retry_safe();
-        let removal = self.push_removal(&mut batch, id);
-        let mut replies = self
-            .run(&batch, &format!("removal of session `{id}`"))
-            .await?;
-        self.read_removal(&mut replies, removal, id)
+        self.check_replica_wait(&mut replies, wait, &what)?;
+        Ok(removed)
     }
 }
 

@@ -3,7 +3,10 @@
 
 use std::{
     fmt,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -29,6 +32,12 @@ use crate::{
     retry::Backoff,
     scripts::Scripts,
 };
+
+/// Cluster redirections (`MOVED`, `ASK`) fred follows per command before it
+/// gives up; a slot migration costs at most two (`ASK`, then `MOVED` once the
+/// slot has moved). fred 10.1 loops on `ASK` (see `ask.rs`), so a small limit
+/// hands such commands to the store's own `ASK` handling sooner.
+pub(crate) const MAX_REDIRECTIONS: u32 = 3;
 
 /// `wait_for_replicas` with its timeout, when set.
 #[derive(Clone, Copy, Debug)]
@@ -59,6 +68,11 @@ pub struct RedisStore {
     pub(crate) command_timeout: Duration,
     pub(crate) replica_wait: Option<ReplicaWait>,
     pub(crate) append_keys: Arc<AppendKeys>,
+    /// Index writes and `WAIT`s after a committed write that failed (logged;
+    /// purge and count heal the indexes).
+    pub(crate) hint_failures: Arc<AtomicU64>,
+    /// Records `list` and `read_frames` skipped because they cannot be decoded.
+    pub(crate) skipped_records: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -85,8 +99,10 @@ impl RedisStore {
     /// Connects to Redis and loads the store's scripts.
     ///
     /// Errors: [`Error::Config`] for an invalid `config` or `settings` (the message
-    /// names the key); [`Error::Unavailable`] naming the address (never the
-    /// password) when Redis cannot be reached within `config.connect_timeout`.
+    /// names the key), or when `clock` and the Redis server's `TIME` differ by
+    /// more than `ttl / 10` (more than 1% is logged as a warning);
+    /// [`Error::Unavailable`] naming the address (never the password) when Redis
+    /// cannot be reached within `config.connect_timeout`.
     pub async fn connect(
         config: RedisConfig,
         settings: StoreSettings,
@@ -144,8 +160,11 @@ impl RedisStore {
                 timeout_ms: session_store_core::duration_millis(config.replica_wait_timeout),
             }),
             append_keys: Arc::new(AppendKeys::new()),
+            hint_failures: Arc::new(AtomicU64::new(0)),
+            skipped_records: Arc::new(AtomicU64::new(0)),
         };
         store.load_scripts().await?;
+        store.check_clock_skew().await?;
         Ok(store)
     }
 
@@ -170,6 +189,52 @@ impl RedisStore {
         Ok(())
     }
 
+    /// How many index writes (or `WAIT`s) that follow a committed write have
+    /// failed since connect. Such a failure never fails the write: the write is
+    /// stored, the index entry is a hint that purge and count heal.
+    pub fn hint_failures(&self) -> u64 {
+        self.hint_failures.load(Ordering::Relaxed)
+    }
+
+    /// How many stored records (sessions in `list`, frames in `read_frames`)
+    /// were skipped since connect because they could not be decoded: written by
+    /// a newer release in an incompatible format, or damaged. Each is logged
+    /// with its key.
+    pub fn skipped_records(&self) -> u64 {
+        self.skipped_records.load(Ordering::Relaxed)
+    }
+
+    /// Logs and counts a record skipped because it cannot be decoded.
+    pub(crate) fn skipped_record(&self, key: &str, message: &str) {
+        self.skipped_records.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key, message, "skipping a record that cannot be decoded");
+    }
+
+    /// Logs and counts a failed hint after a committed write.
+    pub(crate) fn hint_failed(&self, what: &str, error: &Error) {
+        self.hint_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(address = %self.address, what, %error, "an index write after a committed write failed; purge heals the index");
+    }
+
+    /// Sends a batch of hints (index writes), logging and counting failures
+    /// instead of returning them.
+    pub(crate) async fn run_hints(&self, batch: &Batch, what: &str) -> Option<Replies> {
+        match self.run(batch, what).await {
+            Ok(mut replies) => {
+                for index in 0..batch.len() {
+                    if let Err(error) = replies.take(index, what) {
+                        self.hint_failed(what, &error);
+                    }
+                }
+                Some(replies)
+            }
+            Err(error) => {
+                self.hint_failed(what, &error);
+                None
+            }
+        }
+    }
+
     /// The store's current time in milliseconds.
     pub(crate) fn now_ms(&self) -> u64 {
         self.clock.now().as_millis()
@@ -180,29 +245,28 @@ impl RedisStore {
     /// every command in a batch is safe to repeat after `NOSCRIPT` (reads,
     /// idempotent index hints, and the scripts themselves, which did not run).
     ///
-    /// A [`retry_safe`](Batch::retry_safe) batch is sent again when an attempt
-    /// fails on the way (connection lost, timeout, `LOADING`, `READONLY` after a
-    /// failover), with exponential backoff and jitter, until the command timeout
-    /// is spent. Other batches get exactly one attempt: fred is told not to
-    /// re-send them after a reconnect, because a write that reached Redis before
-    /// the connection broke must not be applied twice.
+    /// A batch is sent again when an attempt fails on the way (connection lost,
+    /// timeout, `LOADING`, `READONLY` after a failover, `TRYAGAIN` during a slot
+    /// migration), with exponential backoff and jitter, until the command
+    /// timeout is spent. Every batch is safe to repeat: writes carry a key their
+    /// script checks, so a write that reached Redis before the connection broke
+    /// is answered, not applied twice.
     pub(crate) async fn run(&self, batch: &Batch, what: &str) -> Result<Replies> {
         let deadline = Instant::now() + self.command_timeout;
         let mut backoff = Backoff::new();
         loop {
             let outcome = self.run_once(batch, deadline, what).await;
-            let retry = batch.is_retry_safe()
-                && match &outcome {
-                    Err(error) => error.is_retryable(),
-                    Ok(replies) => replies.has_transient_error(),
-                };
+            let retry = match &outcome {
+                Err(error) => error.is_retryable(),
+                Ok(replies) => replies.has_transient_error(),
+            };
             if !retry {
                 return outcome;
             }
             let Some(pause) = backoff.next_pause(deadline) else {
                 return outcome;
             };
-            tracing::debug!(address = %self.address, what, ?pause, "retrying a redis read after a transient failure");
+            tracing::debug!(address = %self.address, what, ?pause, "retrying a redis batch after a transient failure");
             tokio::time::sleep(pause).await;
         }
     }
@@ -239,9 +303,19 @@ impl RedisStore {
             timeout: Some(remaining),
             // A disconnected client answers at once instead of queueing the
             // command until a reconnect: callers (and the fallback breaker) learn
-            // about an outage in microseconds, not after a timeout.
+            // about an outage in microseconds, not after a timeout. fail_fast
+            // also makes fred answer a command that was in flight when its
+            // connection closed with the error instead of writing it again; the
+            // store's own retry loop re-sends batches, all of which are safe to
+            // repeat.
             fail_fast: true,
-            max_attempts: Some(1),
+            // fred spends one attempt per write, and following a `MOVED` or `ASK`
+            // writes the command again: with one attempt a redirection failed
+            // ("Too many failed write attempts") and an `ASK` ended the client's
+            // router task. A redirected command was not executed, so following
+            // it is always safe.
+            max_attempts: Some(1 + MAX_REDIRECTIONS),
+            max_redirections: Some(MAX_REDIRECTIONS),
             ..Options::default()
         };
         let pipeline = self.pool.next().pipeline().with_options(&options);
@@ -265,6 +339,10 @@ impl RedisStore {
             });
             return Err(failure::from_fred(&error, &self.address, what));
         }
+        if self.mode == "cluster" {
+            self.follow_asks(batch, send_source, &mut replies, &options)
+                .await;
+        }
         Ok(replies)
     }
 
@@ -275,6 +353,12 @@ impl RedisStore {
     }
 
     /// Checks the `WAIT` reply queued by [`push_replica_wait`](Self::push_replica_wait).
+    ///
+    /// A shortfall is [`Error::Unavailable`]: `wait_for_replicas` promises that an
+    /// acknowledged write survives a failover, so a write not yet on enough
+    /// replicas is not acknowledged. Every write carries an idempotency key, so
+    /// the caller's retry is recognised and answered as the first attempt was
+    /// (never AlreadyExists, Conflict or a second frame).
     pub(crate) fn check_replica_wait(
         &self,
         replies: &mut Replies,
@@ -289,7 +373,7 @@ impl RedisStore {
             return Err(Error::unavailable(format!(
                 "{what} was applied on the redis primary at {} but only {acknowledged} of the \
                  {} replicas required by redis.wait_for_replicas acknowledged it within {}ms; \
-                 it may be lost in a failover",
+                 it may be lost in a failover (sending it again is safe)",
                 self.address, wait.replicas, wait.timeout_ms
             )));
         }

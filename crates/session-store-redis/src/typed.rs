@@ -10,7 +10,7 @@
 use fred::{
     error::Error as FredError,
     interfaces::{HashesInterface, KeysInterface, SortedSetsInterface, StreamsInterface},
-    types::{Key, SetOptions, Value},
+    types::{sorted_sets::Ordering, Key, SetOptions, Value},
 };
 
 /// Queues `name args` on `pipeline` as a typed command and returns true, or returns
@@ -54,15 +54,21 @@ where
                 .zadd::<Value, _, _>(key, None, None, false, false, (score, member.clone()))
                 .await?;
         }
-        ("ZADD", [key, flag, score, member]) if text(flag) == Some("XX") => {
+        ("ZADD", [key, flag, score, member]) => {
+            let (options, ordering) = match text(flag) {
+                Some("XX") => (Some(SetOptions::XX), None),
+                Some("LT") => (None, Some(Ordering::LessThan)),
+                Some("GT") => (None, Some(Ordering::GreaterThan)),
+                _ => return Ok(false),
+            };
             let (Some(key), Some(score)) = (key_of(key), float(score)) else {
                 return Ok(false);
             };
             pipeline
                 .zadd::<Value, _, _>(
                     key,
-                    Some(SetOptions::XX),
-                    None,
+                    options,
+                    ordering,
                     false,
                     false,
                     (score, member.clone()),

@@ -86,7 +86,9 @@ impl RedisStore {
     ///
     /// Safe to call again with the same write-back after an error. Frames go in
     /// calls of at most 32 frames or 1 MiB; if the session expires or is deleted
-    /// between two calls, the rest is [`Error::NotFound`].
+    /// between two calls, the rest is [`Error::NotFound`]. A session deleted in
+    /// Redis while it was served from memory (its tombstone, kept one ttl, is
+    /// there) is not recreated: [`Error::NotFound`].
     pub async fn write_back(&self, write_back: &SessionWriteBack) -> Result<WriteBackReport> {
         let session = &write_back.session;
         let id = &session.id;
@@ -162,7 +164,11 @@ impl RedisStore {
         // Idempotent by design (append keys, revision check accepting its own
         // revision), so a lost reply is cured by sending it again.
         let mut batch = Batch::retry_safe();
-        let script = batch.push_script(&self.scripts.restore, vec![meta.clone(), frames], args);
+        let script = batch.push_script(
+            &self.scripts.restore,
+            vec![meta.clone(), frames, self.keys.tombstone(id)],
+            args,
+        );
         let shard = self.keys.shard_of(id);
         let indexes = chunk.first.then(|| {
             [
@@ -192,6 +198,23 @@ impl RedisStore {
             "MERGED" => false,
             "RECREATED" => true,
             "NOTFOUND" => return Err(Error::NotFound(id.clone())),
+            "DELETED" => {
+                // Deleted while it was away: deleted stays deleted. The index
+                // entries queued alongside belong to no session; drop them.
+                if let Some(indexes) = indexes {
+                    let mut undo = Batch::retry_safe();
+                    for (index, key) in indexes
+                        .into_iter()
+                        .zip([self.keys.expiry_index(shard), self.keys.id_index(shard)])
+                    {
+                        let _ = replies.take(index, &what);
+                        undo.push("ZREM", vec![arg(key), arg(id.as_str())]);
+                    }
+                    self.run_hints(&undo, "dropping the index entries of a deleted session")
+                        .await;
+                }
+                return Err(Error::NotFound(id.clone()));
+            }
             "CORRUPT" => return Err(corrupt_field(rest, &meta)),
             other => {
                 return Err(Error::corrupt(format!(
@@ -201,7 +224,10 @@ impl RedisStore {
         };
         if let Some(indexes) = indexes {
             for index in indexes {
-                replies.take(index, &format!("index entries of `{id}`"))?;
+                let what = format!("index entries of `{id}`");
+                if let Err(error) = replies.take(index, &what) {
+                    self.hint_failed(&what, &error);
+                }
             }
         }
         self.check_replica_wait(&mut replies, wait, &what)?;

@@ -16,14 +16,39 @@ use session_store_redis::{
 };
 
 async fn store() -> (RedisStore, ManualClock) {
+    let (store, clock, _) = store_with_prefix().await;
+    (store, clock)
+}
+
+async fn store_with_prefix() -> (RedisStore, ManualClock, String) {
     let clock = ManualClock::starting_now();
     let config = common::config(Topology::Standalone {
         url: common::standalone_url(),
     });
+    let prefix = config.key_prefix.clone();
     (
         common::connect(config, clock.clone(), suite_settings()).await,
         clock,
+        prefix,
     )
+}
+
+/// Redis loses a session (a restart without persistence): its keys vanish and
+/// no tombstone is left.
+async fn lose(prefix: &str, id: &SessionId) {
+    use fred::prelude::*;
+    let client = Builder::from_config(Config::from_url(&common::standalone_url()).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let _: i64 = client
+        .del(vec![
+            format!("{prefix}:{{{id}}}:meta"),
+            format!("{prefix}:{{{id}}}:frames"),
+        ])
+        .await
+        .unwrap();
+    client.quit().await.unwrap();
 }
 
 fn frame(clock: &ManualClock, body: &str) -> Frame {
@@ -103,15 +128,58 @@ fn keyed(key: &str, id: FrameId, clock: &ManualClock, body: &str) -> KeyedFrame 
 
 #[tokio::test]
 #[ignore = "needs Redis: cargo xtask integration"]
-async fn write_back_recreates_a_lost_session_with_its_frame_ids() {
+async fn write_back_never_recreates_a_session_deleted_while_it_was_away() {
     let (store, clock) = store().await;
+    let id = SessionId::random().unwrap();
+    let mut session = store.create(NewSession::new(id.clone())).await.unwrap();
+    // The pre-delete copy a fallback held in memory, with one local append.
+    session.frame_count = 1;
+    let now = clock.now().as_millis();
+    let write_back = SessionWriteBack {
+        session,
+        base_revision: 1,
+        updated: false,
+        frames: vec![keyed("away", FrameId::new(now + 1, 0), &clock, "away")],
+        key: store.new_append_key(),
+    };
+    assert!(store.delete(&id).await.unwrap());
+    match store.write_back(&write_back).await {
+        Err(Error::NotFound(missing)) => assert_eq!(missing, id),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!(matches!(store.get(&id).await, Err(Error::NotFound(_))));
+    assert_eq!(
+        store.count().await.unwrap(),
+        0,
+        "no index entry was left behind"
+    );
+
+    // A session created anew on the id while Redis was away (another `created`)
+    // is written back.
+    clock.advance(Duration::from_millis(5));
+    let mut anew = write_back.clone();
+    anew.session.created_at = clock.now();
+    anew.session.last_activity = clock.now();
+    anew.frames.clear();
+    anew.session.frame_count = 0;
+    anew.key = store.new_append_key();
+    assert!(store.write_back(&anew).await.unwrap().recreated);
+    assert_eq!(store.get(&id).await.unwrap().created_at, clock.now());
+    // And the id may be used by create after a delete.
+    assert!(store.delete(&id).await.unwrap());
+    store.create(NewSession::new(id.clone())).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn write_back_recreates_a_lost_session_with_its_frame_ids() {
+    let (store, clock, prefix) = store_with_prefix().await;
     let id = SessionId::random().unwrap();
     let mut session = store
         .create(NewSession::new(id.clone()).with_protocol_version("2025-06-18"))
         .await
         .unwrap();
-    // Redis loses it (restart without persistence).
-    store.delete(&id).await.unwrap();
+    lose(&prefix, &id).await;
     let now = clock.now().as_millis();
     session.frame_count = 2;
     session.revision = 2;

@@ -121,17 +121,89 @@ async fn garbage_body_is_corrupt_naming_the_key() {
         vec![&meta, "body", "\u{1}\u{c1}not msgpack"],
     )
     .await;
-    for result in [
-        store.get(&id).await.map(|_| ()),
-        store.list(None, 10).await.map(|_| ()),
-    ] {
-        match result {
-            Err(Error::Corrupt(message)) => assert!(message.contains(&meta), "{message}"),
-            other => panic!("expected Corrupt naming {meta}, got {other:?}"),
-        }
+    match store.get(&id).await {
+        Err(Error::Corrupt(message)) => assert!(message.contains(&meta), "{message}"),
+        other => panic!("expected Corrupt naming {meta}, got {other:?}"),
     }
     raw(&client, "HSET", vec![&meta, "rev", "not-a-number"]).await;
     assert!(matches!(store.get(&id).await, Err(Error::Corrupt(m)) if m.contains("rev")));
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn one_undecodable_session_is_skipped_by_list_and_the_cursor_moves_on() {
+    let (store, client, _clock, prefix) = standalone().await;
+    let mut ids: Vec<SessionId> = (0..5).map(|_| SessionId::random().unwrap()).collect();
+    for id in &ids {
+        store.create(NewSession::new(id.clone())).await.unwrap();
+    }
+    let bad = ids.remove(2);
+    raw(
+        &client,
+        "HSET",
+        vec![
+            &meta_key(&prefix, &bad),
+            "body",
+            "\u{9}from a newer release",
+        ],
+    )
+    .await;
+    let mut listed = Vec::new();
+    let mut cursor = None;
+    for _ in 0..50 {
+        let page = store.list(cursor.as_ref(), 1).await.unwrap();
+        listed.extend(page.items.into_iter().map(|s| s.id));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    listed.sort();
+    ids.sort();
+    assert_eq!(listed, ids, "every other session is listed");
+    assert_eq!(store.skipped_records(), 1);
+    assert!(matches!(store.get(&bad).await, Err(Error::Corrupt(_))));
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn one_undecodable_frame_is_skipped_and_read_frames_moves_on() {
+    let (store, client, clock, prefix) = standalone().await;
+    let id = SessionId::random().unwrap();
+    store.create(NewSession::new(id.clone())).await.unwrap();
+    let first = store.append_frame(&id, frame(&clock)).await.unwrap();
+    // A frame a newer release wrote in a format this one cannot read.
+    let bad = format!("{}-{}", first.millis, first.seq + 1);
+    raw(
+        &client,
+        "XADD",
+        vec![&frames_key(&prefix, &id), &bad, "f", "\u{9}newer"],
+    )
+    .await;
+    clock.advance(Duration::from_millis(5));
+    let last = store.append_frame(&id, frame(&clock)).await.unwrap();
+    let all: Vec<_> = store
+        .read_frames(&id, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(all, vec![first, last]);
+    // Paging one at a time gets past it too.
+    let after_first: Vec<_> = store
+        .read_frames(&id, Some(first), 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(
+        after_first,
+        vec![last],
+        "the page after the bad frame is not empty"
+    );
+    assert!(store.skipped_records() >= 2);
 }
 
 #[tokio::test]
@@ -415,12 +487,12 @@ async fn each_operation_sends_the_documented_commands() {
                 store.create(NewSession::new(id.clone())).await.unwrap()
             })
             .await,
-            // sent: EVALSHA + 2 ZADD; in the script: PEXPIRETIME, DEL, HSET, PEXPIREAT
+            // sent: EVALSHA + 2 ZADD; in the script: PEXPIRETIME, UNLINK, HSET, PEXPIREAT
             calls(&[
                 ("evalsha", 1),
                 ("zadd", 2),
                 ("pexpiretime", 1),
-                ("del", 1),
+                ("unlink", 1),
                 ("hset", 1),
                 ("pexpireat", 1),
             ]),
@@ -442,11 +514,10 @@ async fn each_operation_sends_the_documented_commands() {
                 store.append_frame(&id, frame(&clock)).await.unwrap()
             })
             .await,
-            // sent: EVALSHA + ZADD XX; in the script: PEXPIRETIME, HMGET, XADD,
-            // HINCRBY, HSET, 2 PEXPIREAT
+            // sent: EVALSHA, no index write; in the script: PEXPIRETIME, HMGET,
+            // XADD, HINCRBY, HSET, 2 PEXPIREAT
             calls(&[
                 ("evalsha", 1),
-                ("zadd", 1),
                 ("pexpiretime", 1),
                 ("hmget", 1),
                 ("xadd", 1),
@@ -478,7 +549,16 @@ async fn each_operation_sends_the_documented_commands() {
         (
             "delete",
             measure(&client, async { store.delete(&id).await.unwrap() }).await,
-            calls(&[("pexpiretime", 1), ("hget", 1), ("del", 1), ("zrem", 2)]),
+            // sent: EVALSHA + 2 ZREM; in the script: PEXPIRETIME, HGET, UNLINK,
+            // SET (the tombstone)
+            calls(&[
+                ("evalsha", 1),
+                ("pexpiretime", 1),
+                ("hget", 1),
+                ("unlink", 1),
+                ("set", 1),
+                ("zrem", 2),
+            ]),
         ),
     ];
     for (operation, seen, expected) in &steps {
@@ -492,12 +572,12 @@ async fn each_operation_sends_the_documented_commands() {
     let session = store.get(&id).await.unwrap();
     let seen = measure(&client, async { store.update(&session).await.unwrap() }).await;
     println!("{:>13}: {seen:?}", "update");
-    // sent: EVALSHA + ZADD XX; in the script: PEXPIRETIME, HMGET, HSET, 2 PEXPIREAT
+    // sent: EVALSHA, no index write; in the script: PEXPIRETIME, HMGET, HSET,
+    // 2 PEXPIREAT
     assert_eq!(
         seen,
         calls(&[
             ("evalsha", 1),
-            ("zadd", 1),
             ("pexpiretime", 1),
             ("hmget", 1),
             ("hset", 1),
@@ -523,4 +603,38 @@ async fn each_operation_sends_the_documented_commands() {
         "EVAL cached the script again"
     );
     assert_eq!(seen.get("eval"), None);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn a_clock_far_from_redis_time_refuses_to_start_and_a_near_one_starts() {
+    let settings = suite_settings();
+    let url = common::standalone_url();
+    let connect = |clock: ManualClock| {
+        let config = common::config(Topology::Standalone { url: url.clone() });
+        let settings = settings.clone();
+        async move { RedisStore::connect(config, settings, std::sync::Arc::new(clock)).await }
+    };
+    // A tenth of the ttl and more, either way: refused, with a clear message.
+    let ahead = ManualClock::starting_now();
+    ahead.advance(settings.ttl / 5);
+    let behind = ManualClock::starting_now();
+    behind.set(session_store_core::Timestamp::from_millis(
+        session_store_core::Clock::now(&behind).as_millis()
+            - session_store_core::duration_millis(settings.ttl / 5),
+    ));
+    for (clock, direction) in [(ahead, "ahead of"), (behind, "behind")] {
+        match connect(clock).await {
+            Err(Error::Config(message)) => {
+                assert!(message.contains(direction), "{message}");
+                assert!(message.contains("ttl/10"), "{message}");
+            }
+            other => panic!("expected a Config error, got {other:?}"),
+        }
+    }
+    // Within a tenth (here 5% of the ttl: a warning only): starts.
+    let near = ManualClock::starting_now();
+    near.advance(settings.ttl / 20);
+    let store = connect(near).await.unwrap();
+    store.health().await.unwrap();
 }

@@ -140,6 +140,25 @@ fn bad_url_names_its_source_and_never_its_password() {
 }
 
 #[test]
+fn a_url_path_that_is_not_a_database_number_names_its_source() {
+    Jail::expect_with(|jail| {
+        let message = file_error(
+            jail,
+            "[storage.redis]\nurl = \"redis://app:hunter2@10.0.0.1:6379/sessions\"",
+        );
+        assert_names(
+            &message,
+            &[
+                "storage.toml: storage.redis.url",
+                "must be a database number",
+            ],
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+        Ok(())
+    });
+}
+
+#[test]
 fn bad_cluster_and_sentinel_nodes_name_their_source() {
     Jail::expect_with(|jail| {
         let message = file_error(

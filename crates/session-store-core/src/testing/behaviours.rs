@@ -517,6 +517,68 @@ pub async fn count_counts_live_sessions_only(factory: &dyn StoreFactory) {
     assert_eq!(fx.store.count().await.unwrap(), 1, "only {kept} is live");
 }
 
+/// A refused write (stale update, update or append of an expired session) must
+/// not make the session count as live beyond its real expiry.
+pub async fn count_after_refused_writes_counts_no_expired_session(factory: &dyn StoreFactory) {
+    let fx = fixture(factory).await;
+    let stale = create(&fx).await;
+    let expired = create(&fx).await;
+    let first = fx.store.get(&stale).await.unwrap();
+    fx.store.update(&first).await.unwrap();
+    fx.clock.advance(fx.settings.ttl / 2);
+    assert!(matches!(
+        fx.store.update(&first).await,
+        Err(Error::Conflict { .. })
+    ));
+    fx.clock
+        .advance(fx.settings.ttl / 2 + Duration::from_millis(1));
+    let gone = fx.store.get(&expired).await;
+    assert_not_found(gone, "expired session");
+    let mut late = fx
+        .store
+        .get_many(std::slice::from_ref(&stale))
+        .await
+        .unwrap();
+    assert_eq!(
+        late.pop(),
+        Some(None),
+        "the stale update did not slide the expiry"
+    );
+    assert_not_found(
+        fx.store.append_frame(&expired, frame(&fx, "late")).await,
+        "append to an expired session",
+    );
+    let mut refused = first.clone();
+    refused.id = expired.clone();
+    assert_not_found(
+        fx.store.update(&refused).await,
+        "update of an expired session",
+    );
+    fx.clock.advance(Duration::from_millis(1));
+    assert_eq!(fx.store.count().await.unwrap(), 0, "no session is live");
+}
+
+/// A create refused because the id is taken must not make the live session
+/// count beyond its real expiry.
+pub async fn count_after_create_on_a_taken_id_counts_no_expired_session(
+    factory: &dyn StoreFactory,
+) {
+    let fx = fixture(factory).await;
+    let id = create(&fx).await;
+    fx.clock.advance(fx.settings.ttl / 2);
+    assert!(matches!(
+        fx.store.create(sample_session(id.clone())).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    fx.clock
+        .advance(fx.settings.ttl / 2 + Duration::from_millis(1));
+    assert_not_found(
+        fx.store.get(&id).await,
+        "the session expired at its real expiry",
+    );
+    assert_eq!(fx.store.count().await.unwrap(), 0, "no session is live");
+}
+
 // ---------------------------------------------------------------- frames
 
 pub async fn append_returns_increasing_ids_and_bumps_frame_count(factory: &dyn StoreFactory) {

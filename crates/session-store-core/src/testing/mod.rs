@@ -89,6 +89,8 @@ macro_rules! __conformance_tests_for {
             list_skips_expired_sessions
             list_neither_skips_nor_repeats_under_concurrent_creates
             count_counts_live_sessions_only
+            count_after_refused_writes_counts_no_expired_session
+            count_after_create_on_a_taken_id_counts_no_expired_session
             append_returns_increasing_ids_and_bumps_frame_count
             append_slides_ttl
             append_to_missing_session_is_not_found

@@ -52,8 +52,9 @@ impl RedisUrl {
         &self.0
     }
 
-    /// Parses the address and checks its scheme is `redis` or `rediss`. The error
-    /// message never repeats the address, which may hold a password.
+    /// Parses the address and checks its scheme is `redis` or `rediss` and that a
+    /// path, if any, is a database number (`/3`). The error message never repeats
+    /// the address, which may hold a password.
     pub fn parse(&self) -> Result<url::Url, String> {
         let parsed =
             url::Url::parse(&self.0).map_err(|error| format!("not a valid URL ({error})"))?;
@@ -67,6 +68,12 @@ impl RedisUrl {
         }
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err("the URL names no host (expected e.g. redis://127.0.0.1:6379)".to_owned());
+        }
+        let path = parsed.path().trim_start_matches('/');
+        if !path.is_empty() && path.parse::<u8>().is_err() {
+            return Err(format!(
+                "the path `/{path}` must be a database number from 0 to 255 (e.g. redis://127.0.0.1:6379/3)"
+            ));
         }
         Ok(parsed)
     }
