@@ -1,12 +1,16 @@
 //! A `SessionStore` wrapper that times every operation for `/metrics`, so the
 //! handlers use the store as usual and never forget to measure.
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use session_store::{
-    Cursor, Frame, FrameId, Health, NewSession, Page, Result, Session, SessionId, SessionStore,
-    StoredFrame,
+    Cursor, Frame, FrameId, Health, KvCondition, KvEntry, KvKey, KvPut, NewSession, Page, Result,
+    Session, SessionId, SessionStore, StoredFrame,
 };
 
 use crate::metrics::Metrics;
@@ -109,5 +113,25 @@ impl SessionStore for MeteredStore {
 
     async fn health(&self) -> Result<Health> {
         self.timed("health", self.inner.health()).await
+    }
+
+    async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>> {
+        self.timed("kv_get", self.inner.kv_get(key)).await
+    }
+
+    async fn kv_put(
+        &self,
+        key: &KvKey,
+        value: &[u8],
+        ttl: Duration,
+        condition: KvCondition,
+    ) -> Result<KvPut> {
+        self.timed("kv_put", self.inner.kv_put(key, value, ttl, condition))
+            .await
+    }
+
+    async fn kv_delete(&self, key: &KvKey, condition: KvCondition) -> Result<bool> {
+        self.timed("kv_delete", self.inner.kv_delete(key, condition))
+            .await
     }
 }

@@ -20,6 +20,7 @@ pub mod codec;
 mod error;
 mod frame;
 mod id;
+mod kv;
 mod page;
 mod session;
 mod settings;
@@ -32,6 +33,10 @@ pub use clock::{duration_millis, Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, Result};
 pub use frame::{Direction, Frame, FrameId, StoredFrame};
 pub use id::{SessionId, MAX_SESSION_ID_LEN};
+pub use kv::{
+    check_kv_put, kv_condition_holds, next_kv_revision, KvCondition, KvEntry, KvKey, KvPut,
+    MAX_KV_KEY_LEN,
+};
 pub use page::{Cursor, Page, MAX_PAGE_SIZE};
 pub use session::{expiry_after_activity, NewSession, Session, SessionStatus, Transport};
 pub use settings::StoreSettings;

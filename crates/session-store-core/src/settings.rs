@@ -18,6 +18,9 @@ pub struct StoreSettings {
     pub max_frame_bytes: usize,
     /// Largest encoded session metadata accepted, in bytes.
     pub max_session_bytes: usize,
+    /// Largest small keyed value ([`kv_put`](crate::SessionStore::kv_put)) accepted,
+    /// in bytes.
+    pub max_kv_value_bytes: usize,
 }
 
 impl Default for StoreSettings {
@@ -28,6 +31,7 @@ impl Default for StoreSettings {
             max_frames_per_session: 10_000,
             max_frame_bytes: 4 * 1024 * 1024,
             max_session_bytes: 64 * 1024,
+            max_kv_value_bytes: 64 * 1024,
         }
     }
 }
@@ -49,6 +53,9 @@ impl StoreSettings {
         }
         if self.max_session_bytes == 0 {
             return Err(Error::config("max_session_bytes must be at least 1"));
+        }
+        if self.max_kv_value_bytes == 0 {
+            return Err(Error::config("max_kv_value_bytes must be at least 1"));
         }
         Ok(())
     }

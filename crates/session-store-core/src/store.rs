@@ -33,7 +33,10 @@ use std::{fmt, time::Duration};
 
 use async_trait::async_trait;
 
-use crate::{Cursor, Frame, FrameId, NewSession, Page, Result, Session, SessionId, StoredFrame};
+use crate::{
+    Cursor, Frame, FrameId, KvCondition, KvEntry, KvKey, KvPut, NewSession, Page, Result, Session,
+    SessionId, StoredFrame,
+};
 
 /// A session store. Object safe: use it as `Arc<dyn SessionStore>`.
 #[async_trait]
@@ -116,6 +119,31 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
 
     /// Checks the backend answers. [`Unavailable`](crate::Error::Unavailable) when not.
     async fn health(&self) -> Result<Health>;
+
+    /// The live value of `key`, or `None` when it was never written, was deleted
+    /// or has expired (see [`kv`](crate::KvEntry) for revisions).
+    async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>>;
+
+    /// Writes `value` under `key`, live for `ttl` from now (store clock), when
+    /// `condition` holds for the stored value at the moment of the write. Of
+    /// several concurrent puts with the same condition exactly one is stored; the
+    /// others are [`KvPut::Rejected`] with the live value that won.
+    ///
+    /// Errors: [`InvalidInput`](crate::Error::InvalidInput) when `value` exceeds
+    /// `max_kv_value_bytes` or `ttl` is under 1 ms (nothing is stored).
+    async fn kv_put(
+        &self,
+        key: &KvKey,
+        value: &[u8],
+        ttl: std::time::Duration,
+        condition: KvCondition,
+    ) -> Result<KvPut>;
+
+    /// Removes the live value of `key` when `condition` holds
+    /// ([`KvCondition::Revision`]: only that revision; [`KvCondition::Any`]:
+    /// whatever is stored; [`KvCondition::Absent`] removes nothing). Returns whether
+    /// a live value was removed; removing a missing value is not an error.
+    async fn kv_delete(&self, key: &KvKey, condition: KvCondition) -> Result<bool>;
 }
 
 /// What a successful [`SessionStore::health`] check saw.

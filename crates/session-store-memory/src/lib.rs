@@ -43,6 +43,8 @@
 //!   sessions, not with all of them.
 //! - `cursor`: `list` walks shards in order and each shard in id order; its cursor
 //!   is that position.
+//! - `kv`: small keyed values with a TTL and compare-and-set, one map with its
+//!   own expiry index.
 //!
 //! [`StoreSettings`]: session_store_core::StoreSettings
 
@@ -50,6 +52,7 @@ mod builder;
 mod capacity;
 mod cursor;
 mod entry;
+mod kv;
 mod shard;
 mod store;
 

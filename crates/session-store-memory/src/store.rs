@@ -11,8 +11,9 @@ use std::{fmt, ops::Bound, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use session_store_core::{
-    expiry_after_activity, Clock, Cursor, Error, Frame, FrameId, Health, NewSession, Page, Result,
-    Session, SessionId, SessionStore, StoreSettings, StoredFrame, Timestamp, MAX_PAGE_SIZE,
+    expiry_after_activity, Clock, Cursor, Error, Frame, FrameId, Health, KvCondition, KvEntry,
+    KvKey, KvPut, NewSession, Page, Result, Session, SessionId, SessionStore, StoreSettings,
+    StoredFrame, Timestamp, MAX_PAGE_SIZE,
 };
 
 use crate::{
@@ -20,6 +21,7 @@ use crate::{
     capacity::SessionCapacity,
     cursor::ListPosition,
     entry::{check_session_size, SessionEntry},
+    kv::KvMap,
     shard::{shard_index, PurgeReport, Shard, ShardState},
 };
 
@@ -34,6 +36,7 @@ pub struct MemoryStore {
     settings: StoreSettings,
     capacity: SessionCapacity,
     clock: Arc<dyn Clock>,
+    kv: KvMap,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -66,6 +69,7 @@ impl MemoryStore {
             settings: builder.settings,
             capacity: SessionCapacity::new(builder.max_sessions),
             clock: builder.clock,
+            kv: KvMap::default(),
         }
     }
 
@@ -296,8 +300,11 @@ impl SessionStore for MemoryStore {
         self.with_live(id, |entry, _| Ok(entry.delete_frames()))
     }
 
+    /// Removes expired sessions (counted in the result) and expired small values.
     async fn purge_expired(&self) -> Result<u64> {
-        Ok(self.purge_expired_at(self.clock.now()).removed)
+        let now = self.clock.now();
+        self.kv.purge_expired(now);
+        Ok(self.purge_expired_at(now).removed)
     }
 
     async fn health(&self) -> Result<Health> {
@@ -308,5 +315,30 @@ impl SessionStore for MemoryStore {
             latency: started.elapsed(),
             detail: format!("{live} live sessions in {} shards", self.shards.len()),
         })
+    }
+
+    async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>> {
+        Ok(self.kv.get(key, self.clock.now()))
+    }
+
+    async fn kv_put(
+        &self,
+        key: &KvKey,
+        value: &[u8],
+        ttl: std::time::Duration,
+        condition: KvCondition,
+    ) -> Result<KvPut> {
+        self.kv.put(
+            key,
+            value,
+            ttl,
+            condition,
+            self.clock.now(),
+            self.settings.max_kv_value_bytes,
+        )
+    }
+
+    async fn kv_delete(&self, key: &KvKey, condition: KvCondition) -> Result<bool> {
+        Ok(self.kv.delete(key, condition, self.clock.now()))
     }
 }

@@ -45,6 +45,12 @@ impl KeySpace {
         format!("{}:ids:{shard}", self.prefix)
     }
 
+    /// `P:kv:{<key>}`: a small keyed value, alone in its hash tag, so its
+    /// conditional writes are one single-slot script on a cluster.
+    pub(crate) fn kv(&self, key: &session_store_core::KvKey) -> String {
+        format!("{}:kv:{{{}}}", self.prefix, key.as_str())
+    }
+
     /// The index shard of a session: FNV-1a of the id, stable across processes and
     /// releases (unlike `RandomState`).
     pub(crate) fn shard_of(&self, id: &SessionId) -> u16 {

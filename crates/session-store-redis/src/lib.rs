@@ -35,6 +35,7 @@ mod config;
 mod failure;
 mod frames;
 mod keys;
+mod kv;
 mod maintenance;
 mod record;
 mod retry;

@@ -2,8 +2,8 @@
 //! their writes (create-if-absent, revision check, append with counters and its
 //! idempotency key, and the fallback write-back).
 //!
-//! Each script touches only `KEYS[1]` (meta) and `KEYS[2]` (frames), which share a
-//! hash tag, so they run on a cluster. They reply with an array whose first element
+//! Each session script touches only `KEYS[1]` (meta) and `KEYS[2]` (frames), which
+//! share a hash tag, and each kv script one key, so they run on a cluster. They reply with an array whose first element
 //! is a status word (`OK`, `EXISTS`, `NOTFOUND`, `CONFLICT`, `CORRUPT`): a plain value
 //! read the same way on every fred and RESP version, never a nil.
 //! Numbers go back into Redis through `string.format('%d')` so Lua's float formatting
@@ -221,6 +221,56 @@ redis.call('PEXPIREAT', KEYS[2], new_exp)
 return {outcome, conflict, added, skipped, renumbered, new_exp, ids}
 "#;
 
+/// Conditional put of a small keyed value (a hash: `v` value, `rev` revision,
+/// `exp` logical expiry in ms of the store's clock; `PEXPIREAT exp` removes it
+/// physically). KEYS: the value's key. ARGV: now, value, ttl ms, condition
+/// (`absent`, `any` or `rev`), expected revision (compared as text, so no Lua
+/// float rounding). Replies `STORED rev exp` or `REJECTED [v rev exp]`.
+const KV_PUT: &str = r#"
+local now = tonumber(ARGV[1])
+local f = redis.call('HMGET', KEYS[1], 'v', 'rev', 'exp')
+local prev = nil
+if f[2] then
+  prev = tonumber(f[2])
+  if prev == nil then return {'CORRUPT', 'rev'} end
+end
+local exp = tonumber(f[3])
+local is_live = prev ~= nil and exp ~= nil and exp > now
+local cond = ARGV[4]
+if (cond == 'absent' and is_live) or (cond == 'rev' and ((not is_live) or f[2] ~= ARGV[5])) then
+  if is_live then return {'REJECTED', f[1], f[2], f[3]} end
+  return {'REJECTED'}
+end
+local rev
+if is_live then
+  rev = prev + 1
+else
+  rev = now * 1000
+  if prev ~= nil and prev + 1 > rev then rev = prev + 1 end
+  if rev < 1 then rev = 1 end
+end
+local rev_text = string.format('%d', rev)
+local exp_text = string.format('%d', now + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'rev', rev_text, 'exp', exp_text)
+redis.call('PEXPIREAT', KEYS[1], exp_text)
+return {'STORED', rev_text, exp_text}
+"#;
+
+/// Conditional delete of a small keyed value. KEYS: the value's key. ARGV: now,
+/// condition (`absent`, `any` or `rev`), expected revision. Replies 1 when a live
+/// value was removed, else 0. The hash is kept, expired (`exp` = now), until its
+/// own `PEXPIREAT`, so a value written after it continues its revisions.
+const KV_DELETE: &str = r#"
+local now = tonumber(ARGV[1])
+local f = redis.call('HMGET', KEYS[1], 'rev', 'exp')
+local exp = tonumber(f[2])
+if (not f[1]) or exp == nil or exp <= now then return 0 end
+if ARGV[2] == 'absent' then return 0 end
+if ARGV[2] == 'rev' and f[1] ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], 'exp', ARGV[1])
+return 1
+"#;
+
 /// A script with its source (for `EVAL` after `NOSCRIPT`) and SHA-1 (for `EVALSHA`).
 #[derive(Clone, Debug)]
 pub(crate) struct StoreScript {
@@ -253,6 +303,8 @@ pub(crate) struct Scripts {
     pub(crate) update: StoreScript,
     pub(crate) append: StoreScript,
     pub(crate) restore: StoreScript,
+    pub(crate) kv_put: StoreScript,
+    pub(crate) kv_delete: StoreScript,
 }
 
 impl Scripts {
@@ -262,10 +314,19 @@ impl Scripts {
             update: StoreScript::new("update", UPDATE),
             append: StoreScript::new("append", APPEND),
             restore: StoreScript::new("restore", RESTORE),
+            kv_put: StoreScript::new("kv_put", KV_PUT),
+            kv_delete: StoreScript::new("kv_delete", KV_DELETE),
         }
     }
 
-    pub(crate) fn all(&self) -> [&StoreScript; 4] {
-        [&self.create, &self.update, &self.append, &self.restore]
+    pub(crate) fn all(&self) -> [&StoreScript; 6] {
+        [
+            &self.create,
+            &self.update,
+            &self.append,
+            &self.restore,
+            &self.kv_put,
+            &self.kv_delete,
+        ]
     }
 }

@@ -15,8 +15,8 @@ use fred::{
     types::{config::Options, Value},
 };
 use session_store_core::{
-    Clock, Cursor, Error, Frame, FrameId, Health, NewSession, Page, Result, Session, SessionId,
-    SessionStore, StoreSettings, StoredFrame,
+    Clock, Cursor, Error, Frame, FrameId, Health, KvCondition, KvEntry, KvKey, KvPut, NewSession,
+    Page, Result, Session, SessionId, SessionStore, StoreSettings, StoredFrame,
 };
 
 use crate::{
@@ -370,5 +370,23 @@ impl SessionStore for RedisStore {
 
     async fn health(&self) -> Result<Health> {
         self.check_health().await
+    }
+
+    async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>> {
+        self.get_value(key).await
+    }
+
+    async fn kv_put(
+        &self,
+        key: &KvKey,
+        value: &[u8],
+        ttl: Duration,
+        condition: KvCondition,
+    ) -> Result<KvPut> {
+        self.put_value(key, value, ttl, condition).await
+    }
+
+    async fn kv_delete(&self, key: &KvKey, condition: KvCondition) -> Result<bool> {
+        self.delete_value(key, condition).await
     }
 }

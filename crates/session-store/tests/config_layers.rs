@@ -146,6 +146,7 @@ fn settings_maps_the_policy_fields() {
         max_frames_per_session: 7,
         max_frame_bytes: 1024,
         max_session_bytes: 512,
+        max_kv_value_bytes: 64 * 1024,
     };
     assert_eq!(config.settings(), expected);
 }

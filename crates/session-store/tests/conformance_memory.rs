@@ -24,6 +24,7 @@ impl StoreFactory for FacadeMemoryFactory {
             max_frames_per_session: settings.max_frames_per_session,
             max_frame_bytes: settings.max_frame_bytes,
             max_session_bytes: settings.max_session_bytes,
+            max_kv_value_bytes: settings.max_kv_value_bytes,
             ..StorageConfig::default()
         };
         assert_eq!(config.settings(), settings);

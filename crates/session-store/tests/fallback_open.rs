@@ -18,8 +18,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use session_store::{
     BreakerState, Clock, Cursor, Direction, Error, FallbackPrimary, FallbackSettings,
-    FallbackStore, Frame, FrameId, Health, ManualClock, MemoryStore, NewSession, Page, Result,
-    Session, SessionId, SessionStore, StoreSettings, StoredFrame,
+    FallbackStore, Frame, FrameId, Health, KvCondition, KvEntry, KvKey, KvPut, ManualClock,
+    MemoryStore, NewSession, Page, Result, Session, SessionId, SessionStore, StoreSettings,
+    StoredFrame,
 };
 use session_store_core::testing::{behaviours, StoreFactory};
 use session_store_redis::{AppendKey, AppendKeys, SessionWriteBack, WriteBackReport};
@@ -119,6 +120,24 @@ impl SessionStore for SwitchablePrimary {
     async fn health(&self) -> Result<Health> {
         self.check()?;
         self.store.health().await
+    }
+    async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>> {
+        self.check()?;
+        self.store.kv_get(key).await
+    }
+    async fn kv_put(
+        &self,
+        key: &KvKey,
+        value: &[u8],
+        ttl: Duration,
+        condition: KvCondition,
+    ) -> Result<KvPut> {
+        self.check()?;
+        self.store.kv_put(key, value, ttl, condition).await
+    }
+    async fn kv_delete(&self, key: &KvKey, condition: KvCondition) -> Result<bool> {
+        self.check()?;
+        self.store.kv_delete(key, condition).await
     }
 }
 
@@ -313,7 +332,9 @@ impl StoreFactory for OpenBreakerFactory {
 /// not hold may exist in the primary, so "missing" is Unavailable rather than
 /// NotFound (get/touch/append/read/count/delete_frames of a missing id, delete of
 /// a missing id, get_many with a missing id, reuse of an expired id), and
-/// listing, counting and purging need the primary.
+/// listing, counting and purging need the primary. Small keyed values hold every
+/// line while open, served from the instance's memory secondary (only the check
+/// that they are not sessions needs `count`).
 macro_rules! while_open {
     ($($name:ident)*) => {
         mod while_open {
@@ -348,4 +369,12 @@ while_open! {
     concurrent_appends_get_unique_increasing_ids_and_exact_count
     frames_are_trimmed_to_max_frames_per_session
     health_reports_backend
+    kv_put_if_absent_stores_and_get_returns_value_revision_and_expiry
+    kv_put_if_absent_conflicts_when_present_and_keeps_the_value
+    kv_put_with_revision_replaces_only_that_revision
+    kv_concurrent_puts_with_the_same_condition_have_exactly_one_winner
+    kv_value_expires_after_its_ttl_and_its_revision_is_not_reused
+    kv_delete_is_conditional_and_deleting_a_missing_value_is_false
+    kv_oversized_value_or_zero_ttl_is_invalid_input_and_nothing_is_stored
+    kv_bad_key_is_invalid_input
 }

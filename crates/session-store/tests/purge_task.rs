@@ -13,8 +13,9 @@ use std::{
 
 use async_trait::async_trait;
 use session_store::{
-    build_with_clock, Cursor, Error, Frame, FrameId, Health, ManualClock, NewSession, Page,
-    PurgeTask, Result, Session, SessionId, SessionStore, StorageConfig, StoredFrame,
+    build_with_clock, Cursor, Error, Frame, FrameId, Health, KvCondition, KvEntry, KvKey, KvPut,
+    ManualClock, NewSession, Page, PurgeTask, Result, Session, SessionId, SessionStore,
+    StorageConfig, StoredFrame,
 };
 use tokio::sync::mpsc;
 
@@ -87,6 +88,21 @@ impl SessionStore for ObservedStore {
     }
     async fn health(&self) -> Result<Health> {
         self.inner.health().await
+    }
+    async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>> {
+        self.inner.kv_get(key).await
+    }
+    async fn kv_put(
+        &self,
+        key: &KvKey,
+        value: &[u8],
+        ttl: Duration,
+        condition: KvCondition,
+    ) -> Result<KvPut> {
+        self.inner.kv_put(key, value, ttl, condition).await
+    }
+    async fn kv_delete(&self, key: &KvKey, condition: KvCondition) -> Result<bool> {
+        self.inner.kv_delete(key, condition).await
     }
 }
 

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use crate::{ManualClock, SessionStore, StoreSettings};
 
 pub mod behaviours;
+pub mod kv;
 
 /// Builds fresh, empty stores for the suite.
 #[async_trait]
@@ -42,6 +43,7 @@ pub fn suite_settings() -> StoreSettings {
         max_frames_per_session: 20,
         max_frame_bytes: 16 * 1024,
         max_session_bytes: 8 * 1024,
+        max_kv_value_bytes: 1024,
     }
 }
 
@@ -101,6 +103,15 @@ macro_rules! __conformance_tests_for {
             purge_removes_only_expired_sessions
             purge_with_nothing_expired_removes_nothing
             health_reports_backend
+            kv_put_if_absent_stores_and_get_returns_value_revision_and_expiry
+            kv_put_if_absent_conflicts_when_present_and_keeps_the_value
+            kv_put_with_revision_replaces_only_that_revision
+            kv_concurrent_puts_with_the_same_condition_have_exactly_one_winner
+            kv_value_expires_after_its_ttl_and_its_revision_is_not_reused
+            kv_delete_is_conditional_and_deleting_a_missing_value_is_false
+            kv_oversized_value_or_zero_ttl_is_invalid_input_and_nothing_is_stored
+            kv_bad_key_is_invalid_input
+            kv_values_are_independent_of_sessions
         }
     };
 }

@@ -60,6 +60,9 @@ pub struct StorageConfig {
     pub max_frame_bytes: usize,
     /// `max_session_bytes`: largest encoded session metadata (default 64 KiB).
     pub max_session_bytes: usize,
+    /// `max_kv_value_bytes`: largest small keyed value (leases, cache entries;
+    /// default 64 KiB).
+    pub max_kv_value_bytes: usize,
     /// `purge_interval`: how often the purge task removes expired sessions
     /// (default `"60s"`).
     #[serde(deserialize_with = "values::duration")]
@@ -80,6 +83,7 @@ impl Default for StorageConfig {
             max_frames_per_session: policy.max_frames_per_session,
             max_frame_bytes: policy.max_frame_bytes,
             max_session_bytes: policy.max_session_bytes,
+            max_kv_value_bytes: policy.max_kv_value_bytes,
             purge_interval: Duration::from_secs(60),
             memory: MemorySection::default(),
             redis: RedisSection::default(),
@@ -96,6 +100,7 @@ impl StorageConfig {
             max_frames_per_session: self.max_frames_per_session,
             max_frame_bytes: self.max_frame_bytes,
             max_session_bytes: self.max_session_bytes,
+            max_kv_value_bytes: self.max_kv_value_bytes,
         }
     }
 }

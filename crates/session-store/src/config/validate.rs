@@ -81,6 +81,7 @@ pub(crate) fn validate(config: &StorageConfig, origins: &dyn Origins) -> Result<
     problems.at_least_one("max_frames_per_session", config.max_frames_per_session);
     problems.at_least_one("max_frame_bytes", widen(config.max_frame_bytes));
     problems.at_least_one("max_session_bytes", widen(config.max_session_bytes));
+    problems.at_least_one("max_kv_value_bytes", widen(config.max_kv_value_bytes));
     problems.positive_duration("purge_interval", config.purge_interval);
 
     let shards = config.memory.shards;

@@ -26,6 +26,14 @@
 //! counted); frames are merged, keep their ids where Redis has no larger one, and
 //! are never stored twice (each append carries an idempotency key).
 //!
+//! Small keyed values ([`kv_put`](session_store_core::SessionStore::kv_put) and
+//! friends) go to the primary while it answers. While the breaker is open (or a
+//! call fails with Unavailable) they are served from a memory secondary of this
+//! instance: a condition then holds among this instance's calls only, and
+//! nothing is written back, because these values are short-lived by design
+//! (stream leases lapse, cache entries refill). Once the primary answers again,
+//! its values are the ones read.
+//!
 //! Transitions are logged (warn when opening, info when half-opening and
 //! closing) and counted in [`FallbackStore::stats`].
 //!
@@ -46,6 +54,7 @@
 mod breaker;
 mod journal;
 mod known;
+mod kv;
 mod primary;
 mod recovery;
 mod store;
@@ -190,6 +199,8 @@ struct Inner<P> {
     settings: StoreSettings,
     clock: Arc<dyn Clock>,
     counters: Counters,
+    /// The memory secondary of small keyed values (see `kv`).
+    kv_secondary: session_store_memory::MemoryStore,
 }
 
 /// A [`SessionStore`](session_store_core::SessionStore) that serves from memory
@@ -231,7 +242,12 @@ impl<P: FallbackPrimary + 'static> FallbackStore<P> {
     ) -> Result<Self> {
         settings.validate()?;
         fallback.validate()?;
+        let kv_secondary = session_store_memory::MemoryStore::builder()
+            .settings(settings.clone())
+            .clock(clock.clone())
+            .build()?;
         let inner = Arc::new(Inner {
+            kv_secondary,
             primary,
             breaker: Breaker::new(fallback.failure_threshold, fallback.cool_down),
             known: KnownSessions::new(fallback.remembered_sessions),

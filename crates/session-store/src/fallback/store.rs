@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use session_store_core::{
-    Cursor, Error, Frame, FrameId, Health, NewSession, Page, Result, Session, SessionId,
-    SessionStore, StoredFrame,
+    Cursor, Error, Frame, FrameId, Health, KvCondition, KvEntry, KvKey, KvPut, NewSession, Page,
+    Result, Session, SessionId, SessionStore, StoredFrame,
 };
 use tokio::sync::OwnedMutexGuard;
 
@@ -33,7 +33,7 @@ impl<P: FallbackPrimary> Inner<P> {
 
     /// Whether the primary's answer is final. A retryable failure is counted and
     /// the caller falls over to memory.
-    fn settle<T>(&self, id: Option<&SessionId>, result: &Result<T>) -> bool {
+    pub(super) fn settle<T>(&self, id: Option<&SessionId>, result: &Result<T>) -> bool {
         match result {
             Err(error) if error.is_retryable() => {
                 self.breaker.record_failure(error);
@@ -419,6 +419,7 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
     /// expired) on recovery; the next run purges the primary.
     async fn purge_expired(&self) -> Result<u64> {
         let inner = &self.inner;
+        inner.kv_secondary.purge_expired().await?;
         if inner.breaker.route() == Route::Memory {
             return Ok(0);
         }
@@ -458,5 +459,23 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
                 inner.journal.len()
             ),
         })
+    }
+
+    async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>> {
+        self.inner.kv_get(key).await
+    }
+
+    async fn kv_put(
+        &self,
+        key: &KvKey,
+        value: &[u8],
+        ttl: Duration,
+        condition: KvCondition,
+    ) -> Result<KvPut> {
+        self.inner.kv_put(key, value, ttl, condition).await
+    }
+
+    async fn kv_delete(&self, key: &KvKey, condition: KvCondition) -> Result<bool> {
+        self.inner.kv_delete(key, condition).await
     }
 }
