@@ -152,6 +152,9 @@ async fn modern_exchanges_are_recorded_in_one_session_per_client() {
     );
 }
 
+/// (case, body, standard headers) of a request whose headers do not match.
+type Mismatch<'a> = (&'a str, &'a Value, Vec<(&'a str, &'a str)>);
+
 #[tokio::test]
 #[ignore = "needs the Python MCP SDK: cargo xtask integration"]
 async fn a_header_mismatch_is_refused_with_32020_and_never_reaches_the_upstream() {
@@ -166,7 +169,7 @@ async fn a_header_mismatch_is_refused_with_32020_and_never_reaches_the_upstream(
     );
     let before = upstream_counts(&upstream).await;
 
-    let cases: [(&str, &Value, Vec<(&str, &str)>); 5] = [
+    let cases: [Mismatch; 5] = [
         (
             "method differs",
             &list,

@@ -8,7 +8,8 @@
 //! of this revision, so when the client goes away the relay drops its upstream
 //! request at once, which closes that stream for the upstream in turn. What
 //! arrived until then is recorded. (Handshake-era streams keep reading to the end:
-//! see [`relay`](crate::relay).)
+//! see [`relay`](crate::relay).) On shutdown the proxy ends these streams, as it
+//! ends GET streams.
 
 use std::{sync::Arc, time::Instant};
 
@@ -31,7 +32,7 @@ use crate::{
         record::{self, Recording},
     },
     relay::{client_channel, sse_response, MAX_EVENT_BYTES},
-    sse::SseParser,
+    sse::{keep_alive_comment, SseParser},
 };
 
 /// One 2026-07-28 exchange in flight.
@@ -134,10 +135,14 @@ async fn relay_events(
     let started = Instant::now();
     let mut chunks = upstream.bytes_stream();
     let mut parser = SseParser::new(MAX_EVENT_BYTES);
+    let mut shutdown = app.shutdown.clone();
     loop {
         let chunk = tokio::select! {
             biased;
             () = tx.closed() => break,
+            // A `subscriptions/listen` stream never ends on its own: shutdown
+            // ends it, as it ends handshake-era GET streams.
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
             chunk = chunks.next() => chunk,
         };
         let chunk = match chunk {
@@ -155,6 +160,11 @@ async fn relay_events(
                 return;
             }
         };
+        // The upstream's keep-alive comments keep idle intermediaries and the
+        // client's read timeout content, so they pass on.
+        if events.is_empty() && chunk.first() == Some(&b':') {
+            let _ = tx.send(keep_alive_comment()).await;
+        }
         for event in events {
             if !event.is_empty() {
                 observe(&app, &exchange, event.data.as_bytes()).await;
