@@ -486,3 +486,45 @@ async fn sigterm_lets_an_in_flight_stream_finish() {
         .wait_exit(EXCHANGE_TIMEOUT)
         .is_some_and(|code| code == 0));
 }
+
+#[tokio::test]
+async fn new_per_client_sessions_count_against_max_sessions_per_client() {
+    let upstream = start_upstream();
+    let proxy = start_proxy(
+        &upstream.mcp_url(),
+        "127.0.0.1:0",
+        "max_sessions_per_client = 2",
+        MEMORY,
+    );
+    let call = |name: &'static str| {
+        let url = proxy.mcp_url();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .timeout(EXCHANGE_TIMEOUT)
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", "add")
+                .body(
+                    json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+                        "name":"add","arguments":{"a":1,"b":2},"_meta":{
+                            "io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                            "io.modelcontextprotocol/clientCapabilities":{},
+                            "io.modelcontextprotocol/clientInfo":{"name":name,"version":"1"}}}})
+                    .to_string(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(call("first").await, 200);
+    assert_eq!(call("second").await, 200);
+    // A third clientInfo name from the same address would be a third session.
+    assert_eq!(call("third").await, 429);
+    // The sessions the client holds keep working.
+    assert_eq!(call("first").await, 200);
+}

@@ -79,12 +79,12 @@ pub async fn forward(
             exchange.recording = record::record_request(
                 app,
                 &session,
-                exchange.principal.as_ref(),
+                (exchange.principal.as_ref(), client),
                 &message,
                 &body,
                 headers,
             )
-            .await;
+            .await?;
         }
     }
     if app.settings.modern.cache.enabled {

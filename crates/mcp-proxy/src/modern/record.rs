@@ -19,8 +19,9 @@ use session_store::{
 use sha2::Sha256;
 
 use crate::{
-    app::AppState, binding::Principal, config::ProxySettings, event_id::StreamId,
-    limits::ClientAddress, post::SESSIONLESS_REVISION, upstream::PROTOCOL_VERSION_HEADER,
+    app::AppState, binding::Principal, config::ProxySettings, errors::ProxyError,
+    event_id::StreamId, limits::ClientAddress, post::SESSIONLESS_REVISION,
+    upstream::PROTOCOL_VERSION_HEADER,
 };
 
 /// The session tag marking a proxy-side session of sessionless exchanges; its
@@ -94,16 +95,23 @@ pub fn client_name(message: &Value) -> &str {
 }
 
 /// Records the client's request in its session (creating the session on its first
-/// request; an `AlreadyExists` means another instance just made it). `None`: not
-/// recorded (counted and logged; the request is forwarded all the same).
+/// request; an `AlreadyExists` means another instance just made it). `Ok(None)`:
+/// not recorded (counted and logged; the request is forwarded all the same).
+///
+/// # Errors
+///
+/// A new session is admitted like an `initialize` (`max_sessions_per_client`,
+/// `initialize_rate`), so a client cannot fill the store by varying its
+/// `clientInfo` name: [`ProxyError::TooManyRequests`] when refused.
 pub async fn record_request(
     app: &AppState,
     session: &SessionId,
-    principal: Option<&Principal>,
+    who: (Option<&Principal>, ClientAddress),
     message: &Value,
     body: &Bytes,
     headers: &HeaderMap,
-) -> Option<Recording> {
+) -> Result<Option<Recording>, ProxyError> {
+    let (principal, client) = who;
     let mut frame = Frame::new(Direction::ClientToServer, SystemClock.now(), body.to_vec());
     if let Some(version) = headers
         .get(PROTOCOL_VERSION_HEADER)
@@ -114,32 +122,51 @@ pub async fn record_request(
     // Appending slides the session's expiry, so a live session costs one call.
     let appended = match app.store.append_frame(session, frame.clone()).await {
         Err(StoreError::NotFound(_)) => {
+            let slot = match app
+                .limits
+                .admit_initialize(app.store.as_ref(), principal, client)
+                .await
+            {
+                Ok(slot) => slot,
+                Err(refused @ ProxyError::TooManyRequests { .. }) => return Err(refused),
+                Err(error) => {
+                    app.metrics.frame_not_recorded();
+                    tracing::warn!(session = %session, %error, "2026-07-28 request forwarded without being recorded");
+                    return Ok(None);
+                }
+            };
             match create_session(app, session, principal, message).await {
-                Ok(()) => app.store.append_frame(session, frame).await,
+                Ok(created) => {
+                    if created {
+                        slot.fill(session.clone());
+                    }
+                    app.store.append_frame(session, frame).await
+                }
                 Err(error) => Err(error),
             }
         }
         other => other,
     };
     match appended {
-        Ok(frame_id) => Some(Recording {
+        Ok(frame_id) => Ok(Some(Recording {
             session: session.clone(),
             stream: StreamId::for_request(frame_id),
-        }),
+        })),
         Err(error) => {
             app.metrics.frame_not_recorded();
             tracing::warn!(session = %session, %error, "2026-07-28 request forwarded without being recorded");
-            None
+            Ok(None)
         }
     }
 }
 
+/// Creates the session; `false` when another instance created it first.
 async fn create_session(
     app: &AppState,
     id: &SessionId,
     principal: Option<&Principal>,
     message: &Value,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let meta = request_meta(message);
     let field = |key: &str| meta.and_then(|meta| meta.get(key)).cloned();
     let mut new = NewSession::new(id.clone())
@@ -162,9 +189,9 @@ async fn create_session(
         Ok(_) => {
             app.metrics.session_created();
             tracing::info!(session = %id, "per-client session created for 2026-07-28 exchanges");
-            Ok(())
+            Ok(true)
         }
-        Err(StoreError::AlreadyExists(_)) => Ok(()),
+        Err(StoreError::AlreadyExists(_)) => Ok(false),
         Err(error) => Err(error),
     }
 }
