@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::process;
+use crate::python;
 use crate::redis::{RedisCluster, RedisServer, Role};
 
 pub const HELP: &str = "\
@@ -20,10 +21,11 @@ then runs
 
   cargo test --workspace --exclude xtask --all-features --no-fail-fast --tests -- --include-ignored --show-output
 
-with TEST_REDIS_URL, TEST_REDIS_CLUSTER_NODES and
-TEST_REDIS_SERVER set, and stops every server afterwards, also on
-failure or Ctrl-C. Doc tests are left to `cargo xtask ci`: --include-ignored
-would try to compile doc examples marked `ignore`.
+with TEST_REDIS_URL, TEST_REDIS_CLUSTER_NODES and TEST_REDIS_SERVER set, and
+TEST_MCP_PYTHON naming a venv (target/py-mcp) with the Python MCP SDK
+mcp==2.3.0, which pip installs from PyPI when missing; and stops every server
+afterwards, also on failure or Ctrl-C. Doc tests are left to `cargo xtask ci`:
+--include-ignored would try to compile doc examples marked `ignore`.
 
 Redis comes from redis-server on PATH or, in an xtask built with
 `--features containers`, from Docker containers.
@@ -184,6 +186,7 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
 
 /// Like [`run`], with the choice of tests.
 pub fn run_selected(cargo_test_args: &[String], selection: Selection) -> Result<()> {
+    let python = python::ensure_sdk()?;
     let redis = start_test_redis()?;
     println!(
         "xtask: running integration suites against: {}",
@@ -191,6 +194,7 @@ pub fn run_selected(cargo_test_args: &[String], selection: Selection) -> Result<
     );
     let mut command = cargo_test_command(cargo_test_args, selection);
     command.envs(redis.env());
+    command.env(python::PYTHON_VAR, &python);
     println!("xtask: {}", process::display(&command));
     let outcome = process::run_checked(&mut command);
     let verdict = if outcome.is_ok() { "passed" } else { "FAILED" };

@@ -12,6 +12,7 @@ mod containers;
 mod demo;
 mod integration;
 mod process;
+mod python;
 mod redis;
 mod resp;
 
@@ -29,8 +30,9 @@ Commands:
                 what it recorded (--storage memory|redis; memory needs nothing)
   ci            fmt, clippy, tests, cargo-deny (when installed), the integration
                 suites against real Redis, then the demo; stops at the first failure
-  integration   start Redis (standalone + 3-master cluster), run every test
-                including the ignored ones that need Redis, tear Redis down
+  integration   start Redis (standalone + 3-master cluster), install the pinned
+                Python MCP SDK in target/py-mcp when missing, run every test
+                including the ignored ones that need them, tear Redis down
   redis         start the same Redis servers, print the env exports to run one
                 test by hand, and wait for Ctrl-C
   bench proxy   the proxy's added latency: tools/call direct vs through the proxy

@@ -25,6 +25,7 @@ use crate::client_config::validate_client_side;
 pub use crate::client_config::{
     serialize_origin, AllowedOrigins, BindingKey, Rate, SessionBinding,
 };
+use crate::modern_config::{validate_modern, CacheSection, ModernSettings, RecordStateless};
 use crate::{headers::RequestHeaderPolicy, upstream_tls::UpstreamTlsFiles};
 
 /// The table that holds the proxy's own settings.
@@ -52,6 +53,8 @@ const PROXY_KEYS: &[&str] = &[
     "max_connections",
     "max_sessions_per_client",
     "initialize_rate",
+    // The 2026-07-28 request path (modern_config.rs).
+    "record_stateless",
     // Removed keys, read only to name their replacement.
     "admin_endpoints",
     // The upstream side: TLS, header policy, OAuth metadata, long replies.
@@ -105,6 +108,9 @@ pub(crate) struct ProxySection {
     pub(crate) max_connections: usize,
     pub(crate) max_sessions_per_client: usize,
     pub(crate) initialize_rate: String,
+    // The 2026-07-28 request path (modern_config.rs).
+    pub(crate) record_stateless: RecordStateless,
+    pub(crate) cache: CacheSection,
     /// Removed; any value is an error naming `admin_listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) admin_endpoints: Option<figment::value::Value>,
@@ -157,6 +163,8 @@ impl Default for ProxySection {
             max_connections: 4096,
             max_sessions_per_client: 100,
             initialize_rate: "20/min".to_owned(),
+            record_stateless: RecordStateless::PerClient,
+            cache: CacheSection::default(),
             admin_endpoints: None,
             upstream_body_timeout: Duration::from_secs(600),
             upstream_ca_file: None,
@@ -247,6 +255,8 @@ pub struct ProxySettings {
     /// `sse_keepalive`: the interval of the comment lines that keep an idle SSE
     /// stream to a client open through load balancers (default `15s`).
     pub sse_keepalive: Duration,
+    /// `record_stateless` and `[proxy.cache]`: the 2026-07-28 request path.
+    pub modern: ModernSettings,
 }
 
 /// Everything the proxy needs to start: its own settings and the store's.
@@ -373,6 +383,7 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
         ))
     })?;
     let client = validate_client_side(&section, listen)?;
+    let modern = validate_modern(section.record_stateless, &section.cache)?;
     let raw_upstream = section.upstream.ok_or_else(|| {
         ConfigError::new(
             "proxy.upstream is not set: set `upstream` in [proxy], MCP_PROXY_UPSTREAM or --upstream",
@@ -436,6 +447,7 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
         max_connections: section.max_connections,
         max_sessions_per_client: section.max_sessions_per_client,
         initialize_rate: client.initialize_rate,
+        modern,
         upstream,
         upstream_body_timeout: upstream_side.upstream_body_timeout,
         upstream_tls: upstream_side.upstream_tls,

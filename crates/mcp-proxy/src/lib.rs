@@ -46,6 +46,8 @@ pub mod limits;
 pub mod log_text;
 pub mod metered_store;
 pub mod metrics;
+pub mod modern;
+pub mod modern_config;
 pub mod origin;
 pub mod post;
 pub mod recovery;

@@ -91,6 +91,8 @@ pub struct Metrics {
     rejected: [AtomicU64; Rejection::ALL.len()],
     connections_open: AtomicU64,
     connections_waited: AtomicU64,
+    /// The 2026-07-28 request path's counters.
+    pub modern: ModernMetrics,
 }
 
 /// Why the proxy refused a client (the `reason` label of
@@ -339,6 +341,7 @@ impl Metrics {
         self.render_store_operations(&mut out);
         self.render_requests(&mut out);
         self.render_limits(&mut out);
+        self.modern.render(&mut out);
         out
     }
 
@@ -477,5 +480,91 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }
+    }
+}
+
+// The 2026-07-28 request path (crate::modern): header validation, cancellation,
+// the shared result cache.
+
+/// Counters of the 2026-07-28 request path.
+#[derive(Debug, Default)]
+pub struct ModernMetrics {
+    header_mismatches: AtomicU64,
+    cancelled: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    cache_stored: AtomicU64,
+    cache_invalidations: AtomicU64,
+}
+
+impl ModernMetrics {
+    /// Counts a request refused with `-32020` before reaching the upstream.
+    pub fn header_mismatch(&self) {
+        self.header_mismatches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a response stream the client closed (its upstream request dropped).
+    pub fn cancelled(&self) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request answered from the shared cache.
+    pub fn cache_hit(&self) {
+        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a cacheable request the cache could not answer.
+    pub fn cache_miss(&self) {
+        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a result kept in the shared cache.
+    pub fn cache_stored(&self) {
+        self.cache_stored.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a notification that invalidated the upstream's cached results.
+    pub fn cache_invalidated(&self) {
+        self.cache_invalidations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        counter(
+            out,
+            "mcp_proxy_header_mismatch_total",
+            "2026-07-28 requests refused with -32020 (headers do not match the body).",
+            self.header_mismatches.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "mcp_proxy_modern_cancelled_total",
+            "2026-07-28 response streams closed by the client; the upstream request was dropped.",
+            self.cancelled.load(Ordering::Relaxed),
+        );
+        let name = "mcp_proxy_cache_lookups_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Cacheable 2026-07-28 requests, by outcome in the shared cache."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (outcome, value) in [("hit", &self.cache_hits), ("miss", &self.cache_misses)] {
+            let _ = writeln!(
+                out,
+                "{name}{{outcome=\"{outcome}\"}} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        counter(
+            out,
+            "mcp_proxy_cache_stored_total",
+            "Results kept in the shared cache.",
+            self.cache_stored.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "mcp_proxy_cache_invalidations_total",
+            "List-changed or resource-updated notifications that invalidated the shared cache.",
+            self.cache_invalidations.load(Ordering::Relaxed),
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! forwarded upstream, its reply streamed back and every message recorded.
 //!
 //! `initialize` without a session creates the session once the upstream accepts
-//! it; sessionless revisions (2026-07-28 and later) are forwarded without one.
+//! it; sessionless revisions (2026-07-28 and later) take [`modern`](crate::modern)'s
+//! path.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -36,7 +37,7 @@ use crate::{
 };
 
 /// The first protocol revision without sessions: its requests carry no
-/// `Mcp-Session-Id` and are not recorded.
+/// `Mcp-Session-Id` (the proxy records them in a per-client session of its own).
 pub const SESSIONLESS_REVISION: &str = "2026-07-28";
 
 /// Handles `POST <endpoint>`.
@@ -130,12 +131,7 @@ async fn forward_post(
         return initialize_session(&app, client, body, &message, initialize, binding, slot).await;
     }
     if is_sessionless(&headers, &message) {
-        let forwarded = app.upstream.request_headers(&headers, peer, None);
-        let upstream = app
-            .upstream
-            .send(Method::POST, forwarded, Some(body))
-            .await?;
-        return relay_reply(&app, Reply::unrecorded(), upstream).await;
+        return crate::modern::forward(&app, ClientAddr(peer), &headers, body).await;
     }
     Err(ProxyError::MissingSessionId)
 }

@@ -350,46 +350,58 @@ async fn health_and_metrics_report_the_store_and_the_traffic() {
 }
 
 #[tokio::test]
-async fn sessionless_requests_are_forwarded_without_a_session() {
+async fn sessionless_requests_get_no_session_id_and_are_recorded_per_client_unless_off() {
     let upstream = start_upstream();
-    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", MEMORY);
-    let response = reqwest::Client::new()
-        .post(proxy.mcp_url())
-        .timeout(EXCHANGE_TIMEOUT)
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "add")
-        .body(
-            json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
-                "name":"add","arguments":{"a":1,"b":2},"_meta":{
-                    "io.modelcontextprotocol/protocolVersion":"2026-07-28",
-                    "io.modelcontextprotocol/clientCapabilities":{},
-                    "io.modelcontextprotocol/clientInfo":{"name":"sessionless","version":"1"}}}})
-            .to_string(),
+    for (record_stateless, recorded) in [("per-client", 1), ("off", 0)] {
+        let proxy = start_proxy(
+            &upstream.mcp_url(),
+            "127.0.0.1:0",
+            &format!("record_stateless = \"{record_stateless}\""),
+            MEMORY,
+        );
+        let response = reqwest::Client::new()
+            .post(proxy.mcp_url())
+            .timeout(EXCHANGE_TIMEOUT)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "add")
+            .body(
+                json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+                    "name":"add","arguments":{"a":1,"b":2},"_meta":{
+                        "io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                        "io.modelcontextprotocol/clientCapabilities":{},
+                        "io.modelcontextprotocol/clientInfo":{"name":"sessionless","version":"1"}}}})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(response.headers().get("mcp-session-id").is_none());
+        let reply = common::read_reply(response).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let messages = reply.messages();
+        assert_eq!(
+            messages.last().unwrap()["result"]["content"][0]["text"],
+            "3"
+        );
+        let listing: Value = serde_json::from_slice(
+            &reqwest::get(proxy.admin_url("/sessions"))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
         )
-        .send()
-        .await
         .unwrap();
-    assert!(response.headers().get("mcp-session-id").is_none());
-    let reply = common::read_reply(response).await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    let messages = reply.messages();
-    assert_eq!(
-        messages.last().unwrap()["result"]["content"][0]["text"],
-        "3"
-    );
-    let listing: Value = serde_json::from_slice(
-        &reqwest::get(proxy.admin_url("/sessions"))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(listing["sessions"].as_array().unwrap().len(), 0);
+        let sessions = listing["sessions"].as_array().unwrap();
+        assert_eq!(sessions.len(), recorded, "{record_stateless}: {listing}");
+        if let Some(session) = sessions.first() {
+            assert_eq!(session["protocol_version"], "2026-07-28");
+            assert_eq!(session["frame_count"], 2, "request and response: {session}");
+        }
+    }
 }
 
 #[test]
@@ -473,4 +485,46 @@ async fn sigterm_lets_an_in_flight_stream_finish() {
     assert!(proxy
         .wait_exit(EXCHANGE_TIMEOUT)
         .is_some_and(|code| code == 0));
+}
+
+#[tokio::test]
+async fn new_per_client_sessions_count_against_max_sessions_per_client() {
+    let upstream = start_upstream();
+    let proxy = start_proxy(
+        &upstream.mcp_url(),
+        "127.0.0.1:0",
+        "max_sessions_per_client = 2",
+        MEMORY,
+    );
+    let call = |name: &'static str| {
+        let url = proxy.mcp_url();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .timeout(EXCHANGE_TIMEOUT)
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", "add")
+                .body(
+                    json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+                        "name":"add","arguments":{"a":1,"b":2},"_meta":{
+                            "io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                            "io.modelcontextprotocol/clientCapabilities":{},
+                            "io.modelcontextprotocol/clientInfo":{"name":name,"version":"1"}}}})
+                    .to_string(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(call("first").await, 200);
+    assert_eq!(call("second").await, 200);
+    // A third clientInfo name from the same address would be a third session.
+    assert_eq!(call("third").await, 429);
+    // The sessions the client holds keep working.
+    assert_eq!(call("first").await, 200);
 }

@@ -12,6 +12,8 @@ use std::{
     time::Duration,
 };
 
+pub mod python;
+
 use futures::StreamExt;
 use mcp_proxy::sse::{SseEvent, SseParser};
 use serde_json::{json, Value};
