@@ -47,6 +47,17 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// `max_session_bytes`. An expired session's id may be reused.
     async fn create(&self, new: NewSession) -> Result<Session>;
 
+    /// A fresh id to [`create`](Self::create) a session with. The default is
+    /// [`SessionId::random`]; a backend may mark its ids (the fallback wrapper
+    /// carries their mint time, so other instances can tell a session that may
+    /// still wait in its outage journal from one that is gone).
+    ///
+    /// Errors: [`Unavailable`](crate::Error::Unavailable) when the operating
+    /// system's random source fails.
+    fn new_session_id(&self) -> Result<SessionId> {
+        SessionId::random()
+    }
+
     /// The session with this id. [`NotFound`](crate::Error::NotFound) when it never
     /// existed, was deleted or has expired.
     async fn get(&self, id: &SessionId) -> Result<Session>;

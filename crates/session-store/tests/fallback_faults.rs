@@ -279,7 +279,7 @@ async fn redis_killed_under_load_and_restarted_loses_nothing_with_fallback() {
          failures seen by callers: {}; sessions created during the outage found in redis: {sessions}; \
          frames acknowledged during the outage found in redis: {frames} ({moved} under a new id); \
          duplicates found: 0; written back: {} sessions ({} recreated), {} frames, \
-         {} already stored, {} renumbered; redis back up -> breaker closed: {:?} \
+         {} already stored, {} interleaved; redis back up -> breaker closed: {:?} \
          (write-back {:?})",
         restarted.duration_since(killed),
         record.attempted,
@@ -288,7 +288,7 @@ async fn redis_killed_under_load_and_restarted_loses_nothing_with_fallback() {
         stats.recreated_sessions_total,
         stats.written_back_frames_total,
         stats.duplicate_frames_skipped_total,
-        stats.renumbered_frames_total,
+        stats.interleaved_frames_total,
         back_to_closed,
         stats.last_write_back,
     );

@@ -46,6 +46,7 @@
 mod breaker;
 mod journal;
 mod known;
+mod outage_id;
 mod primary;
 mod recovery;
 mod store;
@@ -80,7 +81,18 @@ pub struct FallbackSettings {
     /// How many recently used sessions are remembered so they can be served
     /// while the primary is unreachable.
     pub remembered_sessions: usize,
+    /// Most bytes the outage journal holds (sessions and frames waiting for
+    /// write-back); beyond it writes that would grow it are Unavailable, reads
+    /// go on. Default 256 MiB.
+    pub journal_max_bytes: u64,
+    /// How long after its mint time a session id handed out by a fallback store
+    /// that is missing in the primary is answered Unavailable rather than
+    /// NotFound: it may still wait in another instance's journal. Default 10 min.
+    pub outage_id_grace: Duration,
 }
+
+/// Default of [`FallbackSettings::journal_max_bytes`]: 256 MiB.
+pub const DEFAULT_JOURNAL_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Default for FallbackSettings {
     fn default() -> Self {
@@ -88,6 +100,8 @@ impl Default for FallbackSettings {
             failure_threshold: 5,
             cool_down: Duration::from_secs(5),
             remembered_sessions: 100_000,
+            journal_max_bytes: DEFAULT_JOURNAL_MAX_BYTES,
+            outage_id_grace: Duration::from_secs(600),
         }
     }
 }
@@ -103,6 +117,11 @@ impl FallbackSettings {
         if self.cool_down.as_millis() == 0 {
             return Err(Error::config(
                 "storage.redis.breaker.cool_down must be at least 1ms",
+            ));
+        }
+        if self.journal_max_bytes == 0 {
+            return Err(Error::config(
+                "storage.redis.breaker.journal_max_bytes must be at least 1",
             ));
         }
         Ok(())
@@ -148,12 +167,29 @@ pub struct FallbackStats {
     pub written_back_frames_total: u64,
     /// Frames a write-back found already stored (a reply lost before the outage).
     pub duplicate_frames_skipped_total: u64,
-    /// Frames that got a new id because Redis had larger ids.
-    pub renumbered_frames_total: u64,
+    /// Frames written back before frames Redis stored meanwhile (another
+    /// instance's, or appends made while this one was cut off): inserted in
+    /// place, keeping the id the client was given.
+    pub interleaved_frames_total: u64,
     /// Local updates that lost to a concurrent update in Redis.
     pub write_back_conflicts_total: u64,
     /// Sessions the primary rejected during write-back (logged at error level).
     pub write_back_failures_total: u64,
+    /// Sessions whose write-back the primary refused because another instance
+    /// deleted them meanwhile (their journal entry is dropped, not resurrected).
+    pub deleted_elsewhere_total: u64,
+    /// Calls answered Unavailable instead of NotFound because the id was minted
+    /// by a fallback store within `outage_id_grace` and may be in another
+    /// instance's journal.
+    pub outage_ids_unavailable_total: u64,
+    /// Bytes the journal holds now (see `journal_max_bytes`).
+    pub journal_bytes: u64,
+    /// The most bytes the journal held at once since start.
+    pub journal_peak_bytes: u64,
+    /// `journal_max_bytes`.
+    pub journal_max_bytes: u64,
+    /// Writes refused because the journal was full.
+    pub journal_full_total: u64,
     /// How long the last recovery took, from half-open to closed.
     pub last_write_back: Option<Duration>,
     /// How long the last outage lasted, from open to closed.
@@ -168,9 +204,12 @@ struct Counters {
     recreated_sessions: AtomicU64,
     written_back_frames: AtomicU64,
     duplicate_frames: AtomicU64,
-    renumbered_frames: AtomicU64,
+    interleaved_frames: AtomicU64,
     conflicts: AtomicU64,
     write_back_failures: AtomicU64,
+    deleted_elsewhere: AtomicU64,
+    outage_ids_unavailable: AtomicU64,
+    journal_full: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -190,6 +229,18 @@ struct Inner<P> {
     settings: StoreSettings,
     clock: Arc<dyn Clock>,
     counters: Counters,
+    /// This instance's tag in the frame ids it mints (see `journal::local_frame_id`).
+    tag: u32,
+    outage_id_grace: Duration,
+}
+
+/// A random tag for this store's frame ids, from the operating system's random
+/// source through the standard library's hasher seeds.
+fn instance_tag() -> u32 {
+    use std::hash::BuildHasher;
+    let hash = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    // The low 24 bits (journal::TAG_BITS) are used.
+    u32::try_from(hash & 0x00ff_ffff).unwrap_or(1)
 }
 
 /// A [`SessionStore`](session_store_core::SessionStore) that serves from memory
@@ -235,10 +286,12 @@ impl<P: FallbackPrimary + 'static> FallbackStore<P> {
             primary,
             breaker: Breaker::new(fallback.failure_threshold, fallback.cool_down),
             known: KnownSessions::new(fallback.remembered_sessions),
-            journal: Journal::default(),
+            journal: Journal::new(fallback.journal_max_bytes),
             settings,
             clock,
             counters: Counters::default(),
+            tag: instance_tag(),
+            outage_id_grace: fallback.outage_id_grace,
         });
         let recovery = recovery::spawn(Arc::downgrade(&inner), fallback.probe_interval());
         Ok(FallbackStore { inner, recovery })
@@ -272,9 +325,15 @@ impl<P: FallbackPrimary> FallbackStore<P> {
             recreated_sessions_total: read(&counters.recreated_sessions),
             written_back_frames_total: read(&counters.written_back_frames),
             duplicate_frames_skipped_total: read(&counters.duplicate_frames),
-            renumbered_frames_total: read(&counters.renumbered_frames),
+            interleaved_frames_total: read(&counters.interleaved_frames),
             write_back_conflicts_total: read(&counters.conflicts),
             write_back_failures_total: read(&counters.write_back_failures),
+            deleted_elsewhere_total: read(&counters.deleted_elsewhere),
+            outage_ids_unavailable_total: read(&counters.outage_ids_unavailable),
+            journal_bytes: inner.journal.bytes(),
+            journal_peak_bytes: inner.journal.peak_bytes(),
+            journal_max_bytes: inner.journal.max_bytes(),
+            journal_full_total: read(&counters.journal_full),
             last_write_back: inner.breaker.last_recovery(),
             last_outage: inner.breaker.last_outage(),
         }

@@ -113,7 +113,7 @@ impl<P: FallbackPrimary> Inner<P> {
                     let counters = &self.counters;
                     add(&counters.written_back_frames, report.frames_written);
                     add(&counters.duplicate_frames, report.frames_already_stored);
-                    add(&counters.renumbered_frames, report.frames_renumbered);
+                    add(&counters.interleaved_frames, report.frames_interleaved);
                     if report.recreated {
                         add(&counters.recreated_sessions, 1);
                     }
@@ -132,7 +132,18 @@ impl<P: FallbackPrimary> Inner<P> {
                     }
                     Ok(())
                 }
-                Err(Error::NotFound(_)) => Ok(()),
+                Err(Error::NotFound(_)) => {
+                    // Deleted by another instance while this one was cut off
+                    // (the primary's tombstone), or expired there: never
+                    // recreated.
+                    add(&self.counters.deleted_elsewhere, 1);
+                    tracing::info!(
+                        session = %id,
+                        "session store: a session changed during the outage was deleted elsewhere meanwhile; its journal entry is dropped"
+                    );
+                    self.known.forget(id);
+                    Ok(())
+                }
                 Err(error) => Err(error),
             }
         };
@@ -143,7 +154,7 @@ impl<P: FallbackPrimary> Inner<P> {
             Err(error) if error.is_retryable() => return Err(error),
             Err(error) => {
                 dirty.written_back = true;
-                self.journal.remove(id);
+                self.journal.remove(id, dirty.bytes());
                 return Err(error);
             }
         }
@@ -151,7 +162,7 @@ impl<P: FallbackPrimary> Inner<P> {
             self.known.forget(id);
         }
         dirty.written_back = true;
-        self.journal.remove(id);
+        self.journal.remove(id, dirty.bytes());
         Ok(())
     }
 }
