@@ -130,7 +130,7 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
 }
 
 /// What a successful [`SessionStore::health`] check saw.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Health {
     /// The backend's name (`memory`, `redis`, ...).
     pub backend: &'static str,
@@ -138,4 +138,13 @@ pub struct Health {
     pub latency: Duration,
     /// A one-line description (server version, mode, breaker state, ...).
     pub detail: String,
+    /// Serving, but not as configured: the fallback wrapper answers from its
+    /// outage journal (breaker open or half-open, or sessions waiting for
+    /// write-back). A proxy reports it (`/healthz` 200 with status `degraded`).
+    pub degraded: bool,
+    /// Named readings for metrics (`session_store_breaker_state`,
+    /// `session_store_fallback_journal_bytes`, ...: Prometheus metric names,
+    /// gauges or counters as their `_total` suffix says); empty for backends
+    /// with nothing to add.
+    pub readings: Vec<(&'static str, f64)>,
 }

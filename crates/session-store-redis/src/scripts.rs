@@ -146,12 +146,14 @@ return {'OK', id, new_exp, fc}
 /// on, or holds the update's own revision written by this same write-back (field
 /// `wb` = the write-back key: a repeat after a lost reply); else Redis wins and the
 /// reply carries its revision. Each frame is stored exactly once under the id
-/// the client was given: it is skipped when Redis remembers its append key (the
-/// append reached Redis before the outage, its reply was lost) or already holds
-/// an entry with its id (an earlier attempt of this write-back stored it, however
+/// the client was given: it is skipped when Redis already holds an entry with
+/// its id (an earlier attempt of this write-back stored it, however
 /// many appends trimmed `rk` since; local ids carry an instance tag, so no other
 /// frame has it), or is older than every entry of a full stream (stored before,
-/// then trimmed by `max_frames_per_session`). A frame newer than the stream's last entry is appended; an
+/// then trimmed by `max_frames_per_session`). A frame whose append key Redis
+/// remembers under another id (the append reached Redis before the outage, its
+/// reply was lost, and the caller was given the local id) is moved to the local
+/// id (counted as already stored, not added to `fc`). A frame newer than the stream's last entry is appended; an
 /// older one (another instance stored later frames meanwhile) is inserted in
 /// place: the entries after it are taken out, the stream's last id set back
 /// (`XSETID`) and they are added again after it, with their own ids (counted as
@@ -199,10 +201,15 @@ for i = 18, #ARGV, 3 do
   if ms == nil or seq == nil then return {'CORRUPT', 'frame id ' .. wanted} end
   if ms > top_ms or (ms == top_ms and seq > top_seq) then top_ms, top_seq = ms, seq end
   local stored = recalled(rk, key)
-  if stored == nil and #redis.call('XRANGE', KEYS[2], wanted, wanted) > 0 then
+  local moved = false
+  if #redis.call('XRANGE', KEYS[2], wanted, wanted) > 0 then
     stored = wanted
+  elseif stored ~= nil then
+    redis.call('XDEL', KEYS[2], stored)
+    stored = nil
+    moved = true
   end
-  if stored == nil and redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[4]) then
+  if stored == nil and not moved and redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[4]) then
     local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
     local oms, oseq = parse_id(oldest[1][1])
     if ms < oms or (ms == oms and seq < oseq) then stored = wanted end
@@ -231,7 +238,7 @@ for i = 18, #ARGV, 3 do
     for _, entry in ipairs(tail) do redis.call('XADD', KEYS[2], entry[1], unpack(entry[2])) end
     redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[4])
     rk = remember(rk, key, stored, tonumber(ARGV[15]))
-    added = added + 1
+    if moved then skipped = skipped + 1 else added = added + 1 end
   end
   table.insert(ids, stored)
 end

@@ -165,7 +165,7 @@ async fn write_back_recreates_a_lost_session_with_its_frame_ids() {
 
 #[tokio::test]
 #[ignore = "needs Redis: cargo xtask integration"]
-async fn write_back_merges_frames_skips_stored_keys_and_loses_updates_to_newer_revisions() {
+async fn write_back_merges_frames_keeps_callers_ids_and_loses_updates_to_newer_revisions() {
     let (store, clock) = store().await;
     let id = SessionId::random().unwrap();
     let session = store.create(NewSession::new(id.clone())).await.unwrap();
@@ -198,7 +198,15 @@ async fn write_back_merges_frames_skips_stored_keys_and_loses_updates_to_newer_r
     assert_eq!(report.conflict_revision, Some(2), "redis's revision wins");
     assert_eq!(report.frames_already_stored, 1);
     assert_eq!(report.frames_written, 1);
-    assert_eq!(report.frame_ids, vec![stored_at, FrameId::new(later, 1)]);
+    assert_eq!(
+        report.frame_ids,
+        vec![FrameId::new(later, 0), FrameId::new(later, 1)],
+        "the lost-reply frame moves from {stored_at} to the id its caller was given"
+    );
+    assert!(payloads(&store, &id)
+        .await
+        .iter()
+        .all(|(at, _)| *at != stored_at));
     let stored = store.get(&id).await.unwrap();
     assert_eq!(stored.status, SessionStatus::Closed);
     assert_eq!(stored.frame_count, 2);

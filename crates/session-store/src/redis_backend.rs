@@ -44,6 +44,7 @@ pub fn fallback_settings(section: &BreakerSection) -> FallbackSettings {
         remembered_sessions: section.remembered_sessions,
         journal_max_bytes: section.journal_max_bytes,
         outage_id_grace: section.outage_id_grace,
+        journal_dir: section.journal_dir.clone(),
     }
 }
 

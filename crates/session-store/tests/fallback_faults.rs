@@ -443,3 +443,24 @@ async fn a_stalled_connection_times_out_opens_the_breaker_and_heals() {
         stats.duplicate_frames_skipped_total,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn the_probe_fails_where_ping_passes_on_a_server_that_cannot_write() {
+    let redis = RedisProcess::start(&[]);
+    let config = config(&redis.url(), true, Duration::from_secs(1));
+    let store = redis_store(&config).await;
+    store.probe_writes().await.unwrap();
+    // Out of memory for writes: PING and INFO still answer.
+    support::command(
+        redis.port,
+        &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+    )
+    .unwrap();
+    support::command(redis.port, &["CONFIG", "SET", "maxmemory", "1"]).unwrap();
+    store.health().await.unwrap();
+    let refused = store.probe_writes().await.unwrap_err();
+    println!("probe on a server that cannot write: {refused}");
+    support::command(redis.port, &["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+    store.probe_writes().await.unwrap();
+}

@@ -36,6 +36,9 @@ struct SwitchablePrimary {
     keys: AppendKeys,
     write_backs: Mutex<Vec<SessionWriteBack>>,
     tombstones: Arc<Mutex<HashSet<SessionId>>>,
+    /// Sessions whose write-back fails with Unavailable though the primary
+    /// answers everything else.
+    poisoned: Mutex<HashSet<SessionId>>,
 }
 
 impl SwitchablePrimary {
@@ -52,6 +55,7 @@ impl SwitchablePrimary {
             keys: AppendKeys::new(),
             write_backs: Mutex::default(),
             tombstones: Arc::default(),
+            poisoned: Mutex::default(),
         }
     }
 
@@ -63,6 +67,7 @@ impl SwitchablePrimary {
             keys: AppendKeys::new(),
             write_backs: Mutex::default(),
             tombstones: self.tombstones.clone(),
+            poisoned: Mutex::default(),
         }
     }
 
@@ -156,6 +161,11 @@ impl FallbackPrimary for SwitchablePrimary {
     }
     async fn write_back(&self, write_back: &SessionWriteBack) -> Result<WriteBackReport> {
         self.check()?;
+        if self.poisoned.lock().contains(&write_back.session.id) {
+            return Err(Error::unavailable(
+                "fake primary: this session's write-back times out",
+            ));
+        }
         if self.tombstones.lock().contains(&write_back.session.id) {
             return Err(Error::NotFound(write_back.session.id.clone()));
         }
@@ -179,6 +189,19 @@ fn fallback(threshold: u32) -> FallbackSettings {
         remembered_sessions: 1_000,
         ..FallbackSettings::default()
     }
+}
+
+/// Waits until `store` has written its journal back and closed its breaker;
+/// its stats then.
+async fn written_back(store: &FallbackStore<SwitchablePrimary>) -> session_store::FallbackStats {
+    let closed = support::wait_until(Duration::from_secs(10), || {
+        let stats = store.stats();
+        stats.state == BreakerState::Closed && stats.dirty_sessions == 0
+    })
+    .await;
+    let stats = store.stats();
+    assert!(closed, "{stats:?}");
+    stats
 }
 
 fn frame(clock: &ManualClock, body: &str) -> Frame {
@@ -256,13 +279,7 @@ async fn an_outage_is_served_from_memory_and_written_back_in_order() {
     assert_eq!(store.stats().dirty_sessions, 3);
 
     store.primary().down.store(false, Ordering::SeqCst);
-    let closed = support::wait_until(Duration::from_secs(10), || {
-        let stats = store.stats();
-        stats.state == BreakerState::Closed && stats.dirty_sessions == 0
-    })
-    .await;
-    let stats = store.stats();
-    assert!(closed, "{stats:?}");
+    let stats = written_back(&store).await;
     assert_eq!(stats.opened_total, 1);
     assert_eq!(stats.half_opened_total, 1);
     assert_eq!(stats.closed_total, 1);
@@ -350,12 +367,7 @@ async fn a_full_journal_refuses_writes_with_unavailable_and_keeps_serving_reads(
     assert_eq!(stats.dirty_sessions, 1 + created);
 
     store.primary().down.store(false, Ordering::SeqCst);
-    let drained = support::wait_until(Duration::from_secs(10), || {
-        let stats = store.stats();
-        stats.state == BreakerState::Closed && stats.dirty_sessions == 0
-    })
-    .await;
-    assert!(drained, "{:?}", store.stats());
+    written_back(&store).await;
     assert_eq!(store.stats().journal_bytes, 0, "written back: nothing held");
 }
 
@@ -485,13 +497,7 @@ async fn a_session_deleted_elsewhere_during_the_outage_is_not_written_back() {
     assert!(b.delete(&id).await.unwrap());
 
     a.primary().down.store(false, Ordering::SeqCst);
-    let closed = support::wait_until(Duration::from_secs(10), || {
-        let stats = a.stats();
-        stats.state == BreakerState::Closed && stats.dirty_sessions == 0
-    })
-    .await;
-    let stats = a.stats();
-    assert!(closed, "{stats:?}");
+    let stats = written_back(&a).await;
     assert_eq!(stats.deleted_elsewhere_total, 1);
     assert!(
         a.primary().write_backs.lock().is_empty(),
@@ -499,6 +505,156 @@ async fn a_session_deleted_elsewhere_during_the_outage_is_not_written_back() {
     );
     assert!(matches!(a.get(&id).await, Err(Error::NotFound(_))));
     assert_eq!(stats.journal_bytes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_write_back_keeps_failing_is_quarantined_and_the_breaker_closes() {
+    let clock = ManualClock::starting_now();
+    let settings = session_store_core::testing::suite_settings();
+    let primary = SwitchablePrimary::new(clock.clone(), settings.clone(), true);
+    let store =
+        FallbackStore::new(primary, settings, fallback(1), Arc::new(clock.clone())).unwrap();
+    let good = store.new_session_id().unwrap();
+    let poison = store.new_session_id().unwrap();
+    for id in [&good, &poison] {
+        store.create(NewSession::new(id.clone())).await.unwrap();
+        store
+            .append_frame(id, frame(&clock, "during"))
+            .await
+            .unwrap();
+    }
+    store.primary().poisoned.lock().insert(poison.clone());
+    store.primary().down.store(false, Ordering::SeqCst);
+    let stats = written_back(&store).await;
+    assert_eq!(stats.opened_total, 1, "one session's trouble is no outage");
+    assert_eq!(stats.quarantined_total, 1);
+    assert_eq!(stats.quarantined_sessions, 1);
+    assert!(stats.write_back_failures_total >= 3, "{stats:?}");
+    let written: Vec<_> = store
+        .primary()
+        .write_backs
+        .lock()
+        .iter()
+        .map(|w| w.session.id.clone())
+        .collect();
+    assert_eq!(written, vec![good]);
+    assert!(
+        stats.journal_bytes > 0,
+        "the quarantined entry is kept and counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_degraded_with_the_breaker_and_journal_readings_while_serving_from_memory() {
+    let clock = ManualClock::starting_now();
+    let settings = session_store_core::testing::suite_settings();
+    let primary = SwitchablePrimary::new(clock.clone(), settings.clone(), false);
+    let store =
+        FallbackStore::new(primary, settings, fallback(1), Arc::new(clock.clone())).unwrap();
+    let reading = |health: &Health, name: &str| {
+        health
+            .readings
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no reading {name}: {:?}", health.readings))
+    };
+    let healthy = store.health().await.unwrap();
+    assert!(!healthy.degraded);
+    assert_eq!(reading(&healthy, "session_store_breaker_state"), 0.0);
+
+    store.primary().down.store(true, Ordering::SeqCst);
+    let id = store.new_session_id().unwrap();
+    store.create(NewSession::new(id.clone())).await.unwrap();
+    let open = store.health().await.unwrap();
+    assert!(open.degraded, "{open:?}");
+    assert_eq!(open.backend, "memory-fallback");
+    assert_eq!(reading(&open, "session_store_breaker_state"), 2.0);
+    assert_eq!(reading(&open, "session_store_fallback_dirty_sessions"), 1.0);
+    assert!(reading(&open, "session_store_fallback_journal_bytes") > 0.0);
+    assert_eq!(
+        reading(&open, "session_store_fallback_quarantined_sessions"),
+        0.0
+    );
+
+    store.primary().down.store(false, Ordering::SeqCst);
+    written_back(&store).await;
+    let back = store.health().await.unwrap();
+    assert!(!back.degraded, "{back:?}");
+    assert_eq!(
+        reading(&back, "session_store_write_back_sessions_total"),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_journal_dir_replays_and_writes_back_every_acknowledged_write() {
+    let clock = ManualClock::starting_now();
+    let settings = session_store_core::testing::suite_settings();
+    let dir = support::TempDir::new("journal");
+    let on_disk = FallbackSettings {
+        journal_dir: Some(dir.0.clone()),
+        ..fallback(1)
+    };
+    let primary_a = SwitchablePrimary::new(clock.clone(), settings.clone(), true);
+    let primary_b = primary_a.sharing();
+    let first = FallbackStore::new(
+        primary_a,
+        settings.clone(),
+        on_disk.clone(),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let id = first.new_session_id().unwrap();
+    let created = first.create(NewSession::new(id.clone())).await.unwrap();
+    let mut acked = Vec::new();
+    for n in 0..5 {
+        clock.advance(Duration::from_millis(1));
+        acked.push(
+            first
+                .append_frame(&id, frame(&clock, &format!("f{n}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut changed = created.clone();
+    changed.status = session_store::SessionStatus::Active;
+    first.update(&changed).await.unwrap();
+    let gone = first.new_session_id().unwrap();
+    first.create(NewSession::new(gone.clone())).await.unwrap();
+    first.delete(&gone).await.unwrap();
+    // The process dies; a write torn by the crash (never acknowledged) is left.
+    drop(first);
+    let log = dir.0.join("journal.log");
+    let mut torn = std::fs::read(&log).unwrap();
+    let acknowledged_bytes = torn.len();
+    torn.extend_from_slice(&[200, 1, 0, 0, 1, 2]);
+    std::fs::write(&log, torn).unwrap();
+
+    let second = FallbackStore::new(primary_b, settings, on_disk, Arc::new(clock.clone())).unwrap();
+    let stats = written_back(&second).await;
+    let write_backs = second.primary().write_backs.lock().clone();
+    let back = write_backs.iter().find(|w| w.session.id == id).unwrap();
+    assert_eq!(
+        back.frames.iter().map(|f| f.frame.id).collect::<Vec<_>>(),
+        acked,
+        "every acknowledged frame, under its id"
+    );
+    assert!(back.updated);
+    assert_eq!(back.session.status, session_store::SessionStatus::Active);
+    assert!(
+        write_backs.iter().all(|w| w.session.id != gone),
+        "deleted here: deleted, not recreated"
+    );
+    println!(
+        "journal_dir: {acknowledged_bytes} bytes on disk before the restart; replayed and written back {} sessions",
+        stats.written_back_sessions_total
+    );
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().len(),
+        0,
+        "emptied once written back"
+    );
 }
 
 #[tokio::test]

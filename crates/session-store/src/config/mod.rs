@@ -254,6 +254,9 @@ pub struct BreakerSection {
     /// (default `"10m"`).
     #[serde(deserialize_with = "values::duration")]
     pub outage_id_grace: Duration,
+    /// `journal_dir`: keep the outage journal on local disk there too (fsynced
+    /// before acknowledging, replayed at start); unset: memory only.
+    pub journal_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for BreakerSection {
@@ -264,6 +267,7 @@ impl Default for BreakerSection {
             remembered_sessions: 100_000,
             journal_max_bytes: 256 * 1024 * 1024,
             outage_id_grace: Duration::from_secs(600),
+            journal_dir: None,
         }
     }
 }

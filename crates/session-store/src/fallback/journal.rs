@@ -21,7 +21,10 @@ use session_store_core::{
 };
 use session_store_redis::{AppendKey, KeyedFrame, SessionWriteBack};
 
-use super::known::Known;
+use super::{
+    disk::{DiskFrame, Header, Record, Replayed},
+    known::Known,
+};
 
 /// One session as changed in memory.
 #[derive(Debug)]
@@ -48,6 +51,8 @@ pub(crate) struct DirtySession {
     pub(crate) write_back_key: AppendKey,
     /// What this entry counts against `journal_max_bytes`.
     bytes: u64,
+    /// Write-backs that failed while the primary answered the probe.
+    pub(crate) write_back_failures: u32,
 }
 
 /// Bytes counted for a session besides its encoding (map entry, locks, ids).
@@ -100,6 +105,7 @@ pub(crate) fn local_frame_id(
 impl DirtySession {
     pub(crate) fn created(session: Session, write_back_key: AppendKey) -> Self {
         DirtySession {
+            write_back_failures: 0,
             bytes: session_bytes(&session),
             session,
             base_revision: 1,
@@ -117,6 +123,7 @@ impl DirtySession {
 
     pub(crate) fn from_known(known: Known, write_back_key: AppendKey) -> Self {
         DirtySession {
+            write_back_failures: 0,
             bytes: session_bytes(&known.session),
             base_revision: known.session.revision,
             session: known.session,
@@ -145,6 +152,56 @@ impl DirtySession {
     /// What this entry counts against `journal_max_bytes` now.
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// The entry rebuilt from the disk journal (`journal_dir`) at start.
+    pub(crate) fn from_replayed(replayed: Replayed) -> Result<Self> {
+        let header = replayed.header;
+        let mut dirty = DirtySession {
+            write_back_failures: 0,
+            bytes: 0,
+            session: header.session,
+            base_revision: header.base_revision,
+            created_locally: header.created_locally,
+            updated: header.updated,
+            deleted: header.deleted,
+            frames: replayed.frames.into(),
+            base_last_frame_id: header.base_last_frame_id,
+            last_frame_id: header.last_frame_id,
+            written_back: false,
+            replaces: header.replaces,
+            write_back_key: AppendKey::new(header.write_back_key)?,
+        };
+        dirty.bytes = session_bytes(&dirty.session).saturating_add(dirty.frames_bytes());
+        Ok(dirty)
+    }
+
+    /// The id of the newest frame held, to tell whether a change appended one.
+    pub(crate) fn newest_frame_id(&self) -> Option<FrameId> {
+        self.frames.back().map(|keyed| keyed.frame.id)
+    }
+
+    /// The disk record of this entry's state after a change; `appended` when
+    /// the change appended its newest frame.
+    pub(crate) fn record(&self, appended: bool) -> Record {
+        Record::State {
+            id: self.session.id.clone(),
+            header: Header {
+                session: self.session.clone(),
+                base_revision: self.base_revision,
+                created_locally: self.created_locally,
+                updated: self.updated,
+                deleted: self.deleted,
+                base_last_frame_id: self.base_last_frame_id,
+                last_frame_id: self.last_frame_id,
+                replaces: self.replaces,
+                write_back_key: self.write_back_key.as_str().to_owned(),
+            },
+            frames: u64::try_from(self.frames.len()).unwrap_or(u64::MAX),
+            appended: appended
+                .then(|| self.frames.back().map(DiskFrame::of))
+                .flatten(),
+        }
     }
 
     fn frames_bytes(&self) -> u64 {
@@ -351,6 +408,9 @@ pub(crate) type Entry = Arc<tokio::sync::Mutex<DirtySession>>;
 #[derive(Debug)]
 pub(crate) struct Journal {
     entries: Mutex<HashMap<SessionId, Entry>>,
+    /// Entries whose write-back keeps failing while the primary answers: kept,
+    /// not written back, still counted in `bytes`.
+    quarantined: Mutex<HashMap<SessionId, Entry>>,
     /// Bytes held and reserved now.
     bytes: AtomicU64,
     /// The most `bytes` ever was.
@@ -363,6 +423,7 @@ impl Journal {
     pub(crate) fn new(max_bytes: u64) -> Self {
         Journal {
             entries: Mutex::default(),
+            quarantined: Mutex::default(),
             bytes: AtomicU64::new(0),
             peak: AtomicU64::new(0),
             max_bytes,
@@ -401,6 +462,20 @@ impl Journal {
         } else {
             self.release(reserved - grown + shrunk);
         }
+    }
+
+    /// Puts back an entry replayed from disk at start, counting its bytes even
+    /// past the cap (it was acknowledged before the restart).
+    pub(crate) fn restore(&self, id: SessionId, dirty: DirtySession) {
+        let bytes = dirty.bytes();
+        let now = self
+            .bytes
+            .fetch_add(bytes, Ordering::AcqRel)
+            .saturating_add(bytes);
+        self.peak.fetch_max(now, Ordering::AcqRel);
+        self.entries
+            .lock()
+            .insert(id, Arc::new(tokio::sync::Mutex::new(dirty)));
     }
 
     /// Gives back `n` bytes (an entry written back, shrunk or a refused change).
@@ -456,6 +531,20 @@ impl Journal {
         if self.entries.lock().remove(id).is_some() {
             self.release(bytes);
         }
+    }
+
+    /// Moves the entry of `id` to quarantine; whether there was one.
+    pub(crate) fn quarantine(&self, id: &SessionId) -> bool {
+        let Some(entry) = self.entries.lock().remove(id) else {
+            return false;
+        };
+        self.quarantined.lock().insert(id.clone(), entry);
+        true
+    }
+
+    /// Sessions in quarantine now.
+    pub(crate) fn quarantined_len(&self) -> usize {
+        self.quarantined.lock().len()
     }
 
     pub(crate) fn ids(&self) -> Vec<SessionId> {

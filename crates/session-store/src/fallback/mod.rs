@@ -44,6 +44,7 @@
 //! ```
 
 mod breaker;
+mod disk;
 mod journal;
 mod known;
 mod outage_id;
@@ -53,6 +54,7 @@ mod store;
 
 use std::{
     fmt,
+    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -89,6 +91,10 @@ pub struct FallbackSettings {
     /// that is missing in the primary is answered Unavailable rather than
     /// NotFound: it may still wait in another instance's journal. Default 10 min.
     pub outage_id_grace: Duration,
+    /// Where the journal is also kept on local disk (`journal.log`, fsynced
+    /// before a write is acknowledged, replayed at start), so a crash during an
+    /// outage loses no acknowledged write. `None` (default): memory only.
+    pub journal_dir: Option<PathBuf>,
 }
 
 /// Default of [`FallbackSettings::journal_max_bytes`]: 256 MiB.
@@ -102,6 +108,7 @@ impl Default for FallbackSettings {
             remembered_sessions: 100_000,
             journal_max_bytes: DEFAULT_JOURNAL_MAX_BYTES,
             outage_id_grace: Duration::from_secs(600),
+            journal_dir: None,
         }
     }
 }
@@ -173,11 +180,17 @@ pub struct FallbackStats {
     pub interleaved_frames_total: u64,
     /// Local updates that lost to a concurrent update in Redis.
     pub write_back_conflicts_total: u64,
-    /// Sessions the primary rejected during write-back (logged at error level).
+    /// Write-backs of a session that failed (each is retried or quarantined).
     pub write_back_failures_total: u64,
     /// Sessions whose write-back the primary refused because another instance
     /// deleted them meanwhile (their journal entry is dropped, not resurrected).
     pub deleted_elsewhere_total: u64,
+    /// Sessions quarantined: their write-back kept failing while the primary
+    /// answered the probe (or failed with a non-retryable error); kept in memory,
+    /// no longer written back, logged at error level.
+    pub quarantined_total: u64,
+    /// Sessions in quarantine now.
+    pub quarantined_sessions: u64,
     /// Calls answered Unavailable instead of NotFound because the id was minted
     /// by a fallback store within `outage_id_grace` and may be in another
     /// instance's journal.
@@ -196,6 +209,134 @@ pub struct FallbackStats {
     pub last_outage: Option<Duration>,
 }
 
+impl FallbackStats {
+    /// Whether the store serves from its journal now (breaker not closed, or
+    /// sessions waiting for write-back): a proxy reports `degraded`.
+    pub fn degraded(&self) -> bool {
+        self.state != BreakerState::Closed || self.dirty_sessions > 0
+    }
+
+    /// The snapshot as Prometheus metric names and values (see
+    /// `docs/operations.md`, "What the breaker counts"), carried by
+    /// [`Health::readings`](session_store_core::Health::readings).
+    pub fn readings(&self) -> Vec<(&'static str, f64)> {
+        let n = |v: u64| v as f64;
+        let mut readings = vec![
+            (
+                "session_store_breaker_state",
+                f64::from(self.state.as_gauge()),
+            ),
+            ("session_store_breaker_opened_total", n(self.opened_total)),
+            (
+                "session_store_breaker_half_opened_total",
+                n(self.half_opened_total),
+            ),
+            ("session_store_breaker_closed_total", n(self.closed_total)),
+            (
+                "session_store_breaker_consecutive_failures",
+                f64::from(self.consecutive_failures),
+            ),
+            (
+                "session_store_primary_failures_total",
+                n(self.primary_failures_total),
+            ),
+            (
+                "session_store_breaker_probes_failed_total",
+                n(self.probes_failed_total),
+            ),
+            (
+                "session_store_fallback_served_total",
+                n(self.served_from_memory_total),
+            ),
+            (
+                "session_store_fallback_unavailable_total",
+                n(self.unavailable_total),
+            ),
+            (
+                "session_store_fallback_outage_ids_unavailable_total",
+                n(self.outage_ids_unavailable_total),
+            ),
+            (
+                "session_store_fallback_dirty_sessions",
+                n(self.dirty_sessions),
+            ),
+            (
+                "session_store_fallback_remembered_sessions",
+                n(self.remembered_sessions),
+            ),
+            (
+                "session_store_fallback_journal_bytes",
+                n(self.journal_bytes),
+            ),
+            (
+                "session_store_fallback_journal_peak_bytes",
+                n(self.journal_peak_bytes),
+            ),
+            (
+                "session_store_fallback_journal_max_bytes",
+                n(self.journal_max_bytes),
+            ),
+            (
+                "session_store_fallback_journal_full_total",
+                n(self.journal_full_total),
+            ),
+            (
+                "session_store_write_back_sessions_total",
+                n(self.written_back_sessions_total),
+            ),
+            (
+                "session_store_write_back_recreated_total",
+                n(self.recreated_sessions_total),
+            ),
+            (
+                "session_store_write_back_frames_total",
+                n(self.written_back_frames_total),
+            ),
+            (
+                "session_store_write_back_duplicates_skipped_total",
+                n(self.duplicate_frames_skipped_total),
+            ),
+            (
+                "session_store_write_back_interleaved_total",
+                n(self.interleaved_frames_total),
+            ),
+            (
+                "session_store_write_back_conflicts_total",
+                n(self.write_back_conflicts_total),
+            ),
+            (
+                "session_store_write_back_failures_total",
+                n(self.write_back_failures_total),
+            ),
+            (
+                "session_store_write_back_deleted_elsewhere_total",
+                n(self.deleted_elsewhere_total),
+            ),
+            (
+                "session_store_fallback_quarantined_total",
+                n(self.quarantined_total),
+            ),
+            (
+                "session_store_fallback_quarantined_sessions",
+                n(self.quarantined_sessions),
+            ),
+        ];
+        if let Some(outage) = self.last_outage {
+            readings.push((
+                "session_store_breaker_last_outage_seconds",
+                outage.as_secs_f64(),
+            ));
+        }
+        if let Some(write_back) = self.last_write_back {
+            readings.push((
+                "session_store_breaker_last_write_back_seconds",
+                write_back.as_secs_f64(),
+            ));
+        }
+        readings
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     served_from_memory: AtomicU64,
@@ -208,6 +349,7 @@ struct Counters {
     conflicts: AtomicU64,
     write_back_failures: AtomicU64,
     deleted_elsewhere: AtomicU64,
+    quarantined: AtomicU64,
     outage_ids_unavailable: AtomicU64,
     journal_full: AtomicU64,
 }
@@ -231,6 +373,8 @@ struct Inner<P> {
     counters: Counters,
     /// This instance's tag in the frame ids it mints (see `journal::local_frame_id`).
     tag: u32,
+    /// The journal on disk, with `journal_dir`.
+    disk: Option<disk::DiskJournal>,
     outage_id_grace: Duration,
 }
 
@@ -269,7 +413,11 @@ impl<P: FallbackPrimary + 'static> FallbackStore<P> {
     /// Wraps `primary`. `settings` must be the primary's (the memory side applies
     /// the same TTL and limits).
     ///
-    /// Errors: [`Error::Config`] for invalid `fallback` or `settings`.
+    /// With `journal_dir`, the journal a previous run left there is replayed
+    /// and written back once the primary answers.
+    ///
+    /// Errors: [`Error::Config`] for invalid `fallback` or `settings`, or a
+    /// `journal_dir` that cannot be created, read or written.
     ///
     /// # Panics
     ///
@@ -282,16 +430,37 @@ impl<P: FallbackPrimary + 'static> FallbackStore<P> {
     ) -> Result<Self> {
         settings.validate()?;
         fallback.validate()?;
+        let journal = Journal::new(fallback.journal_max_bytes);
+        let breaker = Breaker::new(fallback.failure_threshold, fallback.cool_down);
+        let disk = match &fallback.journal_dir {
+            Some(dir) => {
+                let (disk, replayed) = disk::DiskJournal::open(dir)?;
+                if !replayed.is_empty() {
+                    tracing::warn!(
+                        sessions = replayed.len(),
+                        dir = %dir.display(),
+                        "session store: replayed the fallback journal left by the previous run; writing it back when the primary answers"
+                    );
+                    breaker.mark_draining();
+                }
+                for (id, entry) in replayed {
+                    journal.restore(id, journal::DirtySession::from_replayed(entry)?);
+                }
+                Some(disk)
+            }
+            None => None,
+        };
         let inner = Arc::new(Inner {
             primary,
-            breaker: Breaker::new(fallback.failure_threshold, fallback.cool_down),
+            breaker,
             known: KnownSessions::new(fallback.remembered_sessions),
-            journal: Journal::new(fallback.journal_max_bytes),
+            journal,
             settings,
             clock,
             counters: Counters::default(),
             tag: instance_tag(),
             outage_id_grace: fallback.outage_id_grace,
+            disk,
         });
         let recovery = recovery::spawn(Arc::downgrade(&inner), fallback.probe_interval());
         Ok(FallbackStore { inner, recovery })
@@ -329,6 +498,9 @@ impl<P: FallbackPrimary> FallbackStore<P> {
             write_back_conflicts_total: read(&counters.conflicts),
             write_back_failures_total: read(&counters.write_back_failures),
             deleted_elsewhere_total: read(&counters.deleted_elsewhere),
+            quarantined_total: read(&counters.quarantined),
+            quarantined_sessions: u64::try_from(inner.journal.quarantined_len())
+                .unwrap_or(u64::MAX),
             outage_ids_unavailable_total: read(&counters.outage_ids_unavailable),
             journal_bytes: inner.journal.bytes(),
             journal_peak_bytes: inner.journal.peak_bytes(),

@@ -39,6 +39,14 @@ pub trait FallbackPrimary: SessionStore {
         let _ = id;
         Ok(false)
     }
+
+    /// The breaker's probe: succeeds when the primary can do what the store
+    /// needs (for Redis: write and read a canary key on every master holding an
+    /// index shard, [`RedisStore::probe_writes`]). The default is
+    /// [`health`](SessionStore::health).
+    async fn probe(&self) -> Result<()> {
+        self.health().await.map(|_| ())
+    }
 }
 
 #[async_trait]
@@ -58,5 +66,9 @@ impl FallbackPrimary for RedisStore {
 
     async fn write_back(&self, write_back: &SessionWriteBack) -> Result<WriteBackReport> {
         RedisStore::write_back(self, write_back).await
+    }
+
+    async fn probe(&self) -> Result<()> {
+        self.probe_writes().await.map(|_| ())
     }
 }

@@ -102,9 +102,23 @@ impl<P: FallbackPrimary> Inner<P> {
             return Err(full);
         }
         let before = dirty.bytes();
+        let newest = dirty.newest_frame_id();
         let result = change(dirty);
         self.journal.settle(grows, before, dirty.bytes());
+        if result.is_ok() {
+            let appended = dirty.newest_frame_id().is_some() && dirty.newest_frame_id() != newest;
+            self.persist(dirty, appended)?;
+        }
         result
+    }
+
+    /// With `journal_dir`: writes the entry's new state to disk and fsyncs it,
+    /// before the change is acknowledged.
+    pub(super) fn persist(&self, dirty: &DirtySession, appended: bool) -> Result<()> {
+        match &self.disk {
+            Some(disk) => disk.append(&dirty.record(appended)),
+            None => Ok(()),
+        }
     }
 
     /// A new journal entry: its bytes are reserved (Unavailable when full).
@@ -195,6 +209,7 @@ impl<P: FallbackPrimary> Inner<P> {
             || self.breaker.mark_draining(),
         )?;
         if inserted {
+            self.persist(&*entry.lock().await, false)?;
             add(&self.counters.served_from_memory, 1);
             return Ok(session);
         }
@@ -542,32 +557,46 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
 
     /// The primary's health while it answers. While the breaker is open the store
     /// still serves (degraded), so this succeeds with backend `memory-fallback`
-    /// and a detail saying so; watch [`stats`](FallbackStore::stats) for alerts.
+    /// and a detail saying so. Either way `degraded` is set while the store
+    /// serves from its journal, and `readings` carry [`FallbackStats::readings`]
+    /// (breaker state, journal bytes and sessions, write-back progress,
+    /// quarantined sessions) for the proxy's `/metrics`.
+    ///
+    /// [`FallbackStats::readings`]: super::FallbackStats::readings
     async fn health(&self) -> Result<Health> {
         let inner = &self.inner;
-        if inner.breaker.route() != Route::Memory {
+        if inner.breaker.recovery_route() != Route::Memory {
             let result = inner.primary.health().await;
             if inner.settle(None, &result) {
+                let stats = self.stats();
                 return result.map(|health| Health {
                     detail: format!(
                         "{}; fallback breaker {}",
                         health.detail,
-                        inner.breaker.state().as_str()
+                        stats.state.as_str()
                     ),
+                    degraded: health.degraded || stats.degraded(),
+                    readings: stats.readings(),
                     ..health
                 });
             }
         }
+        let stats = self.stats();
         Ok(Health {
             backend: "memory-fallback",
             latency: Duration::ZERO,
             detail: format!(
                 "primary unreachable, circuit breaker {}: serving {} remembered sessions from memory, \
-                 {} waiting for write-back",
-                inner.breaker.state().as_str(),
-                inner.known.len(),
-                inner.journal.len()
+                 {} waiting for write-back ({} of {} journal bytes), {} quarantined",
+                stats.state.as_str(),
+                stats.remembered_sessions,
+                stats.dirty_sessions,
+                stats.journal_bytes,
+                stats.journal_max_bytes,
+                stats.quarantined_sessions
             ),
+            degraded: true,
+            readings: stats.readings(),
         })
     }
 }
