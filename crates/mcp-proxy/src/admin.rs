@@ -51,16 +51,29 @@ pub async fn require_admin_token(
     next.run(request).await
 }
 
-/// `GET /healthz`: 200 when the store answers, 503 when it does not.
+/// `GET /healthz`: 200 when the store answers, 503 when it does not. While the
+/// store serves from its fallback journal (Redis unreachable or being written
+/// back to) it is still 200, with status `degraded` and the store's readings
+/// (breaker state, journal bytes, ...) under `store`. The body names no address
+/// (it is served on the MCP listener too): the store's `detail` is logged at
+/// debug level only.
 pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
     match app.store.health().await {
-        Ok(health) => Json(json!({
-            "status": "ok",
-            "backend": health.backend,
-            "latency_ms": health.latency.as_secs_f64() * 1000.0,
-            "detail": health.detail,
-        }))
-        .into_response(),
+        Ok(health) => {
+            tracing::debug!(detail = ?health.detail, "health check");
+            let readings: serde_json::Map<String, Value> = health
+                .readings
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), json!(value)))
+                .collect();
+            Json(json!({
+                "status": if health.degraded { "degraded" } else { "ok" },
+                "backend": health.backend,
+                "latency_ms": health.latency.as_secs_f64() * 1000.0,
+                "store": readings,
+            }))
+            .into_response()
+        }
         Err(error) => {
             // The store's error names its address: the log gets it, the client not.
             tracing::warn!(%error, "health check: the session store is unavailable");
@@ -73,14 +86,30 @@ pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format, followed by the store's own
+/// readings (the fallback breaker and journal, see docs/operations.md).
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let active = app.store.count().await.ok();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(active),
-    )
-        .into_response()
+    let mut out = app.metrics.render(active);
+    if let Ok(health) = app.store.health().await {
+        render_store_readings(&mut out, &health.readings);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Appends the store's readings: `# TYPE` counter for names ending `_total`,
+/// gauge otherwise.
+fn render_store_readings(out: &mut String, readings: &[(&'static str, f64)]) {
+    use std::fmt::Write;
+    for (name, value) in readings {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 /// Paging parameters of `/sessions`.
@@ -161,4 +190,27 @@ pub async fn show_session(
         "frames": frames,
         "next_after": next_after,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_readings_render_as_typed_prometheus_lines() {
+        let mut out = String::new();
+        render_store_readings(
+            &mut out,
+            &[
+                ("session_store_breaker_state", 2.0),
+                ("session_store_fallback_quarantined_total", 1.0),
+            ],
+        );
+        assert_eq!(
+            out,
+            "# TYPE session_store_breaker_state gauge\nsession_store_breaker_state 2\n\
+             # TYPE session_store_fallback_quarantined_total counter\n\
+             session_store_fallback_quarantined_total 1\n"
+        );
+    }
 }

@@ -49,6 +49,10 @@ impl SessionStore for MeteredStore {
         Ok(session)
     }
 
+    fn new_session_id(&self) -> Result<SessionId> {
+        self.inner.new_session_id()
+    }
+
     async fn get(&self, id: &SessionId) -> Result<Session> {
         self.timed("get", self.inner.get(id)).await
     }

@@ -87,7 +87,7 @@ pub async fn create_for_initialize(
     upstream_session_id: Option<String>,
     binding: Option<Principal>,
 ) -> Result<Session, ProxyError> {
-    let mut new = NewSession::new(SessionId::random()?);
+    let mut new = NewSession::new(store.new_session_id()?);
     new.upstream_session_id = upstream_session_id;
     new.transport = Transport::StreamableHttp;
     new.status = SessionStatus::Initializing;

@@ -253,3 +253,63 @@ async fn with_the_store_down_an_existing_session_gets_503_and_works_again_after_
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ok", "{body}");
 }
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn with_fallback_and_the_store_down_healthz_says_degraded_and_metrics_show_the_breaker() {
+    let mut redis = DurableRedis::start();
+    let upstream = start_upstream();
+    let storage = format!(
+        "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"{}\"\n\
+         key_prefix = \"store-degraded\"\nfallback_to_memory = true\n\
+         connect_timeout = \"1s\"\ncommand_timeout = \"500ms\"\n\
+         [storage.redis.breaker]\nfailure_threshold = 1\ncool_down = \"200ms\"\n",
+        redis.url()
+    );
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", &storage);
+    let mut client = RawClient::new();
+    client.initialize(&proxy.mcp_url()).await;
+    let (status, body) = healthz(&proxy.url("/healthz")).await;
+    assert_eq!(
+        (status.as_u16(), &body["status"]),
+        (200, &json!("ok")),
+        "{body}"
+    );
+
+    redis.kill();
+    // The session is remembered: served from memory, the breaker opens.
+    let during = client
+        .call_tool(&proxy.mcp_url(), 2, "add", json!({"a": 2, "b": 2}))
+        .await;
+    assert_eq!(during.status, 200, "{during:?}");
+    let (status, body) = healthz(&proxy.url("/healthz")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["store"]["session_store_breaker_state"], 2.0, "{body}");
+    let metrics = reqwest::get(proxy.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "session_store_breaker_state 2",
+        "# TYPE session_store_fallback_journal_bytes gauge",
+        "session_store_fallback_dirty_sessions 1",
+        "session_store_fallback_quarantined_sessions 0",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
+    }
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = healthz(&proxy.url("/healthz")).await;
+        if (status == 200 && body["status"] == "ok") || Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("degraded healthz and breaker metrics while Redis was down; back to ok: {body}");
+    assert_eq!(body["status"], "ok", "{body}");
+}

@@ -50,6 +50,17 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// `max_session_bytes`. An expired session's id may be reused.
     async fn create(&self, new: NewSession) -> Result<Session>;
 
+    /// A fresh id to [`create`](Self::create) a session with. The default is
+    /// [`SessionId::random`]; a backend may mark its ids (the fallback wrapper
+    /// carries their mint time, so other instances can tell a session that may
+    /// still wait in its outage journal from one that is gone).
+    ///
+    /// Errors: [`Unavailable`](crate::Error::Unavailable) when the operating
+    /// system's random source fails.
+    fn new_session_id(&self) -> Result<SessionId> {
+        SessionId::random()
+    }
+
     /// The session with this id. [`NotFound`](crate::Error::NotFound) when it never
     /// existed, was deleted or has expired.
     async fn get(&self, id: &SessionId) -> Result<Session>;
@@ -147,7 +158,7 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
 }
 
 /// What a successful [`SessionStore::health`] check saw.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Health {
     /// The backend's name (`memory`, `redis`, ...).
     pub backend: &'static str,
@@ -155,4 +166,13 @@ pub struct Health {
     pub latency: Duration,
     /// A one-line description (server version, mode, breaker state, ...).
     pub detail: String,
+    /// Serving, but not as configured: the fallback wrapper answers from its
+    /// outage journal (breaker open or half-open, or sessions waiting for
+    /// write-back). A proxy reports it (`/healthz` 200 with status `degraded`).
+    pub degraded: bool,
+    /// Named readings for metrics (`session_store_breaker_state`,
+    /// `session_store_fallback_journal_bytes`, ...: Prometheus metric names,
+    /// gauges or counters as their `_total` suffix says); empty for backends
+    /// with nothing to add.
+    pub readings: Vec<(&'static str, f64)>,
 }

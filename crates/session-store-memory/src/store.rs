@@ -314,6 +314,8 @@ impl SessionStore for MemoryStore {
             backend: "memory",
             latency: started.elapsed(),
             detail: format!("{live} live sessions in {} shards", self.shards.len()),
+            degraded: false,
+            readings: Vec::new(),
         })
     }
 

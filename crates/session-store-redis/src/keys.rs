@@ -80,6 +80,13 @@ impl KeySpace {
         format!("{}:kv:{{{}}}", self.prefix, key.as_str())
     }
 
+    /// `P:{P:idx:<n>}:canary`: the fallback probe's key, under the prefix and
+    /// in the cluster slot of expiry index shard `n` (the hash tag is that
+    /// key's whole name).
+    pub(crate) fn canary(&self, shard: u16) -> String {
+        format!("{}:{{{}}}:canary", self.prefix, self.expiry_index(shard))
+    }
+
     /// The index shard of a session: FNV-1a of the id, stable across processes and
     /// releases (unlike `RandomState`).
     pub(crate) fn shard_of(&self, id: &SessionId) -> u16 {

@@ -333,6 +333,65 @@ impl RedisStore {
         self.push_index_entries(batch, id, expires);
     }
 
+    /// Whether `id` was deleted in Redis recently: its tombstone (`P:{<id>}:gone`,
+    /// left by [`delete`](session_store_core::SessionStore::delete) for one ttl)
+    /// is there. One `GET`.
+    ///
+    /// Errors: [`Error::Unavailable`] when Redis cannot be asked.
+    pub async fn deleted_recently(&self, id: &SessionId) -> Result<bool> {
+        let key = self.keys.tombstone(id);
+        let mut batch = Batch::retry_safe();
+        batch.push("GET", vec![arg(key.clone())]);
+        let mut replies = self.run(&batch, "tombstone read").await?;
+        Ok(to_text(replies.take(0, &format!("GET {key}"))?).is_some())
+    }
+
+    /// The fallback breaker's probe: writes a canary value next to every
+    /// expiry index shard (`P:{P:idx:<n>}:canary`, in that shard's cluster slot,
+    /// expiring after 60 s) and reads each back. It exercises what the store's
+    /// writes need on every master holding an index shard (every master of a
+    /// cluster in practice: 16 shards spread over the slots), where `PING`
+    /// alone would pass on a server that cannot write (`READONLY`, `OOM`,
+    /// `LOADING`) or on one node of a cluster with another down.
+    ///
+    /// Errors: [`Error::Unavailable`] when a write or read fails;
+    /// [`Error::Corrupt`] when a value read back differs from the one written.
+    pub async fn probe_writes(&self) -> Result<std::time::Duration> {
+        let started = Instant::now();
+        let token = format!("{}-{}", self.now_ms(), self.new_append_key());
+        let mut writes = Batch::retry_safe();
+        for shard in 0..self.keys.shards() {
+            writes.push(
+                "SET",
+                vec![
+                    arg(self.keys.canary(shard)),
+                    arg(token.clone()),
+                    arg("PX"),
+                    num(60_000),
+                ],
+            );
+        }
+        let mut replies = self.run(&writes, "probe (canary write)").await?;
+        for index in 0..writes.len() {
+            replies.take(index, "SET of the probe's canary")?;
+        }
+        let mut reads = Batch::retry_safe();
+        for shard in 0..self.keys.shards() {
+            reads.push("GET", vec![arg(self.keys.canary(shard))]);
+        }
+        let mut replies = self.run(&reads, "probe (canary read)").await?;
+        for shard in 0..self.keys.shards() {
+            let key = self.keys.canary(shard);
+            let value = to_text(replies.take(usize::from(shard), &format!("GET {key}"))?);
+            if value.as_deref() != Some(token.as_str()) {
+                return Err(Error::corrupt(format!(
+                    "probe: `{key}` read back {value:?}, not the value just written"
+                )));
+            }
+        }
+        Ok(started.elapsed())
+    }
+
     pub(crate) async fn check_health(&self) -> Result<Health> {
         let started = Instant::now();
         let mut batch = Batch::retry_safe();
@@ -356,6 +415,8 @@ impl RedisStore {
             backend: "redis",
             latency: started.elapsed(),
             detail: format!("redis {version} {} at {}", self.mode, self.address),
+            degraded: false,
+            readings: Vec::new(),
         })
     }
 }

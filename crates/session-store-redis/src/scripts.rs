@@ -248,11 +248,20 @@ return {'OK', id, new_exp, fc}
 /// back carries an update and Redis still holds the revision the update was based
 /// on, or holds the update's own revision written by this same write-back (field
 /// `wb` = the write-back key: a repeat after a lost reply); else Redis wins and the
-/// reply carries its revision. Frames whose key Redis
-/// already remembers are skipped; frames keep their ids when greater than the
-/// stream's last id, else get the next id (renumbered). `lfid` ends at least at
-/// the largest id handed out locally, so later appends sort after every id a
-/// client has seen.
+/// reply carries its revision. Each frame is stored exactly once under the id
+/// the client was given: it is skipped when Redis already holds an entry with
+/// its id (an earlier attempt of this write-back stored it, however
+/// many appends trimmed `rk` since; local ids carry an instance tag, so no other
+/// frame has it), or is older than every entry of a full stream (stored before,
+/// then trimmed by `max_frames_per_session`). A frame whose append key Redis
+/// remembers under another id (the append reached Redis before the outage, its
+/// reply was lost, and the caller was given the local id) is moved to the local
+/// id (counted as already stored, not added to `fc`). A frame newer than the stream's last entry is appended; an
+/// older one (another instance stored later frames meanwhile) is inserted in
+/// place: the entries after it are taken out, the stream's last id set back
+/// (`XSETID`) and they are added again after it, with their own ids (counted as
+/// interleaved). `lfid` ends at least at the largest id handed out locally, so
+/// later appends sort after every id a client has seen.
 const RESTORE: &str = r#"
 local now = tonumber(ARGV[1])
 local max_life = tonumber(ARGV[3])
@@ -292,7 +301,7 @@ local last_ms, last_seq = parse_id(f[1] or '0-0')
 if last_ms == nil or last_seq == nil then return {'CORRUPT', 'lfid'} end
 local top_ms, top_seq = last_ms, last_seq
 local rk = f[2] or ''
-local added, skipped, renumbered = 0, 0, 0
+local added, skipped, interleaved = 0, 0, 0
 local ids = {}
 for i = 18, #ARGV, 3 do
   local key, wanted, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -300,19 +309,44 @@ for i = 18, #ARGV, 3 do
   if ms == nil or seq == nil then return {'CORRUPT', 'frame id ' .. wanted} end
   if ms > top_ms or (ms == top_ms and seq > top_seq) then top_ms, top_seq = ms, seq end
   local stored = recalled(rk, key)
+  local moved = false
+  if #redis.call('XRANGE', KEYS[2], wanted, wanted) > 0 then
+    stored = wanted
+  elseif stored ~= nil then
+    redis.call('XDEL', KEYS[2], stored)
+    stored = nil
+    moved = true
+  end
+  if stored == nil and not moved and redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[4]) then
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+    local oms, oseq = parse_id(oldest[1][1])
+    if ms < oms or (ms == oms and seq < oseq) then stored = wanted end
+  end
   if stored ~= nil then
     skipped = skipped + 1
   else
-    if not (ms > last_ms or (ms == last_ms and seq > last_seq)) then
-      if now > last_ms then ms, seq = now, 0 else ms, seq = last_ms, last_seq + 1 end
-      renumbered = renumbered + 1
-    end
     stored = string.format('%d-%d', ms, seq)
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], stored, 'f', body)
-    last_ms, last_seq = ms, seq
-    if ms > top_ms or (ms == top_ms and seq > top_seq) then top_ms, top_seq = ms, seq end
+    local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+    local tail = {}
+    if #newest > 0 then
+      local nms, nseq = parse_id(newest[1][1])
+      if not (ms > nms or (ms == nms and seq > nseq)) then
+        tail = redis.call('XRANGE', KEYS[2], '(' .. stored, '+')
+        for _, entry in ipairs(tail) do redis.call('XDEL', KEYS[2], entry[1]) end
+        interleaved = interleaved + 1
+      end
+    end
+    if redis.call('EXISTS', KEYS[2]) == 1 then
+      local before = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+      local floor = '0-1'
+      if #before > 0 then floor = before[1][1] end
+      redis.call('XSETID', KEYS[2], floor)
+    end
+    redis.call('XADD', KEYS[2], stored, 'f', body)
+    for _, entry in ipairs(tail) do redis.call('XADD', KEYS[2], entry[1], unpack(entry[2])) end
+    redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[4])
     rk = remember(rk, key, stored, tonumber(ARGV[15]))
-    added = added + 1
+    if moved then skipped = skipped + 1 else added = added + 1 end
   end
   table.insert(ids, stored)
 end
@@ -326,7 +360,7 @@ if exp > new_exp then new_exp = exp end
 new_exp = string.format('%d', new_exp)
 redis.call('PEXPIREAT', KEYS[1], new_exp)
 redis.call('PEXPIREAT', KEYS[2], new_exp)
-return {outcome, conflict, added, skipped, renumbered, new_exp, ids}
+return {outcome, conflict, added, skipped, interleaved, new_exp, ids}
 "#;
 
 /// Conditional put of a small keyed value (a hash: `v` value, `rev` revision,

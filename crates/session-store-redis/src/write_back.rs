@@ -63,8 +63,9 @@ pub struct WriteBackReport {
     /// Frames Redis already had (their append reached it before the outage
     /// began, but the reply was lost).
     pub frames_already_stored: u64,
-    /// Frames stored under a new id because Redis already had larger ids.
-    pub frames_renumbered: u64,
+    /// Frames older than the stream's newest entry (another instance stored
+    /// later frames meanwhile): inserted in place under their own id.
+    pub frames_interleaved: u64,
     /// Where each frame is stored now, in the order given.
     pub frame_ids: Vec<FrameId>,
 }
@@ -79,12 +80,15 @@ impl RedisStore {
     ///   Redis still holds `base_revision` (or the update's own revision written
     ///   by this same write-back, recognised by its `key`); otherwise Redis's fields win and the report names
     ///   its revision. Activity and expiry take the later of both sides;
-    /// - frames whose append key Redis already remembers are not stored again;
-    ///   the others keep their id when it is greater than the stream's last id,
-    ///   else get the next id. Later appends get ids greater than every id handed
-    ///   out locally.
+    /// - each frame is stored once, under the id it was given locally: it is
+    ///   skipped when Redis remembers its append key or already holds its id
+    ///   (an earlier attempt stored it, whatever failed where since); a frame
+    ///   older than the stream's newest entry is inserted in place (the later
+    ///   entries are re-added after it with their own ids). Later appends get
+    ///   ids greater than every id handed out locally.
     ///
-    /// Safe to call again with the same write-back after an error. Frames go in
+    /// Safe to call again with the same write-back after an error, any number
+    /// of times, with any appends in between. Frames go in
     /// calls of at most 32 frames or 1 MiB; if the session expires or is deleted
     /// between two calls, the rest is [`Error::NotFound`]. A session deleted in
     /// Redis while it was served from memory (its tombstone, kept one ttl, is
@@ -116,7 +120,7 @@ impl RedisStore {
             }
             report.frames_written += part.frames_written;
             report.frames_already_stored += part.frames_already_stored;
-            report.frames_renumbered += part.frames_renumbered;
+            report.frames_interleaved += part.frames_interleaved;
             report.frame_ids.extend(part.frame_ids);
             start = end;
             if start >= encoded.len() {
@@ -241,7 +245,7 @@ impl RedisStore {
             _ => None,
         };
         let counts: Vec<_> = rest.by_ref().take(4).collect();
-        let [written, skipped, renumbered, _expires] = numbers::<4>(&counts, &what)?;
+        let [written, skipped, interleaved, _expires] = numbers::<4>(&counts, &what)?;
         let frame_ids = rest
             .next()
             .map(|ids| to_array(ids, &what))
@@ -260,7 +264,7 @@ impl RedisStore {
             conflict_revision,
             frames_written: written,
             frames_already_stored: skipped,
-            frames_renumbered: renumbered,
+            frames_interleaved: interleaved,
             frame_ids,
         })
     }

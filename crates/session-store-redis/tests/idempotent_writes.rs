@@ -233,7 +233,7 @@ async fn write_back_recreates_a_lost_session_with_its_frame_ids() {
 
 #[tokio::test]
 #[ignore = "needs Redis: cargo xtask integration"]
-async fn write_back_merges_frames_skips_stored_keys_and_loses_updates_to_newer_revisions() {
+async fn write_back_merges_frames_keeps_callers_ids_and_loses_updates_to_newer_revisions() {
     let (store, clock) = store().await;
     let id = SessionId::random().unwrap();
     let session = store.create(NewSession::new(id.clone())).await.unwrap();
@@ -266,7 +266,15 @@ async fn write_back_merges_frames_skips_stored_keys_and_loses_updates_to_newer_r
     assert_eq!(report.conflict_revision, Some(2), "redis's revision wins");
     assert_eq!(report.frames_already_stored, 1);
     assert_eq!(report.frames_written, 1);
-    assert_eq!(report.frame_ids, vec![stored_at, FrameId::new(later, 1)]);
+    assert_eq!(
+        report.frame_ids,
+        vec![FrameId::new(later, 0), FrameId::new(later, 1)],
+        "the lost-reply frame moves from {stored_at} to the id its caller was given"
+    );
+    assert!(payloads(&store, &id)
+        .await
+        .iter()
+        .all(|(at, _)| *at != stored_at));
     let stored = store.get(&id).await.unwrap();
     assert_eq!(stored.status, SessionStatus::Closed);
     assert_eq!(stored.frame_count, 2);
@@ -278,9 +286,15 @@ async fn write_back_merges_frames_skips_stored_keys_and_loses_updates_to_newer_r
     assert_eq!(texts, vec!["lost reply", "fresh"]);
 }
 
+/// A local frame id as a fallback instance with `tag` mints it (the tag in the
+/// low 24 bits of the sequence).
+fn local_id(millis: u64, n: u64, tag: u64) -> FrameId {
+    FrameId::new(millis, (n << 24) | tag)
+}
+
 #[tokio::test]
 #[ignore = "needs Redis: cargo xtask integration"]
-async fn write_back_renumbers_frames_at_or_below_the_streams_last_id() {
+async fn write_back_keeps_ids_older_than_the_streams_newest_by_inserting_them_in_place() {
     let (store, clock) = store().await;
     let id = SessionId::random().unwrap();
     let session = store.create(NewSession::new(id.clone())).await.unwrap();
@@ -289,27 +303,120 @@ async fn write_back_renumbers_frames_at_or_below_the_streams_last_id() {
         .append_frame(&id, frame(&clock, "theirs"))
         .await
         .unwrap();
+    let mine = local_id(theirs.millis - 1, 1, 7);
     let write_back = SessionWriteBack {
         session,
         base_revision: 1,
         updated: false,
-        frames: vec![keyed(
-            "mine",
-            FrameId::new(theirs.millis - 1, 0),
-            &clock,
-            "mine",
-        )],
+        frames: vec![keyed("mine", mine, &clock, "mine")],
         key: store.new_append_key(),
     };
     let report = store.write_back(&write_back).await.unwrap();
-    assert_eq!(report.frames_renumbered, 1);
-    assert!(report.frame_ids[0] > theirs);
-    let texts: Vec<String> = payloads(&store, &id)
+    assert_eq!(report.frames_interleaved, 1);
+    assert_eq!(report.frame_ids, vec![mine], "the id the client was given");
+    assert_eq!(
+        payloads(&store, &id).await,
+        vec![(mine, "mine".to_owned()), (theirs, "theirs".to_owned())],
+        "in id order, the later frame kept its id too"
+    );
+    let next = store
+        .append_frame(&id, frame(&clock, "next"))
         .await
-        .into_iter()
-        .map(|p| p.1)
+        .unwrap();
+    assert!(next > theirs);
+    assert_eq!(store.count_frames(&id).await.unwrap(), 3);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn write_back_sent_again_after_many_other_appends_stores_each_frame_once() {
+    let clock = ManualClock::starting_now();
+    let config = common::config(Topology::Standalone {
+        url: common::standalone_url(),
+    });
+    let settings = session_store_core::StoreSettings {
+        max_frames_per_session: 1_000,
+        ..suite_settings()
+    };
+    let store = common::connect(config, clock.clone(), settings).await;
+    let id = SessionId::random().unwrap();
+    let session = store.create(NewSession::new(id.clone())).await.unwrap();
+    let start = clock.now().as_millis() + 1;
+    // 100 frames: four script calls; the append-key window keeps at most 64.
+    let frames: Vec<_> = (0..100u64)
+        .map(|n| {
+            keyed(
+                &format!("wb{n}"),
+                local_id(start, n + 1, 9),
+                &clock,
+                &format!("f{n}"),
+            )
+        })
         .collect();
-    assert_eq!(texts, vec!["theirs", "mine"]);
+    let write_back = SessionWriteBack {
+        session,
+        base_revision: 1,
+        updated: false,
+        frames,
+        key: store.new_append_key(),
+    };
+    let first = store.write_back(&write_back).await.unwrap();
+    assert_eq!(first.frames_written, 100);
+    // Another instance appends (trimming the remembered keys to 8), then the
+    // write-back is sent again, as after a failure on its last chunk.
+    clock.advance(Duration::from_millis(5));
+    for n in 0..REMEMBERED_APPEND_KEYS {
+        store
+            .append_frame(&id, frame(&clock, &format!("other {n}")))
+            .await
+            .unwrap();
+    }
+    let again = store.write_back(&write_back).await.unwrap();
+    assert_eq!(again.frames_written, 0, "{again:?}");
+    assert_eq!(again.frames_already_stored, 100);
+    assert_eq!(again.frame_ids, first.frame_ids);
+    let stored = payloads(&store, &id).await;
+    assert_eq!(stored.len(), 100 + REMEMBERED_APPEND_KEYS);
+    assert_eq!(store.count_frames(&id).await.unwrap(), stored.len() as u64);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn write_back_sent_again_after_its_frames_were_trimmed_does_not_store_them_again() {
+    let (store, clock) = store().await;
+    let max = suite_settings().max_frames_per_session;
+    let id = SessionId::random().unwrap();
+    let session = store.create(NewSession::new(id.clone())).await.unwrap();
+    let start = clock.now().as_millis() + 1;
+    let frames: Vec<_> = (0..max)
+        .map(|n| {
+            keyed(
+                &format!("wb{n}"),
+                local_id(start, n + 1, 9),
+                &clock,
+                &format!("f{n}"),
+            )
+        })
+        .collect();
+    let write_back = SessionWriteBack {
+        session,
+        base_revision: 1,
+        updated: false,
+        frames,
+        key: store.new_append_key(),
+    };
+    store.write_back(&write_back).await.unwrap();
+    clock.advance(Duration::from_millis(5));
+    for n in 0..2 * max {
+        store
+            .append_frame(&id, frame(&clock, &format!("other {n}")))
+            .await
+            .unwrap();
+    }
+    let before = payloads(&store, &id).await;
+    let again = store.write_back(&write_back).await.unwrap();
+    assert_eq!(again.frames_written, 0, "{again:?}");
+    assert_eq!(payloads(&store, &id).await, before);
 }
 
 #[tokio::test]

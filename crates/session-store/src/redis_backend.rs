@@ -42,6 +42,9 @@ pub fn fallback_settings(section: &BreakerSection) -> FallbackSettings {
         failure_threshold: section.failure_threshold,
         cool_down: section.cool_down,
         remembered_sessions: section.remembered_sessions,
+        journal_max_bytes: section.journal_max_bytes,
+        outage_id_grace: section.outage_id_grace,
+        journal_dir: section.journal_dir.clone(),
     }
 }
 

@@ -18,11 +18,13 @@ use std::{
 
 use parking_lot::Mutex;
 use session_store::{
-    fallback_settings, redis_config, Backend, BreakerState, Clock, Direction, Error, FallbackStore,
-    Frame, FrameId, NewSession, RedisStore, RedisUrl, SessionId, SessionStore, StorageConfig,
-    SystemClock,
+    BreakerState, Clock, Direction, Error, Frame, FrameId, NewSession, RedisStore, SessionId,
+    SessionStore, SystemClock,
 };
-use support::{Fault, FaultProxy, RedisProcess};
+use support::{
+    stores::{self, config, fallback_store, redis_store},
+    Fault, FaultProxy, RedisProcess,
+};
 
 const TASKS: usize = 32;
 /// Per task, whatever happens, so the load is bounded in count...
@@ -35,47 +37,6 @@ const ACTIVE_SESSIONS_PER_TASK: usize = 3;
 const BEFORE: u8 = 0;
 const OUTAGE: u8 = 1;
 const AFTER: u8 = 2;
-
-fn config(url: &str, fallback: bool, command_timeout: Duration) -> StorageConfig {
-    let mut config = StorageConfig {
-        backend: Backend::Redis,
-        ..StorageConfig::default()
-    };
-    config.redis.url = RedisUrl::new(url);
-    config.redis.pool_size = 4;
-    config.redis.command_timeout = command_timeout;
-    config.redis.connect_timeout = Duration::from_secs(2);
-    config.redis.reconnect_min_delay = Duration::from_millis(20);
-    config.redis.reconnect_max_delay = Duration::from_millis(200);
-    config.redis.key_prefix = format!("fault-{}", SessionId::random().unwrap());
-    config.redis.fallback_to_memory = fallback;
-    config.redis.breaker.failure_threshold = 3;
-    config.redis.breaker.cool_down = Duration::from_millis(300);
-    config
-}
-
-async fn redis_store(config: &StorageConfig) -> RedisStore {
-    RedisStore::connect(
-        redis_config(&config.redis),
-        config.settings(),
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap()
-}
-
-async fn fallback_store(config: &StorageConfig) -> Arc<FallbackStore> {
-    let redis = redis_store(config).await;
-    Arc::new(
-        FallbackStore::new(
-            redis,
-            config.settings(),
-            fallback_settings(&config.redis.breaker),
-            Arc::new(SystemClock),
-        )
-        .unwrap(),
-    )
-}
 
 /// An append the store acknowledged.
 #[derive(Clone, Debug)]
@@ -208,11 +169,7 @@ async fn verify_in_redis(
         let mut by_seq: HashMap<u64, FrameId> = HashMap::new();
         let mut last_seq = None;
         for frame in &stored {
-            let text = String::from_utf8(frame.frame.payload.clone()).unwrap();
-            let seq: u64 = text
-                .rsplit_once("\"seq\":")
-                .and_then(|(_, rest)| rest.trim_end_matches('}').parse().ok())
-                .unwrap();
+            let seq = stores::payload_seq(&frame.frame.payload);
             assert!(
                 by_seq.insert(seq, frame.id).is_none(),
                 "session {id}: frame {seq} stored twice"
@@ -279,7 +236,7 @@ async fn redis_killed_under_load_and_restarted_loses_nothing_with_fallback() {
          failures seen by callers: {}; sessions created during the outage found in redis: {sessions}; \
          frames acknowledged during the outage found in redis: {frames} ({moved} under a new id); \
          duplicates found: 0; written back: {} sessions ({} recreated), {} frames, \
-         {} already stored, {} renumbered; redis back up -> breaker closed: {:?} \
+         {} already stored, {} interleaved; redis back up -> breaker closed: {:?} \
          (write-back {:?})",
         restarted.duration_since(killed),
         record.attempted,
@@ -288,7 +245,7 @@ async fn redis_killed_under_load_and_restarted_loses_nothing_with_fallback() {
         stats.recreated_sessions_total,
         stats.written_back_frames_total,
         stats.duplicate_frames_skipped_total,
-        stats.renumbered_frames_total,
+        stats.interleaved_frames_total,
         back_to_closed,
         stats.last_write_back,
     );
@@ -442,4 +399,25 @@ async fn a_stalled_connection_times_out_opens_the_breaker_and_heals() {
         acked.len(),
         stats.duplicate_frames_skipped_total,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn the_probe_fails_where_ping_passes_on_a_server_that_cannot_write() {
+    let redis = RedisProcess::start(&[]);
+    let config = config(&redis.url(), true, Duration::from_secs(1));
+    let store = redis_store(&config).await;
+    store.probe_writes().await.unwrap();
+    // Out of memory for writes: PING and INFO still answer.
+    support::command(
+        redis.port,
+        &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+    )
+    .unwrap();
+    support::command(redis.port, &["CONFIG", "SET", "maxmemory", "1"]).unwrap();
+    store.health().await.unwrap();
+    let refused = store.probe_writes().await.unwrap_err();
+    println!("probe on a server that cannot write: {refused}");
+    support::command(redis.port, &["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+    store.probe_writes().await.unwrap();
 }

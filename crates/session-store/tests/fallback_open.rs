@@ -7,6 +7,7 @@
 mod support;
 
 use std::{
+    collections::HashSet,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -26,26 +27,48 @@ use session_store_core::testing::{behaviours, StoreFactory};
 use session_store_redis::{AppendKey, AppendKeys, SessionWriteBack, WriteBackReport};
 
 /// A primary backed by a memory store that answers Unavailable while `down`,
-/// and records write-backs instead of applying them.
+/// and records write-backs instead of applying them. Deletes leave a tombstone
+/// (as the Redis backend does): a write-back of a tombstoned session is
+/// NotFound. Several instances can share one store ([`Self::sharing`]).
 #[derive(Debug)]
 struct SwitchablePrimary {
-    store: MemoryStore,
+    store: Arc<MemoryStore>,
     down: AtomicBool,
     keys: AppendKeys,
     write_backs: Mutex<Vec<SessionWriteBack>>,
+    tombstones: Arc<Mutex<HashSet<SessionId>>>,
+    /// Sessions whose write-back fails with Unavailable though the primary
+    /// answers everything else.
+    poisoned: Mutex<HashSet<SessionId>>,
 }
 
 impl SwitchablePrimary {
     fn new(clock: ManualClock, settings: StoreSettings, down: bool) -> Self {
         SwitchablePrimary {
-            store: MemoryStore::builder()
-                .settings(settings)
-                .clock(Arc::new(clock))
-                .build()
-                .unwrap(),
+            store: Arc::new(
+                MemoryStore::builder()
+                    .settings(settings)
+                    .clock(Arc::new(clock))
+                    .build()
+                    .unwrap(),
+            ),
             down: AtomicBool::new(down),
             keys: AppendKeys::new(),
             write_backs: Mutex::default(),
+            tombstones: Arc::default(),
+            poisoned: Mutex::default(),
+        }
+    }
+
+    /// Another instance's view of the same primary, up, with its own link.
+    fn sharing(&self) -> Self {
+        SwitchablePrimary {
+            store: self.store.clone(),
+            down: AtomicBool::new(false),
+            keys: AppendKeys::new(),
+            write_backs: Mutex::default(),
+            tombstones: self.tombstones.clone(),
+            poisoned: Mutex::default(),
         }
     }
 
@@ -82,6 +105,7 @@ impl SessionStore for SwitchablePrimary {
     }
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         self.check()?;
+        self.tombstones.lock().insert(id.clone());
         self.store.delete(id).await
     }
     async fn list(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page<Session>> {
@@ -156,12 +180,24 @@ impl FallbackPrimary for SwitchablePrimary {
     }
     async fn write_back(&self, write_back: &SessionWriteBack) -> Result<WriteBackReport> {
         self.check()?;
+        if self.poisoned.lock().contains(&write_back.session.id) {
+            return Err(Error::unavailable(
+                "fake primary: this session's write-back times out",
+            ));
+        }
+        if self.tombstones.lock().contains(&write_back.session.id) {
+            return Err(Error::NotFound(write_back.session.id.clone()));
+        }
         self.write_backs.lock().push(write_back.clone());
         Ok(WriteBackReport {
             frames_written: write_back.frames.len() as u64,
             frame_ids: write_back.frames.iter().map(|f| f.frame.id).collect(),
             ..WriteBackReport::default()
         })
+    }
+    async fn deleted_recently(&self, id: &SessionId) -> Result<bool> {
+        self.check()?;
+        Ok(self.tombstones.lock().contains(id))
     }
 }
 
@@ -170,7 +206,21 @@ fn fallback(threshold: u32) -> FallbackSettings {
         failure_threshold: threshold,
         cool_down: Duration::from_millis(50),
         remembered_sessions: 1_000,
+        ..FallbackSettings::default()
     }
+}
+
+/// Waits until `store` has written its journal back and closed its breaker;
+/// its stats then.
+async fn written_back(store: &FallbackStore<SwitchablePrimary>) -> session_store::FallbackStats {
+    let closed = support::wait_until(Duration::from_secs(10), || {
+        let stats = store.stats();
+        stats.state == BreakerState::Closed && stats.dirty_sessions == 0
+    })
+    .await;
+    let stats = store.stats();
+    assert!(closed, "{stats:?}");
+    stats
 }
 
 fn frame(clock: &ManualClock, body: &str) -> Frame {
@@ -248,13 +298,7 @@ async fn an_outage_is_served_from_memory_and_written_back_in_order() {
     assert_eq!(store.stats().dirty_sessions, 3);
 
     store.primary().down.store(false, Ordering::SeqCst);
-    let closed = support::wait_until(Duration::from_secs(10), || {
-        let stats = store.stats();
-        stats.state == BreakerState::Closed && stats.dirty_sessions == 0
-    })
-    .await;
-    let stats = store.stats();
-    assert!(closed, "{stats:?}");
+    let stats = written_back(&store).await;
     assert_eq!(stats.opened_total, 1);
     assert_eq!(stats.half_opened_total, 1);
     assert_eq!(stats.closed_total, 1);
@@ -278,6 +322,358 @@ async fn an_outage_is_served_from_memory_and_written_back_in_order() {
     assert!(of(&other).frames.is_empty());
     // After the write-back, calls go to the primary again.
     assert!(matches!(store.get(&unknown).await, Err(Error::NotFound(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_journal_refuses_writes_with_unavailable_and_keeps_serving_reads() {
+    let clock = ManualClock::starting_now();
+    let settings = session_store_core::testing::suite_settings();
+    let primary = SwitchablePrimary::new(clock.clone(), settings.clone(), true);
+    let max = 16 * 1024;
+    let store = FallbackStore::new(
+        primary,
+        settings,
+        FallbackSettings {
+            journal_max_bytes: max,
+            ..fallback(1)
+        },
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let id = store.new_session_id().unwrap();
+    store.create(NewSession::new(id.clone())).await.unwrap();
+    let payload = "x".repeat(1_000);
+    let mut acked = 0;
+    let refused = loop {
+        match store.append_frame(&id, frame(&clock, &payload)).await {
+            Ok(_) => acked += 1,
+            Err(error) => break error,
+        }
+        assert!(acked < 100, "the journal never filled: {:?}", store.stats());
+    };
+    let message = refused.to_string();
+    assert!(matches!(refused, Error::Unavailable(_)), "{message}");
+    assert!(message.contains("journal_max_bytes"), "{message}");
+    // New sessions fill what is left, then are refused too.
+    let mut created = 0;
+    loop {
+        let other = store.new_session_id().unwrap();
+        match store.create(NewSession::new(other)).await {
+            Ok(_) => created += 1,
+            Err(error) => {
+                assert!(matches!(error, Error::Unavailable(_)), "{error}");
+                break;
+            }
+        }
+        assert!(created < 10, "{:?}", store.stats());
+    }
+    // Reads go on, and writes that add nothing too.
+    assert_eq!(
+        store.read_frames(&id, None, 1_000).await.unwrap().len(),
+        acked
+    );
+    assert_eq!(store.get(&id).await.unwrap().frame_count, acked as u64);
+    store.touch(&id).await.unwrap();
+    let stats = store.stats();
+    println!(
+        "journal cap {max} bytes: {acked} frames of 1000 bytes acknowledged, then refused; \
+         journal {} bytes (peak {}), {} refusals",
+        stats.journal_bytes, stats.journal_peak_bytes, stats.journal_full_total
+    );
+    assert!(stats.journal_peak_bytes <= max, "{stats:?}");
+    assert!(stats.journal_bytes <= max && stats.journal_bytes > 0);
+    assert_eq!(stats.journal_full_total, 2);
+    assert_eq!(stats.dirty_sessions, 1 + created);
+
+    store.primary().down.store(false, Ordering::SeqCst);
+    written_back(&store).await;
+    assert_eq!(store.stats().journal_bytes, 0, "written back: nothing held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_cut_off_together_never_mint_the_same_frame_id_for_one_session() {
+    let clock = ManualClock::starting_now();
+    let settings = session_store_core::testing::suite_settings();
+    let primary_a = SwitchablePrimary::new(clock.clone(), settings.clone(), false);
+    let primary_b = primary_a.sharing();
+    let a = FallbackStore::new(
+        primary_a,
+        settings.clone(),
+        fallback(1),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let b = FallbackStore::new(primary_b, settings, fallback(1), Arc::new(clock.clone())).unwrap();
+    let id = a.new_session_id().unwrap();
+    a.create(NewSession::new(id.clone())).await.unwrap();
+    let before = a.append_frame(&id, frame(&clock, "before")).await.unwrap();
+    b.get(&id).await.unwrap();
+    a.primary().down.store(true, Ordering::SeqCst);
+    b.primary().down.store(true, Ordering::SeqCst);
+    // Same session, same millisecond, same last id known to both.
+    let mut ids = HashSet::new();
+    for n in 0..20 {
+        let from_a = a
+            .append_frame(&id, frame(&clock, &format!("a{n}")))
+            .await
+            .unwrap();
+        let from_b = b
+            .append_frame(&id, frame(&clock, &format!("b{n}")))
+            .await
+            .unwrap();
+        assert!(from_a > before && from_b > before);
+        assert!(
+            ids.insert(from_a) && ids.insert(from_b),
+            "{from_a} or {from_b} minted twice"
+        );
+    }
+    assert_eq!(ids.len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_in_another_instances_journal_is_unavailable_there_never_not_found() {
+    let clock = ManualClock::starting_now();
+    let settings = session_store_core::testing::suite_settings();
+    let primary_a = SwitchablePrimary::new(clock.clone(), settings.clone(), true);
+    let primary_b = primary_a.sharing();
+    let grace = Duration::from_secs(600);
+    let fleet = FallbackSettings {
+        outage_id_grace: grace,
+        ..fallback(1)
+    };
+    let a = FallbackStore::new(
+        primary_a,
+        settings.clone(),
+        fleet.clone(),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let b = FallbackStore::new(primary_b, settings, fleet, Arc::new(clock.clone())).unwrap();
+
+    // A is cut off: the session lives only in A's journal. B reaches the primary.
+    let id = a.new_session_id().unwrap();
+    a.create(NewSession::new(id.clone())).await.unwrap();
+    a.append_frame(&id, frame(&clock, "only in A"))
+        .await
+        .unwrap();
+    assert!(matches!(b.get(&id).await, Err(Error::Unavailable(_))));
+    assert!(matches!(b.touch(&id).await, Err(Error::Unavailable(_))));
+    assert!(matches!(
+        b.append_frame(&id, frame(&clock, "via B")).await,
+        Err(Error::Unavailable(_))
+    ));
+    assert!(matches!(
+        b.read_frames(&id, None, 10).await,
+        Err(Error::Unavailable(_))
+    ));
+    assert!(matches!(
+        b.get_many(std::slice::from_ref(&id)).await,
+        Err(Error::Unavailable(_))
+    ));
+    let message = b.get(&id).await.unwrap_err().to_string();
+    assert!(message.contains("retry later"), "{message}");
+    // Ids of another form, and ids older than the grace period, are NotFound.
+    let plain = SessionId::random().unwrap();
+    assert!(matches!(b.get(&plain).await, Err(Error::NotFound(_))));
+    let stats = b.stats();
+    assert_eq!(
+        stats.state,
+        BreakerState::Closed,
+        "an answer, not a failure"
+    );
+    assert_eq!(stats.outage_ids_unavailable_total, 6);
+
+    // A deleted id is NotFound at once (the primary's tombstone).
+    let gone = b.new_session_id().unwrap();
+    b.create(NewSession::new(gone.clone())).await.unwrap();
+    b.delete(&gone).await.unwrap();
+    assert!(matches!(b.get(&gone).await, Err(Error::NotFound(_))));
+
+    clock.advance(grace);
+    assert!(matches!(b.get(&id).await, Err(Error::NotFound(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_deleted_elsewhere_during_the_outage_is_not_written_back() {
+    let clock = ManualClock::starting_now();
+    let settings = session_store_core::testing::suite_settings();
+    let primary_a = SwitchablePrimary::new(clock.clone(), settings.clone(), false);
+    let primary_b = primary_a.sharing();
+    let a = FallbackStore::new(
+        primary_a,
+        settings.clone(),
+        fallback(1),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let b = FallbackStore::new(primary_b, settings, fallback(1), Arc::new(clock.clone())).unwrap();
+    let id = a.new_session_id().unwrap();
+    a.create(NewSession::new(id.clone())).await.unwrap();
+    a.primary().down.store(true, Ordering::SeqCst);
+    a.append_frame(&id, frame(&clock, "while cut off"))
+        .await
+        .unwrap();
+    assert!(b.delete(&id).await.unwrap());
+
+    a.primary().down.store(false, Ordering::SeqCst);
+    let stats = written_back(&a).await;
+    assert_eq!(stats.deleted_elsewhere_total, 1);
+    assert!(
+        a.primary().write_backs.lock().is_empty(),
+        "nothing recreated"
+    );
+    assert!(matches!(a.get(&id).await, Err(Error::NotFound(_))));
+    assert_eq!(stats.journal_bytes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_write_back_keeps_failing_is_quarantined_and_the_breaker_closes() {
+    let clock = ManualClock::starting_now();
+    let settings = session_store_core::testing::suite_settings();
+    let primary = SwitchablePrimary::new(clock.clone(), settings.clone(), true);
+    let store =
+        FallbackStore::new(primary, settings, fallback(1), Arc::new(clock.clone())).unwrap();
+    let good = store.new_session_id().unwrap();
+    let poison = store.new_session_id().unwrap();
+    for id in [&good, &poison] {
+        store.create(NewSession::new(id.clone())).await.unwrap();
+        store
+            .append_frame(id, frame(&clock, "during"))
+            .await
+            .unwrap();
+    }
+    store.primary().poisoned.lock().insert(poison.clone());
+    store.primary().down.store(false, Ordering::SeqCst);
+    let stats = written_back(&store).await;
+    assert_eq!(stats.opened_total, 1, "one session's trouble is no outage");
+    assert_eq!(stats.quarantined_total, 1);
+    assert_eq!(stats.quarantined_sessions, 1);
+    assert!(stats.write_back_failures_total >= 3, "{stats:?}");
+    let written: Vec<_> = store
+        .primary()
+        .write_backs
+        .lock()
+        .iter()
+        .map(|w| w.session.id.clone())
+        .collect();
+    assert_eq!(written, vec![good]);
+    assert!(
+        stats.journal_bytes > 0,
+        "the quarantined entry is kept and counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_degraded_with_the_breaker_and_journal_readings_while_serving_from_memory() {
+    let clock = ManualClock::starting_now();
+    let settings = session_store_core::testing::suite_settings();
+    let primary = SwitchablePrimary::new(clock.clone(), settings.clone(), false);
+    let store =
+        FallbackStore::new(primary, settings, fallback(1), Arc::new(clock.clone())).unwrap();
+    let reading = |health: &Health, name: &str| {
+        health
+            .readings
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no reading {name}: {:?}", health.readings))
+    };
+    let healthy = store.health().await.unwrap();
+    assert!(!healthy.degraded);
+    assert_eq!(reading(&healthy, "session_store_breaker_state"), 0.0);
+
+    store.primary().down.store(true, Ordering::SeqCst);
+    let id = store.new_session_id().unwrap();
+    store.create(NewSession::new(id.clone())).await.unwrap();
+    let open = store.health().await.unwrap();
+    assert!(open.degraded, "{open:?}");
+    assert_eq!(open.backend, "memory-fallback");
+    assert_eq!(reading(&open, "session_store_breaker_state"), 2.0);
+    assert_eq!(reading(&open, "session_store_fallback_dirty_sessions"), 1.0);
+    assert!(reading(&open, "session_store_fallback_journal_bytes") > 0.0);
+    assert_eq!(
+        reading(&open, "session_store_fallback_quarantined_sessions"),
+        0.0
+    );
+
+    store.primary().down.store(false, Ordering::SeqCst);
+    written_back(&store).await;
+    let back = store.health().await.unwrap();
+    assert!(!back.degraded, "{back:?}");
+    assert_eq!(
+        reading(&back, "session_store_write_back_sessions_total"),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_journal_dir_replays_and_writes_back_every_acknowledged_write() {
+    let clock = ManualClock::starting_now();
+    let settings = session_store_core::testing::suite_settings();
+    let dir = support::TempDir::new("journal");
+    let on_disk = FallbackSettings {
+        journal_dir: Some(dir.0.clone()),
+        ..fallback(1)
+    };
+    let primary_a = SwitchablePrimary::new(clock.clone(), settings.clone(), true);
+    let primary_b = primary_a.sharing();
+    let first = FallbackStore::new(
+        primary_a,
+        settings.clone(),
+        on_disk.clone(),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let id = first.new_session_id().unwrap();
+    let created = first.create(NewSession::new(id.clone())).await.unwrap();
+    let mut acked = Vec::new();
+    for n in 0..5 {
+        clock.advance(Duration::from_millis(1));
+        acked.push(
+            first
+                .append_frame(&id, frame(&clock, &format!("f{n}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut changed = created.clone();
+    changed.status = session_store::SessionStatus::Active;
+    first.update(&changed).await.unwrap();
+    let gone = first.new_session_id().unwrap();
+    first.create(NewSession::new(gone.clone())).await.unwrap();
+    first.delete(&gone).await.unwrap();
+    // The process dies; a write torn by the crash (never acknowledged) is left.
+    drop(first);
+    let log = dir.0.join("journal.log");
+    let mut torn = std::fs::read(&log).unwrap();
+    let acknowledged_bytes = torn.len();
+    torn.extend_from_slice(&[200, 1, 0, 0, 1, 2]);
+    std::fs::write(&log, torn).unwrap();
+
+    let second = FallbackStore::new(primary_b, settings, on_disk, Arc::new(clock.clone())).unwrap();
+    let stats = written_back(&second).await;
+    let write_backs = second.primary().write_backs.lock().clone();
+    let back = write_backs.iter().find(|w| w.session.id == id).unwrap();
+    assert_eq!(
+        back.frames.iter().map(|f| f.frame.id).collect::<Vec<_>>(),
+        acked,
+        "every acknowledged frame, under its id"
+    );
+    assert!(back.updated);
+    assert_eq!(back.session.status, session_store::SessionStatus::Active);
+    assert!(
+        write_backs.iter().all(|w| w.session.id != gone),
+        "deleted here: deleted, not recreated"
+    );
+    println!(
+        "journal_dir: {acknowledged_bytes} bytes on disk before the restart; replayed and written back {} sessions",
+        stats.written_back_sessions_total
+    );
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().len(),
+        0,
+        "emptied once written back"
+    );
 }
 
 #[tokio::test]

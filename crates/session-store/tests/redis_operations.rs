@@ -42,13 +42,18 @@ const STORE_ACL: &[&str] = &[
     "+set",
     "+xadd",
     "+xrange",
+    "+xrevrange",
     "+xlen",
+    "+xdel",
+    "+xsetid",
+    "+xtrim",
     "+zadd",
     "+zrem",
     "+zrange",
     "+zrangebyscore",
     "+zcount",
     "+wait",
+    "+exists",
 ];
 
 fn config(url: String, prefix: &str) -> RedisConfig {
@@ -155,24 +160,36 @@ async fn the_store_works_as_an_acl_user_with_the_documented_commands_only() {
     assert_eq!(store.count().await.unwrap(), 1);
     store.purge_expired().await.unwrap();
     store.health().await.unwrap();
+    store.probe_writes().await.unwrap();
     let report = store
         .write_back(&SessionWriteBack {
             session: updated,
             base_revision: 2,
             updated: false,
-            frames: vec![KeyedFrame {
-                key: AppendKey::new("acl1").unwrap(),
-                frame: session_store::StoredFrame {
-                    id: FrameId::new(first.millis + 10, 0),
-                    frame: frame(3),
+            frames: vec![
+                // Older than every stored frame: inserted in place.
+                KeyedFrame {
+                    key: AppendKey::new("acl0").unwrap(),
+                    frame: session_store::StoredFrame {
+                        id: FrameId::new(first.millis - 1, 1 << 24),
+                        frame: frame(0),
+                    },
                 },
-            }],
+                KeyedFrame {
+                    key: AppendKey::new("acl1").unwrap(),
+                    frame: session_store::StoredFrame {
+                        id: FrameId::new(first.millis + 10, 0),
+                        frame: frame(3),
+                    },
+                },
+            ],
             key: store.new_append_key(),
         })
         .await
         .unwrap();
-    assert_eq!(report.frames_written, 1);
-    assert_eq!(store.delete_frames(&id).await.unwrap(), 3);
+    assert_eq!(report.frames_written, 2);
+    assert_eq!(report.frames_interleaved, 1);
+    assert_eq!(store.delete_frames(&id).await.unwrap(), 4);
     assert!(store.delete(&id).await.unwrap());
 
     // And nothing else: not another key, not another command.

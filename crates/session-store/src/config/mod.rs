@@ -251,6 +251,17 @@ pub struct BreakerSection {
     /// `remembered_sessions`: recently used sessions kept in memory so they can
     /// be served while Redis is unreachable (default 100000).
     pub remembered_sessions: usize,
+    /// `journal_max_bytes`: most bytes the outage journal holds; beyond it
+    /// writes are Unavailable (default 268435456, 256 MiB).
+    pub journal_max_bytes: u64,
+    /// `outage_id_grace`: how long after its mint time a fallback-minted session
+    /// id missing in Redis is answered Unavailable rather than NotFound
+    /// (default `"10m"`).
+    #[serde(deserialize_with = "values::duration")]
+    pub outage_id_grace: Duration,
+    /// `journal_dir`: keep the outage journal on local disk there too (fsynced
+    /// before acknowledging, replayed at start); unset: memory only.
+    pub journal_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for BreakerSection {
@@ -259,6 +270,9 @@ impl Default for BreakerSection {
             failure_threshold: 5,
             cool_down: Duration::from_secs(5),
             remembered_sessions: 100_000,
+            journal_max_bytes: 256 * 1024 * 1024,
+            outage_id_grace: Duration::from_secs(600),
+            journal_dir: None,
         }
     }
 }

@@ -165,6 +165,10 @@ pub(crate) fn validate(config: &StorageConfig, origins: &dyn Origins) -> Result<
         u64::from(redis.breaker.failure_threshold),
     );
     problems.positive_duration("redis.breaker.cool_down", redis.breaker.cool_down);
+    problems.at_least_one(
+        "redis.breaker.journal_max_bytes",
+        redis.breaker.journal_max_bytes,
+    );
 
     if problems.found.is_empty() {
         Ok(())

@@ -53,6 +53,13 @@ const DRAINING: u8 = 1;
 const OPEN: u8 = 2;
 const HALF_OPEN: u8 = 3;
 
+/// While half-open, one call in this many goes to the primary; the others are
+/// served as if the breaker were open, so a recovering primary sees a bounded
+/// share of the traffic while the journal is written back.
+pub(crate) const HALF_OPEN_ADMIT_EVERY: u64 = 4;
+/// Calls admitted while half-open that must succeed before every call is.
+pub(crate) const HALF_OPEN_TRIAL_SUCCESSES: u64 = 32;
+
 /// Where a call goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
@@ -89,6 +96,11 @@ struct Times {
 #[derive(Debug)]
 pub(crate) struct Breaker {
     state: AtomicU8,
+    /// Calls routed while half-open, for [`HALF_OPEN_ADMIT_EVERY`].
+    half_open_calls: AtomicU64,
+    /// Primary answers since the breaker half-opened, for
+    /// [`HALF_OPEN_TRIAL_SUCCESSES`].
+    half_open_successes: AtomicU64,
     consecutive_failures: AtomicU32,
     failure_threshold: u32,
     cool_down: Duration,
@@ -100,6 +112,8 @@ impl Breaker {
     pub(crate) fn new(failure_threshold: u32, cool_down: Duration) -> Self {
         Breaker {
             state: AtomicU8::new(CLOSED),
+            half_open_calls: AtomicU64::new(0),
+            half_open_successes: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             failure_threshold: failure_threshold.max(1),
             cool_down,
@@ -108,8 +122,32 @@ impl Breaker {
         }
     }
 
-    /// The route for the next call: one atomic load.
+    /// The route for the next call: one atomic load (and counters while
+    /// half-open: until [`HALF_OPEN_TRIAL_SUCCESSES`] primary answers, one call
+    /// in [`HALF_OPEN_ADMIT_EVERY`] is admitted to the primary and the others
+    /// stay in memory; then every call is).
     pub(crate) fn route(&self) -> Route {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => Route::Primary,
+            OPEN => Route::Memory,
+            HALF_OPEN => {
+                if self.half_open_successes.load(Ordering::Relaxed) >= HALF_OPEN_TRIAL_SUCCESSES {
+                    return Route::Mixed;
+                }
+                let n = self.half_open_calls.fetch_add(1, Ordering::Relaxed);
+                if n.is_multiple_of(HALF_OPEN_ADMIT_EVERY) {
+                    Route::Mixed
+                } else {
+                    Route::Memory
+                }
+            }
+            _ => Route::Mixed,
+        }
+    }
+
+    /// The route of the write-back itself and of the background task: never
+    /// held back by the half-open share.
+    pub(crate) fn recovery_route(&self) -> Route {
         match self.state.load(Ordering::Acquire) {
             CLOSED => Route::Primary,
             OPEN => Route::Memory,
@@ -146,6 +184,9 @@ impl Breaker {
         // Load first: the common case writes nothing, so the cache line stays shared.
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if self.state.load(Ordering::Relaxed) == HALF_OPEN {
+            self.half_open_successes.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -218,6 +259,7 @@ impl Breaker {
             let open_for = times.opened_at.map(|at| now.saturating_duration_since(at));
             drop(times);
             self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.half_open_successes.store(0, Ordering::Relaxed);
             self.counters.half_opened.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 breaker = "half_open",
@@ -304,7 +346,17 @@ mod tests {
         assert!(breaker.probe_due(Instant::now() + Duration::from_secs(61)));
         breaker.half_open();
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
-        assert_eq!(breaker.route(), Route::Mixed);
+        let admitted = (0..4 * HALF_OPEN_ADMIT_EVERY)
+            .filter(|_| breaker.route() == Route::Mixed)
+            .count();
+        assert_eq!(admitted, 4, "a bounded share goes to the primary");
+        for _ in 0..HALF_OPEN_TRIAL_SUCCESSES {
+            breaker.record_success();
+        }
+        assert!(
+            (0..8).all(|_| breaker.route() == Route::Mixed),
+            "after the trial, every call"
+        );
         breaker.close();
         assert_eq!(breaker.state(), BreakerState::Closed);
         assert!(breaker.last_recovery().is_some() && breaker.last_outage().is_some());

@@ -24,6 +24,29 @@ pub trait FallbackPrimary: SessionStore {
     /// Writes back a session served from memory (see
     /// [`RedisStore::write_back`] for the merge rules). Safe to repeat.
     async fn write_back(&self, write_back: &SessionWriteBack) -> Result<WriteBackReport>;
+
+    /// Whether `id` was deleted recently (the primary keeps a short record of
+    /// deletes, a tombstone in the session's slot). Used for ids minted during
+    /// an outage: missing and deleted is NotFound, missing and not deleted may
+    /// still be in another instance's journal (Unavailable). The default knows
+    /// of no deletes.
+    ///
+    /// The resurrection seam: [`write_back`](Self::write_back) of a session
+    /// deleted meanwhile must be [`Error::NotFound`](session_store_core::Error::NotFound)
+    /// (nothing recreated); the fallback store then drops its journal entry and
+    /// counts it in `deleted_elsewhere_total`.
+    async fn deleted_recently(&self, id: &SessionId) -> Result<bool> {
+        let _ = id;
+        Ok(false)
+    }
+
+    /// The breaker's probe: succeeds when the primary can do what the store
+    /// needs (for Redis: write and read a canary key on every master holding an
+    /// index shard, [`RedisStore::probe_writes`]). The default is
+    /// [`health`](SessionStore::health).
+    async fn probe(&self) -> Result<()> {
+        self.health().await.map(|_| ())
+    }
 }
 
 #[async_trait]
@@ -43,5 +66,13 @@ impl FallbackPrimary for RedisStore {
 
     async fn write_back(&self, write_back: &SessionWriteBack) -> Result<WriteBackReport> {
         RedisStore::write_back(self, write_back).await
+    }
+
+    async fn probe(&self) -> Result<()> {
+        self.probe_writes().await.map(|_| ())
+    }
+
+    async fn deleted_recently(&self, id: &SessionId) -> Result<bool> {
+        RedisStore::deleted_recently(self, id).await
     }
 }

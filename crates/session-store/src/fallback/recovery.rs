@@ -16,6 +16,9 @@ use super::{add, breaker::Route, FallbackPrimary, Inner};
 
 /// Sessions written back at the same time.
 const CONCURRENT_WRITE_BACKS: usize = 8;
+/// Failed write-backs of one session, while the probe passes, before it is
+/// quarantined.
+pub(super) const QUARANTINE_AFTER: u32 = 3;
 
 /// Starts the task. It holds only a weak reference, so it ends once the store
 /// is dropped (the store also aborts it).
@@ -38,13 +41,13 @@ pub(super) fn spawn<P: FallbackPrimary + 'static>(
 
 impl<P: FallbackPrimary> Inner<P> {
     async fn recovery_tick(self: &Arc<Self>) {
-        match self.breaker.route() {
+        match self.breaker.recovery_route() {
             Route::Primary => return,
             Route::Memory => {
                 if !self.breaker.probe_due(Instant::now()) {
                     return;
                 }
-                match self.primary.health().await {
+                match self.primary.probe().await {
                     Ok(_) => self.breaker.half_open(),
                     Err(error) => {
                         tracing::debug!(%error, "session store: probe of the primary failed; breaker stays open");
@@ -59,36 +62,80 @@ impl<P: FallbackPrimary> Inner<P> {
     }
 
     /// Writes back every session in the journal, then closes the breaker if the
-    /// journal is empty. Stops at the first Unavailable (the breaker reopens).
+    /// journal is empty. A session that fails with Unavailable while the probe
+    /// passes is not an outage: it is retried, and quarantined after
+    /// [`QUARANTINE_AFTER`] failures (or at once for an error that is no
+    /// failure of reach, such as Corrupt); only a failing probe reopens the
+    /// breaker.
     pub(super) async fn write_back_all(&self) {
         // Sessions are independent, so several are written back at once; each
         // session's own frames still go in order.
         futures::stream::iter(self.journal.ids())
             .for_each_concurrent(CONCURRENT_WRITE_BACKS, |id| async move {
-                if self.breaker.route() == Route::Memory {
+                if self.breaker.recovery_route() == Route::Memory {
                     return;
                 }
                 match self.write_back_one(&id).await {
                     Ok(()) => {}
-                    Err(error) if error.is_retryable() => self.breaker.record_failure(&error),
+                    Err(error) if error.is_retryable() => match self.primary.probe().await {
+                        Err(outage) => self.breaker.record_failure(&outage),
+                        Ok(()) => {
+                            add(&self.counters.write_back_failures, 1);
+                            self.failed_write_back(&id, &error).await;
+                        }
+                    },
                     Err(error) => {
                         add(&self.counters.write_back_failures, 1);
-                        tracing::error!(
-                            session = %id,
-                            %error,
-                            "session store: the primary rejected the write-back of a session changed during an outage; its changes are dropped"
-                        );
+                        self.quarantine(&id, &error);
                     }
                 }
             })
             .await;
-        if self.breaker.route() != Route::Memory {
-            self.journal.close_if_empty(|| self.breaker.close());
+        if self.breaker.recovery_route() != Route::Memory {
+            self.journal.close_if_empty(|| {
+                if let Some(disk) = &self.disk {
+                    if let Err(error) = disk.clear() {
+                        tracing::warn!(%error, "session store: could not empty the fallback journal file; it is replayed (and written back again, harmlessly) at the next start");
+                    }
+                }
+                self.breaker.close();
+            });
+        }
+    }
+
+    /// A write-back of `id` failed while the primary answers the probe: count
+    /// it on the entry, and quarantine the entry after [`QUARANTINE_AFTER`].
+    async fn failed_write_back(&self, id: &SessionId, error: &Error) {
+        let Some(entry) = self.journal.get(id) else {
+            return;
+        };
+        let failures = {
+            let mut dirty = entry.lock().await;
+            dirty.write_back_failures = dirty.write_back_failures.saturating_add(1);
+            dirty.write_back_failures
+        };
+        tracing::warn!(session = %id, %error, failures, "session store: write-back of a session failed while the primary answers the probe");
+        if failures >= QUARANTINE_AFTER {
+            self.quarantine(id, error);
+        }
+    }
+
+    /// Moves `id` out of the journal into quarantine, so it no longer holds the
+    /// breaker open; its changes are kept (and counted against the journal's
+    /// bytes) for an operator, logged and counted.
+    fn quarantine(&self, id: &SessionId, error: &Error) {
+        if self.journal.quarantine(id) {
+            add(&self.counters.quarantined, 1);
+            tracing::error!(
+                session = %id,
+                %error,
+                "session store: the write-back of a session changed during an outage keeps failing while the primary answers; it is quarantined (kept in memory, no longer written back) so the breaker can close"
+            );
         }
     }
 
     /// Writes back one session under its entry's lock, then drops it from the
-    /// journal. Non-retryable errors drop it too (after the caller logs them).
+    /// journal. On an error the entry stays (the caller retries or quarantines).
     async fn write_back_one(&self, id: &SessionId) -> Result<()> {
         let Some(entry) = self.journal.get(id) else {
             return Ok(());
@@ -113,7 +160,7 @@ impl<P: FallbackPrimary> Inner<P> {
                     let counters = &self.counters;
                     add(&counters.written_back_frames, report.frames_written);
                     add(&counters.duplicate_frames, report.frames_already_stored);
-                    add(&counters.renumbered_frames, report.frames_renumbered);
+                    add(&counters.interleaved_frames, report.frames_interleaved);
                     if report.recreated {
                         add(&counters.recreated_sessions, 1);
                     }
@@ -132,7 +179,18 @@ impl<P: FallbackPrimary> Inner<P> {
                     }
                     Ok(())
                 }
-                Err(Error::NotFound(_)) => Ok(()),
+                Err(Error::NotFound(_)) => {
+                    // Deleted by another instance while this one was cut off
+                    // (the primary's tombstone), or expired there: never
+                    // recreated.
+                    add(&self.counters.deleted_elsewhere, 1);
+                    tracing::info!(
+                        session = %id,
+                        "session store: a session changed during the outage was deleted elsewhere meanwhile; its journal entry is dropped"
+                    );
+                    self.known.forget(id);
+                    Ok(())
+                }
                 Err(error) => Err(error),
             }
         };
@@ -140,18 +198,18 @@ impl<P: FallbackPrimary> Inner<P> {
             Ok(()) => {
                 add(&self.counters.written_back_sessions, 1);
             }
-            Err(error) if error.is_retryable() => return Err(error),
-            Err(error) => {
-                dirty.written_back = true;
-                self.journal.remove(id);
-                return Err(error);
-            }
+            Err(error) => return Err(error),
         }
         if dirty.deleted {
             self.known.forget(id);
         }
         dirty.written_back = true;
-        self.journal.remove(id);
+        self.journal.remove(id, dirty.bytes());
+        if let Some(disk) = &self.disk {
+            if let Err(error) = disk.append(&super::disk::Record::Removed { id: id.clone() }) {
+                tracing::warn!(session = %id, %error, "session store: could not record a write-back in the fallback journal file; it is written back again (harmlessly) after a restart");
+            }
+        }
         Ok(())
     }
 }

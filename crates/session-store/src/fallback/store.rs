@@ -14,7 +14,7 @@ use super::{
     add,
     breaker::Route,
     journal::{self, DirtySession},
-    FallbackPrimary, FallbackStore, Inner,
+    outage_id, FallbackPrimary, FallbackStore, Inner,
 };
 
 /// Bound on re-routing a call whose session was written back while it waited.
@@ -53,6 +53,84 @@ impl<P: FallbackPrimary> Inner<P> {
         }
     }
 
+    /// The primary's answer about session `id` when it is final (`None`: fall
+    /// over to memory). A NotFound for an id minted by a fallback store within
+    /// `outage_id_grace` becomes Unavailable, unless the primary knows it was
+    /// deleted: the session may wait in another instance's journal.
+    async fn answer<T: Send>(&self, id: &SessionId, result: Result<T>) -> Option<Result<T>> {
+        if !self.settle(Some(id), &result) {
+            return None;
+        }
+        match result {
+            Err(Error::NotFound(_)) if self.may_be_journaled_elsewhere(id).await => {
+                Some(Err(self.journaled_elsewhere(id)))
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Whether a session the primary does not hold may still be in another
+    /// instance's journal: its id is a recent outage id and the primary has no
+    /// record of deleting it.
+    async fn may_be_journaled_elsewhere(&self, id: &SessionId) -> bool {
+        if !outage_id::may_be_journaled(id, self.clock.now(), self.outage_id_grace) {
+            return false;
+        }
+        // When the primary cannot tell, assume it may be journaled.
+        !matches!(self.primary.deleted_recently(id).await, Ok(true))
+    }
+
+    fn journaled_elsewhere(&self, id: &SessionId) -> Error {
+        add(&self.counters.outage_ids_unavailable, 1);
+        Error::unavailable(format!(
+            "session `{id}` is not in the primary session store yet: it was created during an \
+             outage and may still wait for write-back from another instance; retry later"
+        ))
+    }
+
+    /// Applies `change` to a journal entry, holding the journal to
+    /// `journal_max_bytes`: `grows` bytes (what the change may add) are reserved
+    /// first, and the change is refused with Unavailable when they do not fit.
+    fn change<T>(
+        &self,
+        dirty: &mut DirtySession,
+        grows: u64,
+        change: impl FnOnce(&mut DirtySession) -> Result<T>,
+    ) -> Result<T> {
+        if let Err(full) = self.journal.reserve(grows) {
+            add(&self.counters.journal_full, 1);
+            return Err(full);
+        }
+        let before = dirty.bytes();
+        let newest = dirty.newest_frame_id();
+        let result = change(dirty);
+        self.journal.settle(grows, before, dirty.bytes());
+        if result.is_ok() {
+            let appended = dirty.newest_frame_id().is_some() && dirty.newest_frame_id() != newest;
+            self.persist(dirty, appended)?;
+        }
+        result
+    }
+
+    /// With `journal_dir`: writes the entry's new state to disk and fsyncs it,
+    /// before the change is acknowledged.
+    pub(super) fn persist(&self, dirty: &DirtySession, appended: bool) -> Result<()> {
+        match &self.disk {
+            Some(disk) => disk.append(&dirty.record(appended)),
+            None => Ok(()),
+        }
+    }
+
+    /// A new journal entry: its bytes are reserved (Unavailable when full).
+    fn admit(&self, make: impl FnOnce() -> Result<DirtySession>) -> Result<DirtySession> {
+        let dirty = make()?;
+        if let Err(full) = self.journal.reserve(dirty.bytes()) {
+            add(&self.counters.journal_full, 1);
+            return Err(full);
+        }
+        Ok(dirty)
+    }
+
     /// The journal entry of `id` while it waits for write-back.
     async fn dirty(&self, id: &SessionId) -> Option<OwnedMutexGuard<DirtySession>> {
         for _ in 0..ROUTE_ATTEMPTS {
@@ -75,12 +153,13 @@ impl<P: FallbackPrimary> Inner<P> {
             let now = self.clock.now();
             let (entry, _) = self.journal.get_or_insert(
                 id,
-                || match self.known.get(id) {
-                    Some(known) if known.session.expires_at > now => Ok(DirtySession::from_known(
-                        known,
-                        self.primary.new_append_key(),
-                    )),
-                    _ => Err(self.not_in_memory(id)),
+                || {
+                    self.admit(|| match self.known.get(id) {
+                        Some(known) if known.session.expires_at > now => Ok(
+                            DirtySession::from_known(known, self.primary.new_append_key()),
+                        ),
+                        _ => Err(self.not_in_memory(id)),
+                    })
                 },
                 || self.breaker.mark_draining(),
             )?;
@@ -120,14 +199,17 @@ impl<P: FallbackPrimary> Inner<P> {
         let (entry, inserted) = self.journal.get_or_insert(
             &id,
             || {
-                Ok(DirtySession::created(
-                    session.clone(),
-                    self.primary.new_append_key(),
-                ))
+                self.admit(|| {
+                    Ok(DirtySession::created(
+                        session.clone(),
+                        self.primary.new_append_key(),
+                    ))
+                })
             },
             || self.breaker.mark_draining(),
         )?;
         if inserted {
+            self.persist(&*entry.lock().await, false)?;
             add(&self.counters.served_from_memory, 1);
             return Ok(session);
         }
@@ -140,9 +222,33 @@ impl<P: FallbackPrimary> Inner<P> {
             return Err(Error::AlreadyExists(id));
         }
         // Deleted or expired during the outage: the id may be reused.
-        existing.recreate(session.clone());
+        self.change(&mut existing, journal::session_bytes(&session), |dirty| {
+            dirty.recreate(session.clone());
+            Ok(())
+        })?;
         add(&self.counters.served_from_memory, 1);
         Ok(session)
+    }
+
+    fn append_in_memory(
+        &self,
+        dirty: &mut DirtySession,
+        frame: Frame,
+        key: session_store_redis::AppendKey,
+    ) -> Result<FrameId> {
+        let grows = journal::frame_bytes(&frame);
+        let now = self.clock.now();
+        self.change(dirty, grows, |d| {
+            d.append(frame, key, now, &self.settings, self.tag)
+        })
+    }
+
+    fn delete_frames_in_memory(&self, dirty: &mut DirtySession, id: &SessionId) -> Result<u64> {
+        let now = self.clock.now();
+        self.change(dirty, 0, |d| {
+            d.delete_frames(now)
+                .unwrap_or_else(|| Err(self.not_in_memory(id)))
+        })
     }
 
     async fn get_in_memory(&self, id: &SessionId) -> Result<Session> {
@@ -169,6 +275,13 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
         inner.create_in_memory(new).await
     }
 
+    /// A marked id carrying its mint time (see `docs/operations.md`, "Fleet
+    /// semantics"), so that while it may wait in this instance's journal no
+    /// other instance answers NotFound for it.
+    fn new_session_id(&self) -> Result<SessionId> {
+        outage_id::mint(self.inner.clock.now())
+    }
+
     async fn get(&self, id: &SessionId) -> Result<Session> {
         let inner = &self.inner;
         let route = inner.breaker.route();
@@ -179,7 +292,7 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
                 }
             }
             let result = inner.primary.get(id).await;
-            if inner.settle(Some(id), &result) {
+            if let Some(result) = inner.answer(id, result).await {
                 if let Ok(session) = &result {
                     inner.known.remember(session);
                 }
@@ -194,13 +307,17 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
         if inner.breaker.route() == Route::Primary {
             let result = inner.primary.get_many(ids).await;
             if inner.settle(None, &result) {
-                if let Ok(sessions) = &result {
-                    sessions
-                        .iter()
-                        .flatten()
-                        .for_each(|s| inner.known.remember(s));
+                let sessions = result?;
+                for (id, session) in ids.iter().zip(&sessions) {
+                    match session {
+                        Some(session) => inner.known.remember(session),
+                        None if inner.may_be_journaled_elsewhere(id).await => {
+                            return Err(inner.journaled_elsewhere(id));
+                        }
+                        None => {}
+                    }
                 }
-                return result;
+                return Ok(sessions);
             }
         }
         // Session by session, so each one is routed like `get`.
@@ -218,15 +335,19 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
     async fn update(&self, session: &Session) -> Result<Session> {
         let inner = &self.inner;
         let id = &session.id;
+        let now = || inner.clock.now();
+        let grows = journal::session_bytes(session);
         let route = inner.breaker.route();
         if route != Route::Memory {
             if route == Route::Mixed {
                 if let Some(mut dirty) = inner.dirty(id).await {
-                    return dirty.update(session, inner.clock.now(), &inner.settings);
+                    return inner.change(&mut dirty, grows, |d| {
+                        d.update(session, now(), &inner.settings)
+                    });
                 }
             }
             let result = inner.primary.update(session).await;
-            if inner.settle(Some(id), &result) {
+            if let Some(result) = inner.answer(id, result).await {
                 if let Ok(stored) = &result {
                     inner.known.remember(stored);
                 }
@@ -234,36 +355,43 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
             }
         }
         let mut dirty = inner.dirty_for_write(id).await?;
-        dirty.update(session, inner.clock.now(), &inner.settings)
+        inner.change(&mut dirty, grows, |d| {
+            d.update(session, now(), &inner.settings)
+        })
     }
 
     async fn touch(&self, id: &SessionId) -> Result<()> {
         let inner = &self.inner;
+        let now = || inner.clock.now();
         let route = inner.breaker.route();
         if route != Route::Memory {
             if route == Route::Mixed {
                 if let Some(mut dirty) = inner.dirty(id).await {
-                    return dirty.touch(inner.clock.now(), &inner.settings);
+                    return inner.change(&mut dirty, 0, |d| d.touch(now(), &inner.settings));
                 }
             }
             let result = inner.primary.touch(id).await;
-            if inner.settle(Some(id), &result) {
+            if let Some(result) = inner.answer(id, result).await {
                 return result;
             }
         }
         let mut dirty = inner.dirty_for_write(id).await?;
-        dirty.touch(inner.clock.now(), &inner.settings)
+        inner.change(&mut dirty, 0, |d| d.touch(now(), &inner.settings))
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         let inner = &self.inner;
+        let now = || inner.clock.now();
         let route = inner.breaker.route();
         if route != Route::Memory {
             if route == Route::Mixed {
                 if let Some(mut dirty) = inner.dirty(id).await {
-                    return Ok(dirty.delete(inner.clock.now()));
+                    return inner.change(&mut dirty, 0, |d| Ok(d.delete(now())));
                 }
             }
+            // Deleting a session missing here is not an error; the primary keeps
+            // a record of the delete (its tombstone), so a write-back of the id
+            // by another instance does not bring it back.
             let result = inner.primary.delete(id).await;
             if inner.settle(Some(id), &result) {
                 inner.known.forget(id);
@@ -271,7 +399,7 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
             }
         }
         let mut dirty = inner.dirty_for_write(id).await?;
-        Ok(dirty.delete(inner.clock.now()))
+        inner.change(&mut dirty, 0, |d| Ok(d.delete(now())))
     }
 
     async fn list(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page<Session>> {
@@ -305,18 +433,20 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
     async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId> {
         let inner = &self.inner;
         let key = inner.primary.new_append_key();
+        let now = || inner.clock.now();
         let route = inner.breaker.route();
         if route != Route::Memory {
             if route == Route::Mixed {
                 if let Some(mut dirty) = inner.dirty(id).await {
-                    return dirty.append(frame, key, inner.clock.now(), &inner.settings);
+                    return inner.append_in_memory(&mut dirty, frame, key);
                 }
             }
             let result = inner.primary.append_frame_with_key(id, &frame, &key).await;
-            if inner.settle(Some(id), &result) {
+            if let Some(result) = inner.answer(id, result).await {
                 if let Ok(frame_id) = &result {
-                    let now = inner.clock.now();
-                    inner.known.note_append(id, *frame_id, now, &inner.settings);
+                    inner
+                        .known
+                        .note_append(id, *frame_id, now(), &inner.settings);
                 }
                 return result;
             }
@@ -324,7 +454,7 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
         // The same key as the attempt above: if that append reached the primary
         // after all, the write-back will not store it twice.
         let mut dirty = inner.dirty_for_write(id).await?;
-        dirty.append(frame, key, inner.clock.now(), &inner.settings)
+        inner.append_in_memory(&mut dirty, frame, key)
     }
 
     async fn read_frames(
@@ -345,7 +475,7 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
                 }
             }
             let result = inner.primary.read_frames(id, after, limit).await;
-            if inner.settle(Some(id), &result) {
+            if let Some(result) = inner.answer(id, result).await {
                 return result;
             }
         }
@@ -378,7 +508,7 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
                 }
             }
             let result = inner.primary.count_frames(id).await;
-            if inner.settle(Some(id), &result) {
+            if let Some(result) = inner.answer(id, result).await {
                 return result;
             }
         }
@@ -396,20 +526,16 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
         if route != Route::Memory {
             if route == Route::Mixed {
                 if let Some(mut dirty) = inner.dirty(id).await {
-                    return dirty
-                        .delete_frames(inner.clock.now())
-                        .unwrap_or_else(|| Err(inner.not_in_memory(id)));
+                    return inner.delete_frames_in_memory(&mut dirty, id);
                 }
             }
             let result = inner.primary.delete_frames(id).await;
-            if inner.settle(Some(id), &result) {
+            if let Some(result) = inner.answer(id, result).await {
                 return result;
             }
         }
         match inner.dirty(id).await {
-            Some(mut dirty) => dirty
-                .delete_frames(inner.clock.now())
-                .unwrap_or_else(|| Err(inner.not_in_memory(id))),
+            Some(mut dirty) => inner.delete_frames_in_memory(&mut dirty, id),
             None => Err(inner.not_in_memory(id)),
         }
     }
@@ -432,32 +558,46 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
 
     /// The primary's health while it answers. While the breaker is open the store
     /// still serves (degraded), so this succeeds with backend `memory-fallback`
-    /// and a detail saying so; watch [`stats`](FallbackStore::stats) for alerts.
+    /// and a detail saying so. Either way `degraded` is set while the store
+    /// serves from its journal, and `readings` carry [`FallbackStats::readings`]
+    /// (breaker state, journal bytes and sessions, write-back progress,
+    /// quarantined sessions) for the proxy's `/metrics`.
+    ///
+    /// [`FallbackStats::readings`]: super::FallbackStats::readings
     async fn health(&self) -> Result<Health> {
         let inner = &self.inner;
-        if inner.breaker.route() != Route::Memory {
+        if inner.breaker.recovery_route() != Route::Memory {
             let result = inner.primary.health().await;
             if inner.settle(None, &result) {
+                let stats = self.stats();
                 return result.map(|health| Health {
                     detail: format!(
                         "{}; fallback breaker {}",
                         health.detail,
-                        inner.breaker.state().as_str()
+                        stats.state.as_str()
                     ),
+                    degraded: health.degraded || stats.degraded(),
+                    readings: stats.readings(),
                     ..health
                 });
             }
         }
+        let stats = self.stats();
         Ok(Health {
             backend: "memory-fallback",
             latency: Duration::ZERO,
             detail: format!(
                 "primary unreachable, circuit breaker {}: serving {} remembered sessions from memory, \
-                 {} waiting for write-back",
-                inner.breaker.state().as_str(),
-                inner.known.len(),
-                inner.journal.len()
+                 {} waiting for write-back ({} of {} journal bytes), {} quarantined",
+                stats.state.as_str(),
+                stats.remembered_sessions,
+                stats.dirty_sessions,
+                stats.journal_bytes,
+                stats.journal_max_bytes,
+                stats.quarantined_sessions
             ),
+            degraded: true,
+            readings: stats.readings(),
         })
     }
 

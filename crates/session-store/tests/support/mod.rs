@@ -22,6 +22,9 @@ use tokio::{
     sync::watch,
 };
 
+#[cfg(feature = "redis")]
+pub mod stores;
+
 /// The redis-server binary: `TEST_REDIS_SERVER`, else `redis-server`.
 pub fn server_binary() -> PathBuf {
     std::env::var_os("TEST_REDIS_SERVER")
