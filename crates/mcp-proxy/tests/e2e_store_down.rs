@@ -286,12 +286,7 @@ async fn with_fallback_and_the_store_down_healthz_says_degraded_and_metrics_show
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["store"]["session_store_breaker_state"], 2.0, "{body}");
-    let metrics = reqwest::get(proxy.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&proxy).await;
     for expected in [
         "session_store_breaker_state 2",
         "# TYPE session_store_fallback_journal_bytes gauge",
