@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use session_store::{Cursor, Direction, FrameId, Session, SessionId, StoredFrame};
 
-use crate::{app::AppState, errors::ProxyError, metrics::Rejection};
+use crate::{errors::ProxyError, metrics::Rejection, state::AppState};
 
 /// Default page size of the `/sessions` endpoints.
 const DEFAULT_PAGE: usize = 100;

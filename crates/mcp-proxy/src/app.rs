@@ -1,8 +1,10 @@
-//! The running proxy's shared state and its two routers: the MCP listener's and
-//! the admin listener's. The server loop is [`server`](crate::server).
+//! The proxy's two routers: the MCP listener's and the admin listener's. The
+//! shared state is [`state`](crate::state), below every handler; the server loop
+//! is [`server`](crate::server).
 
 use std::sync::Arc;
 
+use crate::{admin, delete, get_stream, origin, post, state::AppState, well_known};
 use axum::{
     extract::{Request, State},
     middleware::{self, Next},
@@ -10,51 +12,6 @@ use axum::{
     routing::get,
     Router,
 };
-use session_store::SessionStore;
-use tokio::sync::watch;
-
-use crate::{
-    admin, config::ProxySettings, delete, get_stream, limits::ClientLimits,
-    metered_store::MeteredStore, metrics::Metrics, origin, post, upstream::Upstream, well_known,
-};
-
-/// What every request handler shares.
-#[derive(Debug)]
-pub struct AppState {
-    /// The session store (every call timed into `metrics`).
-    pub store: Arc<dyn SessionStore>,
-    /// The upstream MCP server.
-    pub upstream: Upstream,
-    /// The `[proxy]` settings.
-    pub settings: ProxySettings,
-    /// Counters for `/metrics`.
-    pub metrics: Arc<Metrics>,
-    /// Per-client limits on creating sessions.
-    pub limits: Arc<ClientLimits>,
-    /// Becomes `true` when shutdown begins: GET streams end so in-flight requests
-    /// can drain.
-    pub shutdown: watch::Receiver<bool>,
-}
-
-impl AppState {
-    /// State over `store` (which it meters) for `settings`.
-    pub fn new(
-        store: Arc<dyn SessionStore>,
-        settings: ProxySettings,
-        shutdown: watch::Receiver<bool>,
-    ) -> Result<Self, String> {
-        let metrics = Arc::new(Metrics::default());
-        let upstream = Upstream::new(&settings)?;
-        Ok(AppState {
-            store: Arc::new(MeteredStore::new(store, metrics.clone())),
-            upstream,
-            limits: Arc::new(ClientLimits::new(&settings, metrics.clone())),
-            settings,
-            metrics,
-            shutdown,
-        })
-    }
-}
 
 /// The MCP listener's routes: the MCP endpoint (every method admitted by
 /// `Origin` first), the upstream's `/.well-known` OAuth metadata and `/healthz`.

@@ -11,11 +11,11 @@ use axum::{
 };
 
 use crate::{
-    app::AppState,
     binding::session_binding,
     errors::ProxyError,
     headers::{client_response_headers, ClientAddr},
     session::{self, client_session_id},
+    state::AppState,
 };
 
 /// Handles `DELETE <endpoint>`.

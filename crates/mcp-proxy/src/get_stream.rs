@@ -7,13 +7,12 @@ use std::{net::SocketAddr, sync::Arc};
 use axum::{
     body::Body,
     extract::State,
-    http::{header, HeaderMap, Method, StatusCode},
+    http::{HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 use session_store::FrameId;
 
 use crate::{
-    app::AppState,
     binding::session_binding,
     errors::ProxyError,
     event_id::{ProxyEventId, StreamId},
@@ -23,6 +22,8 @@ use crate::{
     relay::{client_channel, sse_response, Relay, StreamTarget, WhenClientLeaves},
     replay,
     session::{self, client_session_id},
+    sse::is_event_stream,
+    state::AppState,
     upstream::LAST_EVENT_ID_HEADER,
 };
 
@@ -115,14 +116,6 @@ async fn live_stream(
         session.as_ref(),
         body,
     ))
-}
-
-/// Whether a response is an SSE stream.
-pub fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("text/event-stream"))
 }
 
 /// Largest non-stream answer to a GET passed through (an error description).

@@ -4,6 +4,10 @@
 
 use serde_json::Value;
 
+/// The first protocol revision without sessions (2026-07-28): its requests carry
+/// no `Mcp-Session-Id`. Revisions are dates, so they compare as text.
+pub const SESSIONLESS_REVISION: &str = "2026-07-28";
+
 /// The method that opens a session in the session-based protocol revisions.
 pub const INITIALIZE_METHOD: &str = "initialize";
 

@@ -56,6 +56,7 @@ pub mod replay;
 pub mod server;
 pub mod session;
 pub mod sse;
+pub mod state;
 pub mod upstream;
 pub mod upstream_cursor;
 pub mod upstream_tls;

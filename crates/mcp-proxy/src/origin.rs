@@ -15,11 +15,11 @@ use axum::{
 use url::{Host, Url};
 
 use crate::{
-    app::AppState,
     config::{serialize_origin, AllowedOrigins},
     errors::ProxyError,
     log_text::ClientText,
     metrics::Rejection,
+    state::AppState,
 };
 
 /// Middleware on the MCP route: 403 with a JSON-RPC error body for a request whose

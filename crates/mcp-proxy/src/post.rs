@@ -21,7 +21,6 @@ use session_store::{
 };
 
 use crate::{
-    app::AppState,
     binding::{session_binding, Principal},
     errors::ProxyError,
     event_id::{StreamId, StreamKind},
@@ -33,12 +32,11 @@ use crate::{
     recovery::{self, Answer, RestoreError},
     relay::{sse_response, Reconnect, Relay, StreamTarget, WhenClientLeaves, MAX_EVENT_BYTES},
     session::{self, client_session_id},
+    state::AppState,
     upstream::{PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER},
 };
 
-/// The first protocol revision without sessions: its requests carry no
-/// `Mcp-Session-Id` (the proxy records them in a per-client session of its own).
-pub const SESSIONLESS_REVISION: &str = "2026-07-28";
+pub use crate::jsonrpc::SESSIONLESS_REVISION;
 
 /// Handles `POST <endpoint>`.
 pub async fn handle(

@@ -21,8 +21,8 @@ use serde_json::json;
 use session_store::{Direction, Error as StoreError, Session, SessionStatus};
 
 use crate::{
-    app::AppState, config::SessionRecovery, errors::ProxyError, headers::with_upstream_session,
-    jsonrpc, upstream::PROTOCOL_VERSION_HEADER, upstream::SESSION_ID_HEADER,
+    config::SessionRecovery, errors::ProxyError, headers::with_upstream_session, jsonrpc,
+    state::AppState, upstream::PROTOCOL_VERSION_HEADER, upstream::SESSION_ID_HEADER,
 };
 
 /// Store updates tried when other writers change the session meanwhile.

@@ -19,14 +19,14 @@ use session_store::{Clock, Direction, Frame, FrameId, SessionId, SystemClock};
 use tokio::{sync::mpsc, time::Instant};
 
 use crate::{
-    app::AppState,
     event_id::{ProxyEventId, StreamId, StreamKind},
-    get_stream::is_event_stream,
     jsonrpc,
     lease::RenewedLease,
     metrics::StreamFailure,
     session::complete_initialize,
+    sse::is_event_stream,
     sse::{keep_alive_comment, SseEvent, SseParser},
+    state::AppState,
     upstream::{LAST_EVENT_ID_HEADER, SESSION_ID_HEADER},
     upstream_cursor,
 };

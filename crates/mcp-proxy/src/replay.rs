@@ -19,15 +19,15 @@ use session_store::{Direction, Error as StoreError, FrameId, Session, SessionId,
 use tokio::sync::mpsc;
 
 use crate::{
-    app::AppState,
     event_id::{ProxyEventId, StreamId, StreamKind},
-    get_stream::is_event_stream,
     headers::with_upstream_session,
     jsonrpc,
     lease::{self, lease_key, RenewedLease, StreamLease},
     metrics::StreamFailure,
     relay::{client_channel, sse_response, Reconnect, Relay, StreamTarget, WhenClientLeaves},
+    sse::is_event_stream,
     sse::SseEvent,
+    state::AppState,
     upstream::{LAST_EVENT_ID_HEADER, SESSION_ID_HEADER},
     upstream_cursor,
 };

@@ -39,9 +39,10 @@ use tokio::{
 use tower_service::Service;
 
 use crate::{
-    app::{admin_router, router, AppState},
+    app::{admin_router, router},
     config::{BindingKey, ProxyConfig, ProxySettings},
     metrics::{Metrics, Rejection},
+    state::AppState,
 };
 
 /// What bounds the connections of one listener (from `[proxy]`).

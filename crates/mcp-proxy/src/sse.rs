@@ -164,6 +164,14 @@ impl SseParser {
     }
 }
 
+/// Whether a response is an SSE stream.
+pub fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

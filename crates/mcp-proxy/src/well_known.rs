@@ -18,9 +18,9 @@ use axum::{
 use url::Url;
 
 use crate::{
-    app::AppState,
     errors::ProxyError,
     headers::{client_response_headers, ClientAddr, X_FORWARDED_PROTO},
+    state::AppState,
 };
 
 /// RFC 9728 protected-resource metadata.

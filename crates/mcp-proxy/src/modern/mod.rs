@@ -35,8 +35,8 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::{
-    app::AppState, binding, errors::ProxyError, headers::ClientAddr, limits::ClientAddress,
-    modern_config::RecordStateless,
+    binding, errors::ProxyError, headers::ClientAddr, limits::ClientAddress,
+    modern_config::RecordStateless, state::AppState,
 };
 
 use self::{

@@ -19,8 +19,8 @@ use session_store::{
 use sha2::Sha256;
 
 use crate::{
-    app::AppState, binding::Principal, config::ProxySettings, errors::ProxyError,
-    event_id::StreamId, limits::ClientAddress, post::SESSIONLESS_REVISION,
+    binding::Principal, config::ProxySettings, errors::ProxyError, event_id::StreamId,
+    jsonrpc::SESSIONLESS_REVISION, limits::ClientAddress, state::AppState,
     upstream::PROTOCOL_VERSION_HEADER,
 };
 

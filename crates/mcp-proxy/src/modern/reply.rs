@@ -24,7 +24,6 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::{
-    app::AppState,
     binding::Principal,
     errors::ProxyError,
     headers::client_response_headers,
@@ -34,6 +33,7 @@ use crate::{
     },
     relay::{client_channel, sse_response, MAX_EVENT_BYTES},
     sse::{keep_alive_comment, SseParser},
+    state::AppState,
 };
 
 /// One 2026-07-28 exchange in flight.

@@ -1,0 +1,51 @@
+//! What every request handler shares (`AppState`): the metered store, the
+//! upstream client, the settings, the counters and the limits. It sits below the
+//! handlers and the routers, and imports none of them.
+
+use std::sync::Arc;
+
+use session_store::SessionStore;
+use tokio::sync::watch;
+
+use crate::{
+    config::ProxySettings, limits::ClientLimits, metered_store::MeteredStore, metrics::Metrics,
+    upstream::Upstream,
+};
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// The session store (every call timed into `metrics`).
+    pub store: Arc<dyn SessionStore>,
+    /// The upstream MCP server.
+    pub upstream: Upstream,
+    /// The `[proxy]` settings.
+    pub settings: ProxySettings,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Per-client limits on creating sessions.
+    pub limits: Arc<ClientLimits>,
+    /// Becomes `true` when shutdown begins: GET streams end so in-flight requests
+    /// can drain.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// State over `store` (which it meters) for `settings`.
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        settings: ProxySettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, String> {
+        let metrics = Arc::new(Metrics::default());
+        let upstream = Upstream::new(&settings)?;
+        Ok(AppState {
+            store: Arc::new(MeteredStore::new(store, metrics.clone())),
+            upstream,
+            limits: Arc::new(ClientLimits::new(&settings, metrics.clone())),
+            settings,
+            metrics,
+            shutdown,
+        })
+    }
+}
