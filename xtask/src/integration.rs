@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::npm;
 use crate::process;
 use crate::python;
 use crate::redis::{RedisCluster, RedisServer, Role};
@@ -23,7 +24,9 @@ then runs
 
 with TEST_REDIS_URL, TEST_REDIS_CLUSTER_NODES and TEST_REDIS_SERVER set, and
 TEST_MCP_PYTHON naming a venv (target/py-mcp) with the Python MCP SDK
-mcp==2.3.0, which pip installs from PyPI when missing; and stops every server
+mcp==2.3.0, which pip installs from PyPI when missing, and TEST_MCP_NPM_DIR
+naming target/npm-mcp with the TypeScript SDK 1.x and server-everything
+pinned by xtask/npm/package-lock.json (npm ci when missing); and stops every server
 afterwards, also on failure or Ctrl-C. Doc tests are left to `cargo xtask ci`:
 --include-ignored would try to compile doc examples marked `ignore`.
 
@@ -187,6 +190,7 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
 /// Like [`run`], with the choice of tests.
 pub fn run_selected(cargo_test_args: &[String], selection: Selection) -> Result<()> {
     let python = python::ensure_sdk()?;
+    let npm_dir = npm::ensure_packages()?;
     let redis = start_test_redis()?;
     println!(
         "xtask: running integration suites against: {}",
@@ -195,6 +199,7 @@ pub fn run_selected(cargo_test_args: &[String], selection: Selection) -> Result<
     let mut command = cargo_test_command(cargo_test_args, selection);
     command.envs(redis.env());
     command.env(python::PYTHON_VAR, &python);
+    command.env(npm::NPM_DIR_VAR, &npm_dir);
     println!("xtask: {}", process::display(&command));
     let outcome = process::run_checked(&mut command);
     let verdict = if outcome.is_ok() { "passed" } else { "FAILED" };

@@ -11,6 +11,7 @@ mod ci;
 mod containers;
 mod demo;
 mod integration;
+mod npm;
 mod process;
 mod python;
 mod redis;
