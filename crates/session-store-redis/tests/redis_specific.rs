@@ -515,12 +515,14 @@ async fn each_operation_sends_the_documented_commands() {
             })
             .await,
             // sent: EVALSHA, no index write; in the script: PEXPIRETIME, HMGET,
-            // XADD, HINCRBY, HSET, 2 PEXPIREAT
+            // XADD, XLEN (the frame budget: nothing to trim), HINCRBY, HSET,
+            // 2 PEXPIREAT
             calls(&[
                 ("evalsha", 1),
                 ("pexpiretime", 1),
                 ("hmget", 1),
                 ("xadd", 1),
+                ("xlen", 1),
                 ("hincrby", 1),
                 ("hset", 1),
                 ("pexpireat", 2),
@@ -532,7 +534,14 @@ async fn each_operation_sends_the_documented_commands() {
                 store.read_frames(&id, None, 10).await.unwrap()
             })
             .await,
-            calls(&[("pexpiretime", 1), ("hget", 1), ("xrange", 1)]),
+            // sent: the probe (HGET, PEXPIRETIME) and EVALSHA read_page; in the
+            // script: HGET tid, XRANGE
+            calls(&[
+                ("evalsha", 1),
+                ("pexpiretime", 1),
+                ("hget", 2),
+                ("xrange", 1),
+            ]),
         ),
         (
             "count_frames",
