@@ -5,7 +5,7 @@
 //! suite.
 
 use super::{
-    behaviours::{fixture_with, new_id, sample_session, Fixture},
+    behaviours::{create, fixture_with, Fixture},
     suite_settings, StoreFactory,
 };
 use crate::{
@@ -25,15 +25,6 @@ fn budget_settings() -> StoreSettings {
         max_read_bytes: 2 * BODY + BODY / 2,
         ..suite_settings()
     }
-}
-
-async fn session(fx: &Fixture) -> SessionId {
-    let id = new_id();
-    fx.store
-        .create(sample_session(id.clone()))
-        .await
-        .expect("create");
-    id
 }
 
 /// Appends `count` frames of `size` payload bytes; returns their ids.
@@ -75,7 +66,7 @@ pub async fn frames_beyond_max_session_frame_bytes_are_trimmed_oldest_first(
     factory: &dyn StoreFactory,
 ) {
     let fx = fixture_with(factory, budget_settings()).await;
-    let id = session(&fx).await;
+    let id = create(&fx).await;
     let ids = append(&fx, &id, 10, BODY).await;
     assert_eq!(
         fx.store.count_frames(&id).await.unwrap(),
@@ -107,7 +98,7 @@ pub async fn read_frames_pages_are_bounded_by_max_read_bytes(factory: &dyn Store
         ..budget_settings()
     };
     let fx = fixture_with(factory, settings).await;
-    let id = session(&fx).await;
+    let id = create(&fx).await;
     let ids = append(&fx, &id, 7, BODY).await;
     let first = fx.store.read_frames(&id, None, 100).await.unwrap();
     assert_eq!(
@@ -136,7 +127,7 @@ pub async fn a_frame_larger_than_max_read_bytes_is_read_alone(factory: &dyn Stor
         ..budget_settings()
     };
     let fx = fixture_with(factory, settings).await;
-    let id = session(&fx).await;
+    let id = create(&fx).await;
     let ids = append(&fx, &id, 3, BODY).await;
     let (read, pages) = read_all(fx.store.as_ref(), &id, None).await;
     assert_eq!(read, ids, "a reader moves past frames larger than a page");
@@ -172,7 +163,7 @@ pub async fn read_after_a_trimmed_id_reports_the_gap(factory: &dyn StoreFactory)
     let fx = fixture_with(factory, settings).await;
     let slack = usize::try_from(factory.frame_trim_slack()).unwrap();
     // Trimmed by count.
-    let counted = session(&fx).await;
+    let counted = create(&fx).await;
     let ids = append(&fx, &counted, 12 + slack, 10).await;
     let page = fx
         .store
@@ -183,7 +174,7 @@ pub async fn read_after_a_trimmed_id_reports_the_gap(factory: &dyn StoreFactory)
     assert_eq!(page.frames.last().map(|f| f.id), ids.last().copied());
     assert_gap(page.gap, ids[1], &ids_of(&page.frames), &ids);
     // Trimmed by bytes.
-    let sized = session(&fx).await;
+    let sized = create(&fx).await;
     let ids = append(&fx, &sized, 5, BODY).await;
     let page = fx
         .store
@@ -214,7 +205,7 @@ pub async fn read_after_a_kept_id_reports_no_gap(factory: &dyn StoreFactory) {
         ..budget_settings()
     };
     let fx = fixture_with(factory, settings).await;
-    let untrimmed = session(&fx).await;
+    let untrimmed = create(&fx).await;
     let ids = append(&fx, &untrimmed, 4, 10).await;
     for after in [None, Some(FrameId::ZERO), Some(ids[0]), Some(ids[3])] {
         let page = fx
@@ -224,7 +215,7 @@ pub async fn read_after_a_kept_id_reports_no_gap(factory: &dyn StoreFactory) {
             .unwrap();
         assert_eq!(page.gap, None, "nothing was trimmed (after {after:?})");
     }
-    let trimmed = session(&fx).await;
+    let trimmed = create(&fx).await;
     let slack = usize::try_from(factory.frame_trim_slack()).unwrap();
     let ids = append(&fx, &trimmed, 12 + slack, 10).await;
     let stored = fx.store.read_frames(&trimmed, None, 100).await.unwrap();
@@ -242,7 +233,7 @@ pub async fn read_after_a_kept_id_reports_no_gap(factory: &dyn StoreFactory) {
 
 pub async fn read_after_deleted_frames_reports_the_gap(factory: &dyn StoreFactory) {
     let fx = fixture_with(factory, budget_settings()).await;
-    let id = session(&fx).await;
+    let id = create(&fx).await;
     let ids = append(&fx, &id, 3, 10).await;
     assert_eq!(fx.store.delete_frames(&id).await.unwrap(), 3);
     let page = fx
