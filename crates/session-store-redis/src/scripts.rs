@@ -62,6 +62,9 @@ end
 /// so an append trims only when over a limit and reads only the entries it
 /// removes (amortised O(1) per append); `tid` is the newest id ever trimmed or
 /// deleted, the marker a replay compares its cursor with to tell a gap.
+/// `trim_frames` returns the bytes left and the newest id it removed (nil when
+/// none), for the caller's `HSET`; `added` is the bytes of the entry just
+/// added, all that is left when the stream holds one entry.
 const FRAME_BUDGET: &str = r#"
 local function entry_bytes(entry)
   local n = 0
@@ -69,7 +72,7 @@ local function entry_bytes(entry)
   for i = 2, #fields, 2 do n = n + #fields[i] end
   return n
 end
-local function trim_frames(meta, frames, max_frames, max_bytes, fb)
+local function trim_frames(frames, max_frames, max_bytes, fb, added)
   local len = redis.call('XLEN', frames)
   local last_removed = nil
   while len > 1 and (len > max_frames or fb > max_bytes) do
@@ -89,13 +92,9 @@ local function trim_frames(meta, frames, max_frames, max_bytes, fb)
     if #doomed == 0 then break end
     redis.call('XDEL', frames, unpack(doomed))
   end
-  if last_removed ~= nil then redis.call('HSET', meta, 'tid', last_removed) end
-  if len <= 1 or fb < 0 then
-    fb = 0
-    local rest = redis.call('XRANGE', frames, '-', '+', 'COUNT', 2)
-    for _, entry in ipairs(rest) do fb = fb + entry_bytes(entry) end
-  end
-  return fb
+  if len <= 1 then fb = added end
+  if fb < 0 then fb = 0 end
+  return fb, last_removed
 end
 "#;
 
@@ -274,11 +273,16 @@ else
   id = string.format('%d-%d', last_ms, last_seq + 1)
 end
 redis.call('XADD', KEYS[2], id, 'f', ARGV[2])
-local fb = trim_frames(KEYS[1], KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[8]),
-  (tonumber(f[5]) or 0) + #ARGV[2])
+local fb, removed = trim_frames(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[8]),
+  (tonumber(f[5]) or 0) + #ARGV[2], #ARGV[2])
 local fc = redis.call('HINCRBY', KEYS[1], 'fc', 1)
-redis.call('HSET', KEYS[1], 'last', ARGV[1], 'lfid', id, 'fb', string.format('%d', fb),
-  'rk', remember(rk, ARGV[6], id, tonumber(ARGV[7])))
+local fields = {'last', ARGV[1], 'lfid', id, 'fb', string.format('%d', fb),
+  'rk', remember(rk, ARGV[6], id, tonumber(ARGV[7]))}
+if removed ~= nil then
+  table.insert(fields, 'tid')
+  table.insert(fields, removed)
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('PEXPIREAT', KEYS[1], new_exp)
 redis.call('PEXPIREAT', KEYS[2], new_exp)
 return {'OK', id, new_exp, fc}
@@ -375,8 +379,9 @@ elseif ARGV[14] == '1' and ARGV[8] == '1' then
     conflict = string.format('%d', rev)
   end
 end
-local f = redis.call('HMGET', KEYS[1], 'lfid', 'rk', 'last', 'fb')
+local f = redis.call('HMGET', KEYS[1], 'lfid', 'rk', 'last', 'fb', 'tid')
 local fb = tonumber(f[4]) or 0
+local tid = f[5] or '0-0'
 local last_ms, last_seq = parse_id(f[1] or '0-0')
 if last_ms == nil or last_seq == nil then return {'CORRUPT', 'lfid'} end
 local top_ms, top_seq = last_ms, last_seq
@@ -426,7 +431,9 @@ for i = 19, #ARGV, 3 do
     end
     redis.call('XADD', KEYS[2], stored, 'f', body)
     for _, entry in ipairs(tail) do redis.call('XADD', KEYS[2], entry[1], unpack(entry[2])) end
-    fb = trim_frames(KEYS[1], KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[18]), fb + #body)
+    local removed
+    fb, removed = trim_frames(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[18]), fb + #body, #body)
+    if removed ~= nil then tid = removed end
     rk = remember(rk, key, stored, tonumber(ARGV[15]))
     if moved then skipped = skipped + 1 else added = added + 1 end
   end
@@ -436,7 +443,7 @@ local last = tonumber(f[3]) or 0
 if tonumber(ARGV[11]) > last then last = tonumber(ARGV[11]) end
 if outcome == 'MERGED' and ARGV[16] == '1' then redis.call('HINCRBY', KEYS[1], 'fc', added) end
 redis.call('HSET', KEYS[1], 'last', string.format('%d', last), 'rk', rk,
-  'lfid', string.format('%d-%d', top_ms, top_seq), 'fb', string.format('%d', fb))
+  'lfid', string.format('%d-%d', top_ms, top_seq), 'fb', string.format('%d', fb), 'tid', tid)
 local new_exp = tonumber(ARGV[13])
 if exp > new_exp then new_exp = exp end
 new_exp = string.format('%d', new_exp)
