@@ -181,9 +181,15 @@ pub async fn show_session(
     let limit = params.limit.unwrap_or(DEFAULT_PAGE).min(MAX_FRAME_PAGE);
     let session: Session = app.store.get(&id).await?;
     let frames = app.store.read_frames(&id, after, limit).await?;
-    let next_after = (frames.len() == limit)
-        .then(|| frames.last().map(|frame| frame.id.to_string()))
-        .flatten();
+    // A page is bounded by bytes too (max_read_bytes): a shorter one may still
+    // have frames after it.
+    let last = frames.last().map(|frame| frame.id);
+    let next_after = match last {
+        Some(last) if frames.len() == limit => Some(last),
+        Some(last) if !app.store.read_frames(&id, Some(last), 1).await?.is_empty() => Some(last),
+        _ => None,
+    }
+    .map(|id| id.to_string());
     let frames: Vec<FrameView> = frames.into_iter().map(FrameView::from).collect();
     Ok(Json(json!({
         "session": session,

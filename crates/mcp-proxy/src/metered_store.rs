@@ -9,8 +9,8 @@ use std::{
 
 use async_trait::async_trait;
 use session_store::{
-    Cursor, Frame, FrameId, Health, KvCondition, KvEntry, KvKey, KvPut, NewSession, Page, Result,
-    Session, SessionId, SessionStore, StoredFrame,
+    Cursor, Frame, FrameId, FramePage, Health, KvCondition, KvEntry, KvKey, KvPut, NewSession,
+    Page, Result, Session, SessionId, SessionStore, StoredFrame,
 };
 
 use crate::metrics::Metrics;
@@ -97,6 +97,17 @@ impl SessionStore for MeteredStore {
         limit: usize,
     ) -> Result<Vec<StoredFrame>> {
         self.timed("read_frames", self.inner.read_frames(id, after, limit))
+            .await
+    }
+
+    async fn read_frames_page(
+        &self,
+        id: &SessionId,
+        after: Option<FrameId>,
+        limit: usize,
+    ) -> Result<FramePage> {
+        // Timed as `read_frames`: the same store work, with the gap report.
+        self.timed("read_frames", self.inner.read_frames_page(id, after, limit))
             .await
     }
 

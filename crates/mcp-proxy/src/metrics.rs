@@ -84,6 +84,7 @@ pub struct Metrics {
     frames_server_to_client: AtomicU64,
     frames_not_recorded: AtomicU64,
     stream_takeovers: AtomicU64,
+    replay_gaps: AtomicU64,
     upstream_sessions_restored: AtomicU64,
     streams_failed: [AtomicU64; StreamFailure::ALL.len()],
     store_operations: Mutex<BTreeMap<&'static str, LatencyHistogram>>,
@@ -208,6 +209,12 @@ impl Metrics {
         self.stream_takeovers.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a replay that found frames after the client's `Last-Event-ID`
+    /// trimmed or deleted from the store (the client missed events).
+    pub fn replay_gap(&self) {
+        self.replay_gaps.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts an upstream session re-created after the upstream lost it.
     pub fn upstream_session_restored(&self) {
         self.upstream_sessions_restored
@@ -317,6 +324,12 @@ impl Metrics {
             "mcp_proxy_stream_takeovers_total",
             "Streams this instance took over after their relaying instance's lease lapsed.",
             self.stream_takeovers.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "mcp_proxy_replay_gaps_total",
+            "Replays that found frames after the client's Last-Event-ID already trimmed or deleted from the store.",
+            self.replay_gaps.load(Ordering::Relaxed),
         );
         counter(
             &mut out,
@@ -457,6 +470,7 @@ mod tests {
         metrics.request(&axum::http::Method::from_bytes(b"X1").unwrap(), 799);
         metrics.rejected(Rejection::InitializeRate);
         metrics.stream_takeover();
+        metrics.replay_gap();
         metrics.upstream_session_restored();
         metrics.stream_failed(StreamFailure::PollDeadline);
         let text = metrics.render(Some(3));
@@ -474,6 +488,7 @@ mod tests {
             "mcp_proxy_rejected_total{reason=\"origin\"} 0",
             "mcp_proxy_connections_open 0",
             "mcp_proxy_stream_takeovers_total 1",
+            "mcp_proxy_replay_gaps_total 1",
             "mcp_proxy_upstream_sessions_restored_total 1",
             "mcp_proxy_streams_failed_total{reason=\"poll_deadline\"} 1",
             "mcp_proxy_streams_failed_total{reason=\"lease_lost\"} 0",

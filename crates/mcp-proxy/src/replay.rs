@@ -15,7 +15,9 @@ use std::{sync::Arc, time::Duration};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use bytes::Bytes;
 use serde_json::Value;
-use session_store::{Direction, Error as StoreError, FrameId, Session, SessionId, StoredFrame};
+use session_store::{
+    Direction, Error as StoreError, FrameGap, FrameId, Session, SessionId, StoredFrame,
+};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -136,7 +138,8 @@ impl Replay {
     }
 
     /// Sends every recorded event of the stream after `delivered`; returns whether
-    /// there were any.
+    /// there were any. Pages are bounded by bytes too, so only an empty page
+    /// ends the catch-up.
     async fn catch_up(
         &mut self,
         app: &AppState,
@@ -147,16 +150,39 @@ impl Replay {
         loop {
             let page = app
                 .store
-                .read_frames(session, self.read_cursor, REPLAY_PAGE)
+                .read_frames_page(session, self.read_cursor, REPLAY_PAGE)
                 .await?;
-            for stored in &page {
+            if let Some(gap) = page.gap {
+                self.report_gap(app, session, gap);
+            }
+            if page.frames.is_empty() {
+                return Ok(sent_any);
+            }
+            for stored in &page.frames {
                 self.read_cursor = Some(stored.id);
                 sent_any |= self.replay_frame(stored, tx).await?;
             }
-            if page.len() < REPLAY_PAGE {
-                return Ok(sent_any);
-            }
         }
+    }
+
+    /// Counts and logs frames the store trimmed (or deleted) before this replay
+    /// read them, when the client had not received them: its events after
+    /// `delivered` up to `last_removed` are lost.
+    fn report_gap(&self, app: &AppState, session: &SessionId, gap: FrameGap) {
+        if gap.last_removed <= self.delivered {
+            return; // only frames the client already had are gone
+        }
+        app.metrics.replay_gap();
+        tracing::warn!(
+            session = %session,
+            stream = %self.stream,
+            delivered = %self.delivered,
+            lost_through = %gap.last_removed,
+            first_kept = ?gap.first_kept.map(|id| id.to_string()),
+            "replay gap: frames after the client's Last-Event-ID were trimmed from the store \
+             (max_frames_per_session or max_session_frame_bytes) or deleted; the client missed \
+             events up to lost_through"
+        );
     }
 
     async fn replay_frame(

@@ -7,8 +7,8 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::{
-    admin_session, countdown_messages, read_events, start_proxy, start_upstream, RawClient,
-    EXCHANGE_TIMEOUT,
+    admin_session, countdown_messages, metrics, read_events, start_proxy, start_upstream,
+    RawClient, EXCHANGE_TIMEOUT,
 };
 use mcp_proxy::event_id::ProxyEventId;
 use rmcp::{
@@ -527,4 +527,80 @@ async fn new_per_client_sessions_count_against_max_sessions_per_client() {
     assert_eq!(call("third").await, 429);
     // The sessions the client holds keep working.
     assert_eq!(call("first").await, 200);
+}
+
+#[tokio::test]
+async fn resuming_after_trimmed_events_counts_a_replay_gap_and_sends_what_is_kept() {
+    let upstream = start_upstream();
+    let storage = format!("{MEMORY}max_frames_per_session = 4\n");
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", &storage);
+    let url = proxy.mcp_url();
+    let mut client = RawClient::new();
+    client.initialize(&url).await;
+    let session = client.session.clone().unwrap();
+
+    let call = json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{
+        "name":"countdown","arguments":{"from":8,"interval_ms":20},"_meta":{"progressToken":"gap"}}});
+    let stream = client.post_stream(&url, &call).await;
+    let first = tokio::time::timeout(EXCHANGE_TIMEOUT, read_events(stream, 2))
+        .await
+        .unwrap();
+    // The client leaves; the proxy records the rest, and the store keeps only
+    // the newest 4 frames of the session.
+    let last_id = first.last().unwrap().id.clone().unwrap();
+    let mut recorded = false;
+    for _ in 0..200 {
+        let view = admin_session(&proxy, &session).await;
+        let frames = view["frames"].as_array().unwrap();
+        if frames.iter().any(|f| {
+            f["payload"]
+                .as_str()
+                .unwrap()
+                .contains("countdown from 8 done")
+        }) {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(recorded, "the proxy recorded the countdown's result");
+    assert_eq!(
+        metrics(&proxy)
+            .await
+            .lines()
+            .find(|l| l.starts_with("mcp_proxy_replay_gaps_total")),
+        Some("mcp_proxy_replay_gaps_total 0")
+    );
+
+    let resumed = client.resume(&url, &last_id).await;
+    assert_eq!(resumed.status, 200);
+    let (progress, results) = countdown_messages(&resumed.messages());
+    println!("resumed after progress 2 with progress {progress:?}");
+    assert_eq!(
+        results,
+        ["countdown from 8 done"],
+        "the kept result is sent"
+    );
+    assert!(
+        progress.len() < 6 && progress.iter().all(|p| *p > 2),
+        "the events trimmed from the store are missing: {progress:?}"
+    );
+    assert_eq!(
+        metrics(&proxy)
+            .await
+            .lines()
+            .find(|l| l.starts_with("mcp_proxy_replay_gaps_total")),
+        Some("mcp_proxy_replay_gaps_total 1"),
+        "the replay counted the gap"
+    );
+    // Resuming after the last event loses nothing more.
+    let last_of_all = resumed.events.last().unwrap().id.clone().unwrap();
+    assert!(client
+        .resume(&url, &last_of_all)
+        .await
+        .messages()
+        .is_empty());
+    assert!(metrics(&proxy)
+        .await
+        .contains("mcp_proxy_replay_gaps_total 1\n"));
 }

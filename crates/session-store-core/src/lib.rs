@@ -19,6 +19,7 @@ mod clock;
 pub mod codec;
 mod error;
 mod frame;
+mod frame_page;
 mod id;
 mod kv;
 mod page;
@@ -32,6 +33,7 @@ pub mod testing;
 pub use clock::{duration_millis, Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, Result};
 pub use frame::{Direction, Frame, FrameId, StoredFrame};
+pub use frame_page::{frames_within_budget, FrameGap, FramePage};
 pub use id::{SessionId, MAX_SESSION_ID_LEN};
 pub use kv::{
     check_kv_put, kv_condition_holds, next_kv_revision, KvCondition, KvEntry, KvKey, KvPut,

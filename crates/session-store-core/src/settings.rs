@@ -1,4 +1,5 @@
-//! The policy every backend enforces the same way: TTL, lifetime, frame limits.
+//! The policy every backend enforces the same way: TTL, lifetime, frame and byte
+//! limits.
 
 use std::time::Duration;
 
@@ -21,6 +22,17 @@ pub struct StoreSettings {
     /// Largest small keyed value ([`kv_put`](crate::SessionStore::kv_put)) accepted,
     /// in bytes.
     pub max_kv_value_bytes: usize,
+    /// Bytes of frames kept per session; the oldest are trimmed on append while
+    /// the frames stored exceed it (the newest frame is always kept). Counted as
+    /// each backend stores a frame: the encoded frame in Redis,
+    /// [`Frame::encoded_size_hint`](crate::Frame::encoded_size_hint) in memory. At
+    /// least [`max_frame_bytes`](Self::max_frame_bytes).
+    pub max_session_frame_bytes: u64,
+    /// Bytes of frames one [`read_frames`](crate::SessionStore::read_frames) page
+    /// holds at most, counted as for
+    /// [`max_session_frame_bytes`](Self::max_session_frame_bytes); a page always
+    /// holds at least one frame, so a reader moves past a larger one.
+    pub max_read_bytes: usize,
 }
 
 impl Default for StoreSettings {
@@ -32,6 +44,8 @@ impl Default for StoreSettings {
             max_frame_bytes: 4 * 1024 * 1024,
             max_session_bytes: 64 * 1024,
             max_kv_value_bytes: 64 * 1024,
+            max_session_frame_bytes: 64 * 1024 * 1024,
+            max_read_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -57,6 +71,16 @@ impl StoreSettings {
         if self.max_kv_value_bytes == 0 {
             return Err(Error::config("max_kv_value_bytes must be at least 1"));
         }
+        if self.max_session_frame_bytes < self.max_frame_bytes as u64 {
+            return Err(Error::config(format!(
+                "max_session_frame_bytes ({}) must be at least max_frame_bytes ({}), \
+                 so the newest frame always fits",
+                self.max_session_frame_bytes, self.max_frame_bytes
+            )));
+        }
+        if self.max_read_bytes == 0 {
+            return Err(Error::config("max_read_bytes must be at least 1"));
+        }
         Ok(())
     }
 
@@ -70,5 +94,33 @@ impl StoreSettings {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_budgets_below_their_floor_are_config_errors_naming_the_setting() {
+        let small_cap = StoreSettings {
+            max_session_frame_bytes: 1024,
+            max_frame_bytes: 2048,
+            ..StoreSettings::default()
+        };
+        let no_read = StoreSettings {
+            max_read_bytes: 0,
+            ..StoreSettings::default()
+        };
+        for (settings, name) in [
+            (small_cap, "max_session_frame_bytes"),
+            (no_read, "max_read_bytes"),
+        ] {
+            match settings.validate() {
+                Err(Error::Config(message)) => assert!(message.contains(name), "{message}"),
+                other => panic!("{name}: expected a config error, got {other:?}"),
+            }
+        }
+        StoreSettings::default().validate().unwrap();
     }
 }

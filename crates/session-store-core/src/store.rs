@@ -34,8 +34,8 @@ use std::{fmt, time::Duration};
 use async_trait::async_trait;
 
 use crate::{
-    Cursor, Frame, FrameId, KvCondition, KvEntry, KvKey, KvPut, NewSession, Page, Result, Session,
-    SessionId, StoredFrame,
+    Cursor, Frame, FrameId, FramePage, KvCondition, KvEntry, KvKey, KvPut, NewSession, Page,
+    Result, Session, SessionId, StoredFrame,
 };
 
 /// A session store. Object safe: use it as `Arc<dyn SessionStore>`.
@@ -101,7 +101,9 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
 
     /// Appends a frame and returns its id, greater than every earlier id of this
     /// session. Atomically bumps `frame_count` and `last_activity` and slides the
-    /// expiry; trims the oldest frames beyond `max_frames_per_session`.
+    /// expiry; trims the oldest frames beyond `max_frames_per_session`, and while
+    /// the session's frames exceed `max_session_frame_bytes` (the new frame is
+    /// always kept).
     ///
     /// Errors: [`NotFound`](crate::Error::NotFound) when the session is gone;
     /// [`InvalidInput`](crate::Error::InvalidInput) when the frame exceeds
@@ -109,13 +111,35 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId>;
 
     /// Up to `limit` frames with ids greater than `after` (from the first when
-    /// `None`), oldest first. NotFound when the session is gone.
+    /// `None`), oldest first, together at most `max_read_bytes` (but at least
+    /// one frame when there is one). A shorter page does not mean the end: read
+    /// on after its last id until a page is empty. NotFound when the session is
+    /// gone.
     async fn read_frames(
         &self,
         id: &SessionId,
         after: Option<FrameId>,
         limit: usize,
     ) -> Result<Vec<StoredFrame>>;
+
+    /// What [`read_frames`](Self::read_frames) returns, and whether frames with
+    /// ids greater than `after` were removed (trimmed or deleted) before this
+    /// read: [`FramePage::gap`] names the lost range, so a replay can tell its
+    /// client it missed events. No gap is reported when `after` is `None`.
+    ///
+    /// The default reports no gap: it is for backends that never remove frames;
+    /// every backend that trims overrides it, and wrappers forward it.
+    async fn read_frames_page(
+        &self,
+        id: &SessionId,
+        after: Option<FrameId>,
+        limit: usize,
+    ) -> Result<FramePage> {
+        Ok(FramePage {
+            frames: self.read_frames(id, after, limit).await?,
+            gap: None,
+        })
+    }
 
     /// How many frames are stored for the session now (after trimming).
     async fn count_frames(&self, id: &SessionId) -> Result<u64>;

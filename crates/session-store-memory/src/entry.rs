@@ -8,8 +8,8 @@ use std::{
 
 use parking_lot::Mutex;
 use session_store_core::{
-    codec, expiry_after_activity, Error, Frame, FrameId, Result, Session, StoreSettings,
-    StoredFrame, Timestamp,
+    codec, expiry_after_activity, frames_within_budget, Error, Frame, FrameGap, FrameId, FramePage,
+    Result, Session, StoreSettings, StoredFrame, Timestamp,
 };
 
 /// A session as the memory store keeps it.
@@ -34,6 +34,10 @@ struct SessionState {
     session: Session,
     last_frame_id: FrameId,
     frames: VecDeque<StoredFrame>,
+    /// Bytes of `frames`, as [`Frame::encoded_size_hint`] counts them.
+    frame_bytes: u64,
+    /// The newest frame id trimmed or deleted ([`FrameId::ZERO`]: none yet).
+    removed_through: FrameId,
 }
 
 impl SessionEntry {
@@ -48,6 +52,8 @@ impl SessionEntry {
                 session,
                 last_frame_id: FrameId::ZERO,
                 frames: VecDeque::new(),
+                frame_bytes: 0,
+                removed_through: FrameId::ZERO,
             }),
         }
     }
@@ -127,7 +133,8 @@ impl SessionEntry {
         Ok(self.with_times(state.session.clone()))
     }
 
-    /// Appends a frame at `now`, trims the oldest beyond the limit, and returns its id.
+    /// Appends a frame at `now`, trims the oldest beyond the count and byte limits
+    /// (never the new one), and returns its id.
     pub(crate) fn append_frame(
         &self,
         frame: Frame,
@@ -137,10 +144,16 @@ impl SessionEntry {
         let mut state = self.state.lock();
         let id = FrameId::next_after(state.last_frame_id, now);
         state.last_frame_id = id;
+        state.frame_bytes = state.frame_bytes.saturating_add(frame_size(&frame));
         state.frames.push_back(StoredFrame { id, frame });
         let keep = usize::try_from(settings.max_frames_per_session).unwrap_or(usize::MAX);
-        while state.frames.len() > keep {
-            state.frames.pop_front();
+        while state.frames.len() > 1
+            && (state.frames.len() > keep || state.frame_bytes > settings.max_session_frame_bytes)
+        {
+            if let Some(dropped) = state.frames.pop_front() {
+                state.frame_bytes = state.frame_bytes.saturating_sub(frame_size(&dropped.frame));
+                state.removed_through = dropped.id;
+            }
         }
         state.session.frame_count = state.session.frame_count.saturating_add(1);
         // Inside the lock, so a reader never sees the new frame count with the old
@@ -149,11 +162,27 @@ impl SessionEntry {
         id
     }
 
-    /// Up to `limit` frames with ids greater than `after`, oldest first.
-    pub(crate) fn read_frames(&self, after: Option<FrameId>, limit: usize) -> Vec<StoredFrame> {
+    /// Up to `limit` frames with ids greater than `after`, oldest first, at most
+    /// `max_read_bytes` together (at least one), and the gap before them.
+    pub(crate) fn read_frames(
+        &self,
+        after: Option<FrameId>,
+        limit: usize,
+        settings: &StoreSettings,
+    ) -> FramePage {
         let state = self.state.lock();
         let start = after.map_or(0, |after| state.frames.partition_point(|f| f.id <= after));
-        state.frames.range(start..).take(limit).cloned().collect()
+        let sizes = state
+            .frames
+            .range(start..)
+            .take(limit)
+            .map(|f| f.frame.encoded_size_hint());
+        let count = frames_within_budget(sizes, settings.max_read_bytes);
+        let frames: Vec<StoredFrame> = state.frames.range(start..).take(count).cloned().collect();
+        FramePage {
+            gap: FrameGap::detect(after, state.removed_through, &frames),
+            frames,
+        }
     }
 
     /// How many frames are stored now.
@@ -165,9 +194,18 @@ impl SessionEntry {
     pub(crate) fn delete_frames(&self) -> u64 {
         let mut state = self.state.lock();
         let removed = u64::try_from(state.frames.len()).unwrap_or(u64::MAX);
+        if let Some(newest) = state.frames.back() {
+            state.removed_through = newest.id;
+        }
         state.frames = VecDeque::new();
+        state.frame_bytes = 0;
         removed
     }
+}
+
+/// Bytes a frame counts for `max_session_frame_bytes`.
+fn frame_size(frame: &Frame) -> u64 {
+    u64::try_from(frame.encoded_size_hint()).unwrap_or(u64::MAX)
 }
 
 /// Rejects session metadata whose stored encoding exceeds `max_session_bytes`.

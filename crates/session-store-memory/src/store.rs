@@ -11,9 +11,9 @@ use std::{fmt, ops::Bound, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use session_store_core::{
-    expiry_after_activity, Clock, Cursor, Error, Frame, FrameId, Health, KvCondition, KvEntry,
-    KvKey, KvPut, NewSession, Page, Result, Session, SessionId, SessionStore, StoreSettings,
-    StoredFrame, Timestamp, MAX_PAGE_SIZE,
+    expiry_after_activity, Clock, Cursor, Error, Frame, FrameId, FramePage, Health, KvCondition,
+    KvEntry, KvKey, KvPut, NewSession, Page, Result, Session, SessionId, SessionStore,
+    StoreSettings, StoredFrame, Timestamp, MAX_PAGE_SIZE,
 };
 
 use crate::{
@@ -289,7 +289,20 @@ impl SessionStore for MemoryStore {
         after: Option<FrameId>,
         limit: usize,
     ) -> Result<Vec<StoredFrame>> {
-        self.with_live(id, |entry, _| Ok(entry.read_frames(after, limit)))
+        self.read_frames_page(id, after, limit)
+            .await
+            .map(|page| page.frames)
+    }
+
+    async fn read_frames_page(
+        &self,
+        id: &SessionId,
+        after: Option<FrameId>,
+        limit: usize,
+    ) -> Result<FramePage> {
+        self.with_live(id, |entry, _| {
+            Ok(entry.read_frames(after, limit, &self.settings))
+        })
     }
 
     async fn count_frames(&self, id: &SessionId) -> Result<u64> {

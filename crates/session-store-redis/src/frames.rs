@@ -1,6 +1,8 @@
 //! Frame operations on the session's stream: append, read, count, delete.
 
-use session_store_core::{codec, Error, Frame, FrameId, Result, SessionId, StoredFrame};
+use session_store_core::{
+    codec, Error, Frame, FrameGap, FrameId, FramePage, Result, SessionId, StoredFrame,
+};
 
 use crate::AppendKey;
 
@@ -65,6 +67,7 @@ impl RedisStore {
                 num(self.lifetime.max_life_ms),
                 arg(key.as_str()),
                 num(REMEMBERED_APPEND_KEYS as u64),
+                num(self.settings.max_session_frame_bytes),
             ],
         );
         let wait = self.push_replica_wait(&mut batch, &meta);
@@ -82,33 +85,35 @@ impl RedisStore {
         Ok(frame_id)
     }
 
+    /// A page of frames after `after` (see
+    /// [`read_frames_page`](session_store_core::SessionStore::read_frames_page)):
+    /// one script reads at most `max_read_bytes` of entries and the trim marker
+    /// `tid` together, so the gap it reports matches the frames it returns.
     pub(crate) async fn read(
         &self,
         id: &SessionId,
         after: Option<FrameId>,
         limit: usize,
-    ) -> Result<Vec<StoredFrame>> {
+    ) -> Result<FramePage> {
         let now = self.now_ms();
         let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
-        let what = format!("XRANGE `{frames}`");
-        let start = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));
-        // COUNT 0 would mean "no limit" to some servers: ask for at least one and
-        // cut to `limit` below.
+        let what = format!("reading `{frames}`");
+        // At least one: a page of 0 would read nothing and move nothing on.
         let count = limit.clamp(1, MAX_FRAMES_PER_READ);
 
-        let mut start = start;
+        let mut start = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));
         let mut out = Vec::new();
-        for _ in 0..MAX_UNDECODABLE_PAGES {
+        let mut gap = None;
+        for page in 0..MAX_UNDECODABLE_PAGES {
             let mut batch = Batch::retry_safe();
             let probe = self.push_probe(&mut batch, &meta);
-            let range = batch.push(
-                "XRANGE",
+            let script = batch.push_script(
+                &self.scripts.read_page,
+                vec![meta.clone(), frames.clone()],
                 vec![
-                    arg(&frames),
                     arg(&start),
-                    arg("+"),
-                    arg("COUNT"),
                     num(count as u64),
+                    num(self.settings.max_read_bytes as u64),
                 ],
             );
             let mut replies = self.run(&batch, &what).await?;
@@ -119,8 +124,18 @@ impl RedisStore {
             {
                 return Err(Error::NotFound(id.clone()));
             }
-            let entries = to_array(replies.take(range, &what)?, &what)?;
-            let fetched = entries.len();
+            let mut reply = to_array(replies.take(script, &what)?, &what)?.into_iter();
+            let removed_through = reply
+                .next()
+                .and_then(to_text)
+                .ok_or_else(|| Error::corrupt(format!("{what}: script reply has no marker")))?
+                .parse::<FrameId>()
+                .map_err(|e| Error::corrupt(format!("{what}: field `tid`: {e}")))?;
+            let entries = reply
+                .next()
+                .map(|entries| to_array(entries, &what))
+                .transpose()?
+                .unwrap_or_default();
             let mut last_seen = None;
             for entry in entries.into_iter().take(limit.min(MAX_FRAMES_PER_READ)) {
                 let entry_id = entry_id(&entry);
@@ -133,14 +148,20 @@ impl RedisStore {
                 }
                 last_seen = entry_id;
             }
-            // A full page of nothing but undecodable frames would look like the
-            // end of the stream: read on after it (bounded).
+            if page == 0 {
+                gap = FrameGap::detect(after, removed_through, &out);
+            }
+            // A page of nothing but undecodable frames would look like the end
+            // of the stream: read on after it (bounded).
             match last_seen {
-                Some(last) if out.is_empty() && fetched == count => start = format!("({last}"),
+                Some(last) if out.is_empty() => start = format!("({last}"),
                 _ => break,
             }
         }
-        Ok(out)
+        if let (Some(gap), Some(first)) = (gap.as_mut(), out.first()) {
+            gap.first_kept = Some(first.id);
+        }
+        Ok(FramePage { frames: out, gap })
     }
 
     pub(crate) async fn count_session_frames(&self, id: &SessionId) -> Result<u64> {

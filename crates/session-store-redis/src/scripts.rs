@@ -1,6 +1,7 @@
 //! The Lua scripts: the operations that need a condition checked atomically with
 //! their writes (create-if-absent, revision check, append with counters and its
-//! idempotency key, and the fallback write-back).
+//! idempotency key and frame budget, a page read with its trim marker, and the
+//! fallback write-back).
 //!
 //! Each session script touches only `KEYS[1]` (meta) and `KEYS[2]` (frames), which
 //! share a hash tag, and each kv script one key, so they run on a cluster. They reply with an array whose first element
@@ -52,6 +53,48 @@ local function parse_id(text)
   local dash = string.find(text, '-', 1, true)
   if dash == nil then return nil end
   return tonumber(string.sub(text, 1, dash - 1)), tonumber(string.sub(text, dash + 1))
+end
+"#;
+
+/// The frame budget: bytes of a stream entry (its field values: the encoded
+/// frame), and the trim that keeps a stream within `max_frames_per_session`
+/// and `max_session_frame_bytes`. The meta field `fb` counts the bytes stored,
+/// so an append trims only when over a limit and reads only the entries it
+/// removes (amortised O(1) per append); `tid` is the newest id ever trimmed or
+/// deleted, the marker a replay compares its cursor with to tell a gap.
+/// `trim_frames` returns the bytes left and the newest id it removed (nil when
+/// none), for the caller's `HSET`; `added` is the bytes of the entry just
+/// added, all that is left when the stream holds one entry.
+const FRAME_BUDGET: &str = r#"
+local function entry_bytes(entry)
+  local n = 0
+  local fields = entry[2]
+  for i = 2, #fields, 2 do n = n + #fields[i] end
+  return n
+end
+local function trim_frames(frames, max_frames, max_bytes, fb, added)
+  local len = redis.call('XLEN', frames)
+  local last_removed = nil
+  while len > 1 and (len > max_frames or fb > max_bytes) do
+    local want = len - max_frames
+    if want < 1 then want = 1 end
+    if want > 100 then want = 100 end
+    local oldest = redis.call('XRANGE', frames, '-', '+', 'COUNT', want)
+    if #oldest == 0 then break end
+    local doomed = {}
+    for _, entry in ipairs(oldest) do
+      if len <= 1 or (len <= max_frames and fb <= max_bytes) then break end
+      fb = fb - entry_bytes(entry)
+      len = len - 1
+      last_removed = entry[1]
+      table.insert(doomed, entry[1])
+    end
+    if #doomed == 0 then break end
+    redis.call('XDEL', frames, unpack(doomed))
+  end
+  if len <= 1 then fb = added end
+  if fb < 0 then fb = 0 end
+  return fb, last_removed
 end
 "#;
 
@@ -172,7 +215,8 @@ return {exp, created}
 
 /// KEYS: meta, frames. ARGV: now, max_life, delete key.
 /// Removes the frames of a live session; the count removed is remembered with
-/// the key (field `dk`), so a repeat of this call answers the same count.
+/// the key (field `dk`), so a repeat of this call answers the same count. The
+/// newest removed id becomes `tid` (a replay after it reports the gap).
 const DELETE_FRAMES: &str = r#"
 local now = tonumber(ARGV[1])
 local max_life = tonumber(ARGV[2])
@@ -188,13 +232,17 @@ if string.sub(done, 1, #prefix) == prefix then
   return {'OK', string.sub(done, #prefix + 1)}
 end
 local n = redis.call('XLEN', KEYS[2])
+if n > 0 then
+  local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if #newest > 0 then redis.call('HSET', KEYS[1], 'tid', newest[1][1]) end
+end
 redis.call('UNLINK', KEYS[2])
-redis.call('HSET', KEYS[1], 'dk', prefix .. string.format('%d', n))
+redis.call('HSET', KEYS[1], 'dk', prefix .. string.format('%d', n), 'fb', '0')
 return {'OK', string.format('%d', n)}
 "#;
 
 /// KEYS: meta, frames. ARGV: now, encoded frame, max_frames, ttl, max_life, append
-/// key, keys to remember.
+/// key, keys to remember, max_session_frame_bytes.
 /// The id follows `lfid`, not the stream's last entry, so it keeps increasing after
 /// the frames were deleted. A key already in `rk` means this append was stored
 /// before (its reply was lost): the stored id is returned and nothing is added.
@@ -203,7 +251,7 @@ local now = tonumber(ARGV[1])
 local max_life = tonumber(ARGV[5])
 local exp = redis.call('PEXPIRETIME', KEYS[1])
 if exp == -2 then return {'NOTFOUND'} end
-local f = redis.call('HMGET', KEYS[1], 'created', 'lfid', 'rk', 'fc')
+local f = redis.call('HMGET', KEYS[1], 'created', 'lfid', 'rk', 'fc', 'fb')
 local created = tonumber(f[1])
 if created == nil then return {'CORRUPT', 'created'} end
 if not live(exp, created, now, max_life) then return {'NOTFOUND'} end
@@ -224,21 +272,56 @@ if now > last_ms then
 else
   id = string.format('%d-%d', last_ms, last_seq + 1)
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id, 'f', ARGV[2])
+redis.call('XADD', KEYS[2], id, 'f', ARGV[2])
+local fb, removed = trim_frames(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[8]),
+  (tonumber(f[5]) or 0) + #ARGV[2], #ARGV[2])
 local fc = redis.call('HINCRBY', KEYS[1], 'fc', 1)
-redis.call('HSET', KEYS[1], 'last', ARGV[1], 'lfid', id,
-  'rk', remember(rk, ARGV[6], id, tonumber(ARGV[7])))
+local fields = {'last', ARGV[1], 'lfid', id, 'fb', string.format('%d', fb),
+  'rk', remember(rk, ARGV[6], id, tonumber(ARGV[7]))}
+if removed ~= nil then
+  table.insert(fields, 'tid')
+  table.insert(fields, removed)
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('PEXPIREAT', KEYS[1], new_exp)
 redis.call('PEXPIREAT', KEYS[2], new_exp)
 return {'OK', id, new_exp, fc}
+"#;
+
+/// KEYS: meta, frames. ARGV: start (`-` or `(<id>`), most entries, most bytes.
+/// One page of entries as `XRANGE` returns them, read in small steps so no
+/// more than about `max_read_bytes` is read (at least one entry when there is
+/// one), with the trim marker `tid` read in the same step: `{tid, entries}`.
+/// Liveness is the caller's (probe in the same batch).
+const READ_PAGE: &str = r#"
+local limit = tonumber(ARGV[2])
+local budget = tonumber(ARGV[3])
+local tid = redis.call('HGET', KEYS[1], 'tid') or '0-0'
+local out = {}
+local bytes = 0
+local start = ARGV[1]
+while #out < limit do
+  local want = limit - #out
+  if want > 16 then want = 16 end
+  local chunk = redis.call('XRANGE', KEYS[2], start, '+', 'COUNT', want)
+  for _, entry in ipairs(chunk) do
+    local size = entry_bytes(entry)
+    if #out > 0 and bytes + size > budget then return {tid, out} end
+    bytes = bytes + size
+    table.insert(out, entry)
+  end
+  if #chunk < want then break end
+  start = '(' .. chunk[#chunk][1]
+end
+return {tid, out}
 "#;
 
 /// Write-back of a session served from memory while Redis was unreachable.
 /// KEYS: meta, frames, tombstone. ARGV: now, ttl, max_life, max_frames, format version,
 /// base revision, local revision, updated (1/0), body, created, last activity,
 /// frame count, expires_at, first chunk (1/0), keys to remember, count frames
-/// (1/0), write-back key, then one (append key, frame id, encoded frame) triple
-/// per frame, oldest first.
+/// (1/0), write-back key, max_session_frame_bytes, then one (append key, frame
+/// id, encoded frame) triple per frame, oldest first.
 ///
 /// A session that is missing or expired is created from the arguments (Redis lost
 /// it: restart without persistence), unless its tombstone says this very session
@@ -296,14 +379,16 @@ elseif ARGV[14] == '1' and ARGV[8] == '1' then
     conflict = string.format('%d', rev)
   end
 end
-local f = redis.call('HMGET', KEYS[1], 'lfid', 'rk', 'last')
+local f = redis.call('HMGET', KEYS[1], 'lfid', 'rk', 'last', 'fb', 'tid')
+local fb = tonumber(f[4]) or 0
+local tid = f[5] or '0-0'
 local last_ms, last_seq = parse_id(f[1] or '0-0')
 if last_ms == nil or last_seq == nil then return {'CORRUPT', 'lfid'} end
 local top_ms, top_seq = last_ms, last_seq
 local rk = f[2] or ''
 local added, skipped, interleaved = 0, 0, 0
 local ids = {}
-for i = 18, #ARGV, 3 do
+for i = 19, #ARGV, 3 do
   local key, wanted, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local ms, seq = parse_id(wanted)
   if ms == nil or seq == nil then return {'CORRUPT', 'frame id ' .. wanted} end
@@ -313,6 +398,8 @@ for i = 18, #ARGV, 3 do
   if #redis.call('XRANGE', KEYS[2], wanted, wanted) > 0 then
     stored = wanted
   elseif stored ~= nil then
+    local old = redis.call('XRANGE', KEYS[2], stored, stored)
+    if #old > 0 then fb = fb - entry_bytes(old[1]) end
     redis.call('XDEL', KEYS[2], stored)
     stored = nil
     moved = true
@@ -344,7 +431,9 @@ for i = 18, #ARGV, 3 do
     end
     redis.call('XADD', KEYS[2], stored, 'f', body)
     for _, entry in ipairs(tail) do redis.call('XADD', KEYS[2], entry[1], unpack(entry[2])) end
-    redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[4])
+    local removed
+    fb, removed = trim_frames(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[18]), fb + #body, #body)
+    if removed ~= nil then tid = removed end
     rk = remember(rk, key, stored, tonumber(ARGV[15]))
     if moved then skipped = skipped + 1 else added = added + 1 end
   end
@@ -354,7 +443,7 @@ local last = tonumber(f[3]) or 0
 if tonumber(ARGV[11]) > last then last = tonumber(ARGV[11]) end
 if outcome == 'MERGED' and ARGV[16] == '1' then redis.call('HINCRBY', KEYS[1], 'fc', added) end
 redis.call('HSET', KEYS[1], 'last', string.format('%d', last), 'rk', rk,
-  'lfid', string.format('%d-%d', top_ms, top_seq))
+  'lfid', string.format('%d-%d', top_ms, top_seq), 'fb', string.format('%d', fb), 'tid', tid)
 local new_exp = tonumber(ARGV[13])
 if exp > new_exp then new_exp = exp end
 new_exp = string.format('%d', new_exp)
@@ -425,7 +514,7 @@ impl StoreScript {
     fn new(name: &'static str, body: &str) -> Self {
         StoreScript {
             name,
-            script: Script::from_lua(format!("{LIVE}{APPEND_KEYS}{body}")),
+            script: Script::from_lua(format!("{LIVE}{APPEND_KEYS}{FRAME_BUDGET}{body}")),
         }
     }
 
@@ -449,6 +538,7 @@ pub(crate) struct Scripts {
     pub(crate) reap: StoreScript,
     pub(crate) probe: StoreScript,
     pub(crate) delete_frames: StoreScript,
+    pub(crate) read_page: StoreScript,
     pub(crate) kv_put: StoreScript,
     pub(crate) kv_delete: StoreScript,
 }
@@ -464,12 +554,13 @@ impl Scripts {
             reap: StoreScript::new("reap", REAP),
             probe: StoreScript::new("probe", PROBE),
             delete_frames: StoreScript::new("delete_frames", DELETE_FRAMES),
+            read_page: StoreScript::new("read_page", READ_PAGE),
             kv_put: StoreScript::new("kv_put", KV_PUT),
             kv_delete: StoreScript::new("kv_delete", KV_DELETE),
         }
     }
 
-    pub(crate) fn all(&self) -> [&StoreScript; 10] {
+    pub(crate) fn all(&self) -> [&StoreScript; 11] {
         [
             &self.create,
             &self.update,
@@ -479,6 +570,7 @@ impl Scripts {
             &self.reap,
             &self.probe,
             &self.delete_frames,
+            &self.read_page,
             &self.kv_put,
             &self.kv_delete,
         ]

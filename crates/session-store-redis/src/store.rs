@@ -18,8 +18,8 @@ use fred::{
     types::{config::Options, Value},
 };
 use session_store_core::{
-    Clock, Cursor, Error, Frame, FrameId, Health, KvCondition, KvEntry, KvKey, KvPut, NewSession,
-    Page, Result, Session, SessionId, SessionStore, StoreSettings, StoredFrame,
+    Clock, Cursor, Error, Frame, FrameId, FramePage, Health, KvCondition, KvEntry, KvKey, KvPut,
+    NewSession, Page, Result, Session, SessionId, SessionStore, StoreSettings, StoredFrame,
 };
 
 use crate::{
@@ -437,6 +437,15 @@ impl SessionStore for RedisStore {
         after: Option<FrameId>,
         limit: usize,
     ) -> Result<Vec<StoredFrame>> {
+        Ok(self.read(id, after, limit).await?.frames)
+    }
+
+    async fn read_frames_page(
+        &self,
+        id: &SessionId,
+        after: Option<FrameId>,
+        limit: usize,
+    ) -> Result<FramePage> {
         self.read(id, after, limit).await
     }
 

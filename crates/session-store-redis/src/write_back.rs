@@ -158,6 +158,7 @@ impl RedisStore {
             num(REMEMBERED_AFTER_WRITE_BACK as u64),
             flag(chunk.count_frames),
             arg(write_back.key.as_str()),
+            num(self.settings.max_session_frame_bytes),
         ];
         for (keyed, bytes) in chunk.frames.iter().zip(chunk.encoded) {
             args.push(arg(keyed.key.as_str()));

@@ -515,12 +515,14 @@ async fn each_operation_sends_the_documented_commands() {
             })
             .await,
             // sent: EVALSHA, no index write; in the script: PEXPIRETIME, HMGET,
-            // XADD, HINCRBY, HSET, 2 PEXPIREAT
+            // XADD, XLEN (the frame budget: nothing to trim), HINCRBY, HSET,
+            // 2 PEXPIREAT
             calls(&[
                 ("evalsha", 1),
                 ("pexpiretime", 1),
                 ("hmget", 1),
                 ("xadd", 1),
+                ("xlen", 1),
                 ("hincrby", 1),
                 ("hset", 1),
                 ("pexpireat", 2),
@@ -532,7 +534,14 @@ async fn each_operation_sends_the_documented_commands() {
                 store.read_frames(&id, None, 10).await.unwrap()
             })
             .await,
-            calls(&[("pexpiretime", 1), ("hget", 1), ("xrange", 1)]),
+            // sent: the probe (HGET, PEXPIRETIME) and EVALSHA read_page; in the
+            // script: HGET tid, XRANGE
+            calls(&[
+                ("evalsha", 1),
+                ("pexpiretime", 1),
+                ("hget", 2),
+                ("xrange", 1),
+            ]),
         ),
         (
             "count_frames",
@@ -603,6 +612,74 @@ async fn each_operation_sends_the_documented_commands() {
         "EVAL cached the script again"
     );
     assert_eq!(seen.get("eval"), None);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn the_byte_cap_reads_and_removes_only_the_frames_it_trims() {
+    let server = DedicatedRedis::start();
+    let url = format!("redis://127.0.0.1:{}", server.port);
+    let clock = ManualClock::starting_now();
+    let config = common::config(Topology::Standalone { url: url.clone() });
+    let prefix = config.key_prefix.clone();
+    let settings = session_store_core::StoreSettings {
+        max_frames_per_session: 10_000,
+        max_frame_bytes: 2_000,
+        max_session_frame_bytes: 10_000,
+        ..suite_settings()
+    };
+    let store = common::connect(config, clock.clone(), settings).await;
+    let client = raw_client(Config::from_url(&url).unwrap()).await;
+    let id = SessionId::random().unwrap();
+    store.create(NewSession::new(id.clone())).await.unwrap();
+    let big = || {
+        use session_store_core::Clock;
+        Frame::new(Direction::ServerToClient, clock.now(), vec![b'x'; 1_000])
+    };
+    for _ in 0..20 {
+        store.append_frame(&id, big()).await.unwrap();
+    }
+    const APPENDS: i64 = 100;
+    let seen = measure(&client, async {
+        for _ in 0..APPENDS {
+            store.append_frame(&id, big()).await.unwrap();
+        }
+    })
+    .await;
+    println!("{APPENDS} appends at the byte cap ran {seen:?}");
+    // Each append of a frame as large as the oldest trims exactly one: one
+    // XRANGE of one entry and one XDEL, never a scan of the stream.
+    for command in ["xadd", "xlen", "xrange", "xdel"] {
+        assert_eq!(seen.get(command), Some(&APPENDS), "{command}");
+    }
+    // The counter is the bytes the stream holds.
+    let frames = frames_key(&prefix, &id);
+    let entries = match raw(&client, "XRANGE", vec![frames.as_str(), "-", "+"]).await {
+        Value::Array(entries) => entries,
+        other => panic!("XRANGE: {other:?}"),
+    };
+    let stored: usize = entries
+        .iter()
+        .map(|entry| match entry {
+            Value::Array(parts) => match &parts[1] {
+                Value::Array(fields) => fields[1].as_bytes().map_or(0, <[u8]>::len),
+                other => panic!("fields: {other:?}"),
+            },
+            other => panic!("entry: {other:?}"),
+        })
+        .sum();
+    let meta = format!("{prefix}:{{{id}}}:meta");
+    let counted = match raw(&client, "HGET", vec![meta.as_str(), "fb"]).await {
+        Value::String(text) => text.parse::<usize>().unwrap(),
+        Value::Bytes(bytes) => std::str::from_utf8(&bytes).unwrap().parse().unwrap(),
+        other => panic!("HGET fb: {other:?}"),
+    };
+    println!(
+        "{} frames kept, {stored} bytes, counter {counted}",
+        entries.len()
+    );
+    assert_eq!(counted, stored);
+    assert!(stored <= 10_000 && stored + 1_100 > 10_000, "{stored}");
 }
 
 #[tokio::test]

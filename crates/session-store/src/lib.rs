@@ -48,10 +48,10 @@ mod redis_backend;
 #[doc(inline)]
 pub use session_store_core::Error;
 pub use session_store_core::{
-    codec, duration_millis, expiry_after_activity, Clock, Cursor, Direction, Frame, FrameId,
-    Health, KvCondition, KvEntry, KvKey, KvPut, ManualClock, NewSession, Page, Result, Session,
-    SessionId, SessionStatus, SessionStore, StoreSettings, StoredFrame, SystemClock, Timestamp,
-    Transport, MAX_KV_KEY_LEN, MAX_PAGE_SIZE, MAX_SESSION_ID_LEN,
+    codec, duration_millis, expiry_after_activity, Clock, Cursor, Direction, Frame, FrameGap,
+    FrameId, FramePage, Health, KvCondition, KvEntry, KvKey, KvPut, ManualClock, NewSession, Page,
+    Result, Session, SessionId, SessionStatus, SessionStore, StoreSettings, StoredFrame,
+    SystemClock, Timestamp, Transport, MAX_KV_KEY_LEN, MAX_PAGE_SIZE, MAX_SESSION_ID_LEN,
 };
 
 #[cfg(feature = "memory")]

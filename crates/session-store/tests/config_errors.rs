@@ -112,6 +112,29 @@ fn zero_pool_size_names_file_key_and_env_var() {
 }
 
 #[test]
+fn session_frame_byte_cap_below_max_frame_bytes_names_both_keys() {
+    Jail::expect_with(|jail| {
+        let message = file_error(
+            jail,
+            "[storage]\nmax_frame_bytes = 2048\nmax_session_frame_bytes = 1024",
+        );
+        assert_names(
+            &message,
+            &[
+                "storage.max_session_frame_bytes = 1024 (from storage.toml",
+                "at least max_frame_bytes (2048)",
+            ],
+        );
+        let message = env_error(jail, "SESSION_STORE_MAX_READ_BYTES", "0");
+        assert_names(
+            &message,
+            &["storage.max_read_bytes = 0 (from environment variable SESSION_STORE_MAX_READ_BYTES)"],
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn bad_url_names_its_source_and_never_its_password() {
     Jail::expect_with(|jail| {
         let message = file_error(

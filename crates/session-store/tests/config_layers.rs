@@ -137,6 +137,8 @@ fn settings_maps_the_policy_fields() {
         max_frames_per_session = 7
         max_frame_bytes = 1024
         max_session_bytes = 512
+        max_session_frame_bytes = 4096
+        max_read_bytes = 2048
         "#,
     )
     .unwrap();
@@ -147,6 +149,8 @@ fn settings_maps_the_policy_fields() {
         max_frame_bytes: 1024,
         max_session_bytes: 512,
         max_kv_value_bytes: 64 * 1024,
+        max_session_frame_bytes: 4096,
+        max_read_bytes: 2048,
     };
     assert_eq!(config.settings(), expected);
 }

@@ -25,6 +25,8 @@ impl StoreFactory for FacadeMemoryFactory {
             max_frame_bytes: settings.max_frame_bytes,
             max_session_bytes: settings.max_session_bytes,
             max_kv_value_bytes: settings.max_kv_value_bytes,
+            max_session_frame_bytes: settings.max_session_frame_bytes,
+            max_read_bytes: settings.max_read_bytes,
             ..StorageConfig::default()
         };
         assert_eq!(config.settings(), settings);

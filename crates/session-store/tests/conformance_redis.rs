@@ -30,6 +30,8 @@ impl StoreFactory for FacadeRedisFactory {
             max_frame_bytes: settings.max_frame_bytes,
             max_session_bytes: settings.max_session_bytes,
             max_kv_value_bytes: settings.max_kv_value_bytes,
+            max_session_frame_bytes: settings.max_session_frame_bytes,
+            max_read_bytes: settings.max_read_bytes,
             ..StorageConfig::default()
         };
         config.redis.url = RedisUrl::new(url);
@@ -38,8 +40,9 @@ impl StoreFactory for FacadeRedisFactory {
         build_with_clock(&config, Arc::new(clock)).await.unwrap()
     }
 
+    /// The append script trims exactly.
     fn frame_trim_slack(&self) -> u64 {
-        100
+        0
     }
 }
 

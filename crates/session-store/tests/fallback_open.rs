@@ -764,6 +764,12 @@ while_open! {
     read_frames_after_id_with_limit_pages_without_gaps
     concurrent_appends_get_unique_increasing_ids_and_exact_count
     frames_are_trimmed_to_max_frames_per_session
+    frames_beyond_max_session_frame_bytes_are_trimmed_oldest_first
+    read_frames_pages_are_bounded_by_max_read_bytes
+    a_frame_larger_than_max_read_bytes_is_read_alone
+    read_after_a_trimmed_id_reports_the_gap
+    read_after_a_kept_id_reports_no_gap
+    read_after_deleted_frames_reports_the_gap
     health_reports_backend
     kv_put_if_absent_stores_and_get_returns_value_revision_and_expiry
     kv_put_if_absent_conflicts_when_present_and_keeps_the_value

@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+pub use super::budget::*;
 pub use super::kv::*;
 use super::{suite_settings, StoreFactory};
 use crate::{
@@ -59,7 +60,8 @@ fn frame(fx: &Fixture, body: &str) -> Frame {
     )
 }
 
-async fn create(fx: &Fixture) -> SessionId {
+/// Creates a sample session with a fresh id.
+pub async fn create(fx: &Fixture) -> SessionId {
     let id = new_id();
     fx.store
         .create(sample_session(id.clone()))

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use crate::{ManualClock, SessionStore, StoreSettings};
 
 pub mod behaviours;
+pub mod budget;
 pub mod kv;
 
 /// Builds fresh, empty stores for the suite.
@@ -44,6 +45,8 @@ pub fn suite_settings() -> StoreSettings {
         max_frame_bytes: 16 * 1024,
         max_session_bytes: 8 * 1024,
         max_kv_value_bytes: 1024,
+        max_session_frame_bytes: 1024 * 1024,
+        max_read_bytes: 1024 * 1024,
     }
 }
 
@@ -102,6 +105,12 @@ macro_rules! __conformance_tests_for {
             frames_are_trimmed_to_max_frames_per_session
             delete_frames_keeps_session_and_ids_keep_increasing
             count_frames_of_missing_session_is_not_found
+            frames_beyond_max_session_frame_bytes_are_trimmed_oldest_first
+            read_frames_pages_are_bounded_by_max_read_bytes
+            a_frame_larger_than_max_read_bytes_is_read_alone
+            read_after_a_trimmed_id_reports_the_gap
+            read_after_a_kept_id_reports_no_gap
+            read_after_deleted_frames_reports_the_gap
             purge_removes_only_expired_sessions
             purge_with_nothing_expired_removes_nothing
             health_reports_backend

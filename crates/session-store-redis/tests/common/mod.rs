@@ -57,9 +57,9 @@ pub async fn connect(
         .unwrap()
 }
 
-/// Redis `XADD MAXLEN ~` trims whole stream nodes (`stream-node-max-entries`,
-/// default 100), so up to one node's worth beyond the limit may remain.
-pub const FRAME_TRIM_SLACK: u64 = 100;
+/// The append script trims exactly (oldest first, by count and by bytes), so
+/// no frame beyond `max_frames_per_session` remains.
+pub const FRAME_TRIM_SLACK: u64 = 0;
 
 /// Builds standalone stores, each with a fresh key prefix.
 pub struct StandaloneFactory;

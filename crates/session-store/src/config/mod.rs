@@ -63,6 +63,12 @@ pub struct StorageConfig {
     /// `max_kv_value_bytes`: largest small keyed value (leases, cache entries;
     /// default 64 KiB).
     pub max_kv_value_bytes: usize,
+    /// `max_session_frame_bytes`: bytes of frames kept per session, the oldest
+    /// trimmed first (default 64 MiB; at least `max_frame_bytes`).
+    pub max_session_frame_bytes: u64,
+    /// `max_read_bytes`: bytes of frames one read page holds at most, but at
+    /// least one frame (default 16 MiB).
+    pub max_read_bytes: usize,
     /// `purge_interval`: how often the purge task removes expired sessions
     /// (default `"60s"`).
     #[serde(deserialize_with = "values::duration")]
@@ -84,6 +90,8 @@ impl Default for StorageConfig {
             max_frame_bytes: policy.max_frame_bytes,
             max_session_bytes: policy.max_session_bytes,
             max_kv_value_bytes: policy.max_kv_value_bytes,
+            max_session_frame_bytes: policy.max_session_frame_bytes,
+            max_read_bytes: policy.max_read_bytes,
             purge_interval: Duration::from_secs(60),
             memory: MemorySection::default(),
             redis: RedisSection::default(),
@@ -101,6 +109,8 @@ impl StorageConfig {
             max_frame_bytes: self.max_frame_bytes,
             max_session_bytes: self.max_session_bytes,
             max_kv_value_bytes: self.max_kv_value_bytes,
+            max_session_frame_bytes: self.max_session_frame_bytes,
+            max_read_bytes: self.max_read_bytes,
         }
     }
 }

@@ -82,6 +82,17 @@ pub(crate) fn validate(config: &StorageConfig, origins: &dyn Origins) -> Result<
     problems.at_least_one("max_frame_bytes", widen(config.max_frame_bytes));
     problems.at_least_one("max_session_bytes", widen(config.max_session_bytes));
     problems.at_least_one("max_kv_value_bytes", widen(config.max_kv_value_bytes));
+    if config.max_session_frame_bytes < widen(config.max_frame_bytes) {
+        problems.push(
+            "max_session_frame_bytes",
+            config.max_session_frame_bytes,
+            &format!(
+                "must be at least max_frame_bytes ({}), so the newest frame always fits",
+                config.max_frame_bytes
+            ),
+        );
+    }
+    problems.at_least_one("max_read_bytes", widen(config.max_read_bytes));
     problems.positive_duration("purge_interval", config.purge_interval);
 
     let shards = config.memory.shards;

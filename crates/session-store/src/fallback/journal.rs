@@ -16,8 +16,8 @@ use std::{
 
 use parking_lot::Mutex;
 use session_store_core::{
-    codec, expiry_after_activity, Error, Frame, FrameId, NewSession, Result, Session, SessionId,
-    StoreSettings, StoredFrame, Timestamp,
+    codec, expiry_after_activity, frames_within_budget, Error, Frame, FrameGap, FrameId, FramePage,
+    NewSession, Result, Session, SessionId, StoreSettings, StoredFrame, Timestamp,
 };
 use session_store_redis::{AppendKey, KeyedFrame, SessionWriteBack};
 
@@ -51,6 +51,12 @@ pub(crate) struct DirtySession {
     pub(crate) write_back_key: AppendKey,
     /// What this entry counts against `journal_max_bytes`.
     bytes: u64,
+    /// Bytes of `frames` as `max_session_frame_bytes` counts them
+    /// ([`Frame::encoded_size_hint`]).
+    budget_bytes: u64,
+    /// The newest frame id trimmed or deleted here ([`FrameId::ZERO`]: none;
+    /// not kept on disk, so a restart forgets it).
+    removed_through: FrameId,
     /// Write-backs that failed while the primary answered the probe.
     pub(crate) write_back_failures: u32,
 }
@@ -69,6 +75,11 @@ pub(crate) fn session_bytes(session: &Session) -> u64 {
 /// What a frame counts against the journal's cap.
 pub(crate) fn frame_bytes(frame: &Frame) -> u64 {
     FRAME_OVERHEAD.saturating_add(u64::try_from(frame.encoded_size_hint()).unwrap_or(u64::MAX))
+}
+
+/// Bytes a frame counts against `max_session_frame_bytes`.
+fn budget_bytes(frame: &Frame) -> u64 {
+    u64::try_from(frame.encoded_size_hint()).unwrap_or(u64::MAX)
 }
 
 /// Bits at the bottom of a local frame id's sequence that carry the instance tag.
@@ -107,6 +118,8 @@ impl DirtySession {
         DirtySession {
             write_back_failures: 0,
             bytes: session_bytes(&session),
+            budget_bytes: 0,
+            removed_through: FrameId::ZERO,
             session,
             base_revision: 1,
             created_locally: true,
@@ -125,6 +138,8 @@ impl DirtySession {
         DirtySession {
             write_back_failures: 0,
             bytes: session_bytes(&known.session),
+            budget_bytes: 0,
+            removed_through: FrameId::ZERO,
             base_revision: known.session.revision,
             session: known.session,
             created_locally: false,
@@ -160,6 +175,8 @@ impl DirtySession {
         let mut dirty = DirtySession {
             write_back_failures: 0,
             bytes: 0,
+            budget_bytes: 0,
+            removed_through: FrameId::ZERO,
             session: header.session,
             base_revision: header.base_revision,
             created_locally: header.created_locally,
@@ -173,6 +190,11 @@ impl DirtySession {
             write_back_key: AppendKey::new(header.write_back_key)?,
         };
         dirty.bytes = session_bytes(&dirty.session).saturating_add(dirty.frames_bytes());
+        dirty.budget_bytes = dirty
+            .frames
+            .iter()
+            .map(|keyed| budget_bytes(&keyed.frame.frame))
+            .sum();
         Ok(dirty)
     }
 
@@ -302,14 +324,21 @@ impl DirtySession {
         let id = local_frame_id(self.last_frame_id, floor, now, tag);
         self.last_frame_id = Some(id);
         self.bytes = self.bytes.saturating_add(frame_bytes(&frame));
+        self.budget_bytes = self.budget_bytes.saturating_add(budget_bytes(&frame));
         self.frames.push_back(KeyedFrame {
             key,
             frame: StoredFrame { id, frame },
         });
         let keep = usize::try_from(settings.max_frames_per_session).unwrap_or(usize::MAX);
-        while self.frames.len() > keep {
+        while self.frames.len() > 1
+            && (self.frames.len() > keep || self.budget_bytes > settings.max_session_frame_bytes)
+        {
             if let Some(dropped) = self.frames.pop_front() {
                 self.bytes = self.bytes.saturating_sub(frame_bytes(&dropped.frame.frame));
+                self.budget_bytes = self
+                    .budget_bytes
+                    .saturating_sub(budget_bytes(&dropped.frame.frame));
+                self.removed_through = dropped.frame.id;
             }
         }
         self.session.frame_count = self.session.frame_count.saturating_add(1);
@@ -317,14 +346,16 @@ impl DirtySession {
         Ok(id)
     }
 
-    /// Frames after `after` when the journal holds all of them; `None` when some
-    /// may be in the primary only.
+    /// A page of frames after `after` (at most `max_read_bytes`, at least one
+    /// frame) with the gap trimming here left, when the journal holds all of
+    /// them; `None` when some may be in the primary only.
     pub(crate) fn read(
         &self,
         after: Option<FrameId>,
         limit: usize,
         now: Timestamp,
-    ) -> Option<Result<Vec<StoredFrame>>> {
+        settings: &StoreSettings,
+    ) -> Option<Result<FramePage>> {
         if let Err(error) = self.live(now) {
             return Some(Err(error));
         }
@@ -336,13 +367,23 @@ impl DirtySession {
                 .front()
                 .is_some_and(|first| from >= first.frame.id);
         all_local.then(|| {
-            Ok(self
+            let start = self.frames.partition_point(|keyed| keyed.frame.id <= from);
+            let sizes = self
                 .frames
-                .iter()
-                .filter(|keyed| keyed.frame.id > from)
+                .range(start..)
                 .take(limit)
+                .map(|keyed| keyed.frame.frame.encoded_size_hint());
+            let count = frames_within_budget(sizes, settings.max_read_bytes);
+            let frames: Vec<StoredFrame> = self
+                .frames
+                .range(start..)
+                .take(count)
                 .map(|keyed| keyed.frame.clone())
-                .collect())
+                .collect();
+            Ok(FramePage {
+                gap: FrameGap::detect(after, self.removed_through, &frames),
+                frames,
+            })
         })
     }
 
@@ -363,8 +404,12 @@ impl DirtySession {
             return None;
         }
         let removed = u64::try_from(self.frames.len()).unwrap_or(u64::MAX);
+        if let Some(newest) = self.frames.back() {
+            self.removed_through = newest.frame.id;
+        }
         self.frames.clear();
         self.bytes = session_bytes(&self.session);
+        self.budget_bytes = 0;
         Some(Ok(removed))
     }
 

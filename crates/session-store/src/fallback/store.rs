@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use session_store_core::{
-    Cursor, Error, Frame, FrameId, Health, KvCondition, KvEntry, KvKey, KvPut, NewSession, Page,
-    Result, Session, SessionId, SessionStore, StoredFrame,
+    Cursor, Error, Frame, FrameId, FramePage, Health, KvCondition, KvEntry, KvKey, KvPut,
+    NewSession, Page, Result, Session, SessionId, SessionStore, StoredFrame,
 };
 use tokio::sync::OwnedMutexGuard;
 
@@ -463,34 +463,46 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
         after: Option<FrameId>,
         limit: usize,
     ) -> Result<Vec<StoredFrame>> {
+        Ok(self.read_frames_page(id, after, limit).await?.frames)
+    }
+
+    async fn read_frames_page(
+        &self,
+        id: &SessionId,
+        after: Option<FrameId>,
+        limit: usize,
+    ) -> Result<FramePage> {
         let inner = &self.inner;
         let route = inner.breaker.route();
+        let from_journal = |dirty: &DirtySession| match dirty.read(
+            after,
+            limit,
+            inner.clock.now(),
+            &inner.settings,
+        ) {
+            Some(result) => result,
+            None => Err(inner.not_in_memory(id)),
+        };
         if route != Route::Memory {
             if route == Route::Mixed {
                 if let Some(dirty) = inner.dirty(id).await {
-                    return match dirty.read(after, limit, inner.clock.now()) {
-                        Some(result) => result,
-                        None => Err(inner.not_in_memory(id)),
-                    };
+                    return from_journal(&dirty);
                 }
             }
-            let result = inner.primary.read_frames(id, after, limit).await;
+            let result = inner.primary.read_frames_page(id, after, limit).await;
             if let Some(result) = inner.answer(id, result).await {
                 return result;
             }
         }
         if let Some(dirty) = inner.dirty(id).await {
-            return match dirty.read(after, limit, inner.clock.now()) {
-                Some(result) => result,
-                None => Err(inner.not_in_memory(id)),
-            };
+            return from_journal(&dirty);
         }
         // Nothing was appended here: a reader already past the last id the
         // primary handed out has nothing new to read.
         match (inner.known.get(id).and_then(|k| k.last_frame_id), after) {
             (Some(last), Some(after)) if after >= last => {
                 add(&inner.counters.served_from_memory, 1);
-                Ok(Vec::new())
+                Ok(FramePage::default())
             }
             _ => Err(inner.not_in_memory(id)),
         }
