@@ -65,3 +65,37 @@ impl Cli {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::commands::SessionsCommand;
+
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        // clap checks ids, conflicts and requirements of every subcommand here,
+        // not when a user first runs the one that is wrong.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serving_flags_still_parse_and_work_after_a_subcommand() {
+        let serve =
+            Cli::try_parse_from(["mcp-proxy", "--config", "p.toml", "--listen", "x"]).unwrap();
+        assert!(serve.command.is_none());
+        let list =
+            Cli::try_parse_from(["mcp-proxy", "sessions", "list", "--config", "p.toml"]).unwrap();
+        assert_eq!(list.config.as_deref(), Some(std::path::Path::new("p.toml")));
+        assert!(matches!(
+            list.command,
+            Some(Command::Sessions(SessionsCommand::List(_)))
+        ));
+        let revoke = ["mcp-proxy", "sessions", "revoke", "--no-upstream"];
+        assert!(
+            Cli::try_parse_from(revoke).is_err(),
+            "a principal is required"
+        );
+    }
+}

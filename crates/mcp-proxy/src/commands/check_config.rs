@@ -7,6 +7,7 @@ use std::io::Write;
 
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use clap::Args;
+use session_store::Backend;
 
 use super::{open_store, CommandError};
 use crate::{
@@ -69,12 +70,46 @@ pub async fn check(
 }
 
 /// The `[proxy]` and `[storage]` settings as the proxy would use them, secrets
-/// redacted (their `Debug` forms print `***`; URLs lose their credentials).
+/// redacted (their `Debug` forms print `***`; URLs lose their credentials): a
+/// summary of what is most often wrong, then every setting.
 pub fn effective_settings(config: &ProxyConfig) -> String {
     let mut proxy = config.proxy.clone();
     proxy.upstream = without_credentials(&proxy.upstream);
     proxy.public_url = proxy.public_url.as_ref().map(without_credentials);
-    format!("[proxy] {proxy:#?}\n[storage] {:#?}", config.storage)
+    let storage = &config.storage;
+    let store = match storage.backend {
+        Backend::Memory => "memory (sessions end with the process)".to_owned(),
+        Backend::Redis => {
+            let redis = &storage.redis;
+            let topology = match (&redis.cluster, &redis.sentinel) {
+                (Some(cluster), _) => format!("cluster {:?}", cluster.nodes),
+                (None, Some(sentinel)) => format!("sentinel {:?}", sentinel.nodes),
+                (None, None) => redis.url.to_string(),
+            };
+            format!(
+                "redis {topology}, key_prefix `{}`, fallback_to_memory {}",
+                redis.key_prefix, redis.fallback_to_memory
+            )
+        }
+    };
+    let admin = match (proxy.admin_listen, &proxy.admin_token) {
+        (None, _) => "none".to_owned(),
+        (Some(address), Some(_)) => format!("{address} (admin_token set)"),
+        (Some(address), None) => format!("{address} (no admin_token: anyone who reaches it)"),
+    };
+    format!(
+        "listen:        {}\nupstream:      {}\nadmin listen:  {admin}\nstore:         {store}\n\
+         binding:       {:?}, key {}\n\n[proxy] {proxy:#?}\n[storage] {storage:#?}",
+        proxy.listen,
+        proxy.upstream,
+        proxy.session_binding,
+        match proxy.binding_key {
+            crate::client_config::BindingKey::Configured(_) => "binding_secret (set)",
+            crate::client_config::BindingKey::Derived(_) => {
+                "derived from the deployment (set binding_secret)"
+            }
+        },
+    )
 }
 
 async fn check_store(config: &ProxyConfig) -> Result<String, String> {

@@ -10,6 +10,7 @@ use session_store::{Error, Session, SessionId, SessionStatus, SessionStore, Stor
 
 use super::CommandError;
 use crate::{
+    binding::subject_principal,
     config::ProxySettings,
     session_query::{client_name, for_each_session, SessionFilter},
     upstream::{Upstream, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER},
@@ -320,13 +321,22 @@ pub async fn delete(
     Ok((deleted, missing))
 }
 
-/// `sessions revoke`.
-#[derive(Clone, Debug, Args)]
+/// `sessions revoke`: `--binding` or `--subject`.
+#[derive(Clone, Debug, Default, Args)]
 pub struct RevokeArgs {
     /// The principal whose sessions end: the session's `binding` tag as `sessions
     /// show` prints it (`sub:<hex>` or `tok:<hex>`).
-    #[arg(long, value_name = "PRINCIPAL")]
-    pub binding: String,
+    #[arg(
+        long,
+        value_name = "PRINCIPAL",
+        required_unless_present = "subject",
+        conflicts_with = "subject"
+    )]
+    pub binding: Option<String>,
+    /// The user whose sessions end, by the `iss` and `sub` claims of their JWTs
+    /// (hashed under this deployment's `binding_secret`, as the proxy does).
+    #[arg(long, num_args = 2, value_names = ["ISSUER", "SUBJECT"])]
+    pub subject: Option<Vec<String>>,
     /// Leave the upstream sessions alone (they expire on their own).
     #[arg(long)]
     pub no_upstream: bool,
@@ -361,8 +371,19 @@ pub async fn revoke(
     args: &RevokeArgs,
     out: &mut dyn Write,
 ) -> Result<RevokeReport, CommandError> {
+    let binding = match (&args.binding, args.subject.as_deref()) {
+        (Some(binding), _) => binding.clone(),
+        (None, Some([issuer, subject])) => subject_principal(settings, issuer, subject)
+            .as_str()
+            .to_owned(),
+        _ => {
+            return Err(CommandError::Usage(
+                "revoke needs --binding PRINCIPAL or --subject ISSUER SUBJECT".to_owned(),
+            ))
+        }
+    };
     let filter = SessionFilter {
-        binding: Some(args.binding.clone()),
+        binding: Some(binding),
         ..SessionFilter::default()
     };
     let mut found = Vec::new();
