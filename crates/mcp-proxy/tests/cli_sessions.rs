@@ -544,3 +544,53 @@ fn check_config_fails_with_the_key_on_an_invalid_file() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("upstream"), "{stderr}");
 }
+
+#[test]
+fn import_into_a_memory_store_is_refused_with_the_reason() {
+    let dir = scratch_dir();
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(
+        &empty,
+        "{\"format\":\"mcp-proxy-sessions\",\"version\":1,\"exported_at\":0}\n{\"type\":\"end\",\"sessions\":0,\"frames\":0}\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .args(["sessions", "import", "--storage", "memory", "--input"])
+        .arg(&empty)
+        .args(["--upstream", "http://127.0.0.1:9/mcp"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("Redis only"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_export_cut_short_or_of_another_format_is_refused_naming_the_line() {
+    let store = sample_store().await;
+    let full = export_bytes(store.as_ref()).await;
+    let counts = mcp_proxy::commands::import::check_format(&mut full.as_slice())
+        .await
+        .unwrap();
+    assert_eq!(counts, (3, 27));
+    let text = String::from_utf8(full).unwrap();
+    let cut: String = text
+        .lines()
+        .take(3)
+        .map(|line| format!("{line}\n"))
+        .collect();
+    for (input, expected) in [
+        (cut.as_str(), "without its `end` line"),
+        (
+            "{\"format\":\"other\",\"version\":1,\"exported_at\":0}\n",
+            "line 1",
+        ),
+        ("", "empty input"),
+    ] {
+        let error = mcp_proxy::commands::import::check_format(&mut input.as_bytes())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{input:?} was accepted"));
+        assert!(error.to_string().contains(expected), "{error} / {expected}");
+    }
+}

@@ -38,6 +38,10 @@ pub struct ImportArgs {
     /// stored session (the default); `overwrite` replaces its fields and frames.
     #[arg(long, value_enum, default_value_t = OnConflict::Skip)]
     pub on_conflict: OnConflict,
+    /// Only read the file and check it is a complete export; write nothing and
+    /// connect to no store.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// What an import did.
@@ -74,6 +78,38 @@ pub async fn import(
 ) -> Result<ImportReport, CommandError> {
     let keys = AppendKeys::new();
     let mut report = ImportReport::default();
+    read_sessions(input, &keys, async |session, frames| {
+        import_session(store, session, frames, &keys, on_conflict, &mut report).await?;
+        progress.inc(1);
+        Ok(())
+    })
+    .await?;
+    Ok(report)
+}
+
+/// Reads a whole export without writing anything: what `import` would read.
+/// Returns the sessions and frames it holds.
+///
+/// Errors: as [`import`] for input that is not a complete export of this
+/// format version.
+pub async fn check_format(input: &mut dyn BufRead) -> Result<(u64, u64), CommandError> {
+    let mut counts = (0, 0);
+    read_sessions(input, &AppendKeys::new(), async |_, frames| {
+        counts.0 += 1;
+        counts.1 += frames.len() as u64;
+        Ok(())
+    })
+    .await?;
+    Ok(counts)
+}
+
+/// Calls `each` with every session of an export and its frames (each given a
+/// fresh append key), in file order, and checks the header and the `end` line.
+async fn read_sessions(
+    input: &mut dyn BufRead,
+    keys: &AppendKeys,
+    mut each: impl AsyncFnMut(Session, Vec<KeyedFrame>) -> Result<(), CommandError>,
+) -> Result<(), CommandError> {
     let mut lines = input.lines().enumerate();
     let bad = |number: usize, message: &str| {
         CommandError::Usage(format!("import, line {}: {message}", number + 1))
@@ -103,11 +139,9 @@ pub async fn import(
             serde_json::from_str(&text).map_err(|error| bad(number, &error.to_string()))?;
         match line {
             Line::Session { session } => {
-                if let Some((session, frames)) = pending.take() {
-                    import_session(store, session, frames, &keys, on_conflict, &mut report).await?;
-                    progress.inc(1);
+                if let Some((session, frames)) = pending.replace((session, Vec::new())) {
+                    each(session, frames).await?;
                 }
-                pending = Some((session, Vec::new()));
             }
             Line::Frame(frame) => {
                 let Some((session, frames)) = pending.as_mut() else {
@@ -122,14 +156,13 @@ pub async fn import(
                         ),
                     ));
                 }
-                frames.push(keyed(&keys, frame).map_err(|message| bad(number, &message))?);
+                frames.push(keyed(keys, frame).map_err(|message| bad(number, &message))?);
             }
             Line::End { .. } => {
                 if let Some((session, frames)) = pending.take() {
-                    import_session(store, session, frames, &keys, on_conflict, &mut report).await?;
-                    progress.inc(1);
+                    each(session, frames).await?;
                 }
-                return Ok(report);
+                return Ok(());
             }
         }
     }
@@ -222,6 +255,17 @@ pub async fn open_redis(config: &ProxyConfig) -> Result<RedisStore, CommandError
 /// `sessions import` from the command line: from `--input` (or stdin), with a
 /// progress bar on a terminal, a summary on stderr.
 pub async fn run(config: &ProxyConfig, args: &ImportArgs) -> Result<(), CommandError> {
+    if args.check {
+        let (sessions, frames) = if args.input == Path::new("-") {
+            check_format(&mut std::io::stdin().lock()).await?
+        } else {
+            let what = format!("opening `{}`", args.input.display());
+            let file = std::fs::File::open(&args.input).map_err(CommandError::io(what))?;
+            check_format(&mut std::io::BufReader::new(file)).await?
+        };
+        println!("a complete export: {sessions} sessions, {frames} frames");
+        return Ok(());
+    }
     let store = open_redis(config).await?;
     let progress = progress_bar(None, "importing");
     let report = if args.input == Path::new("-") {
