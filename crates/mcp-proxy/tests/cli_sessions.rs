@@ -139,6 +139,16 @@ async fn assert_same_sessions(from: &dyn SessionStore, to: &dyn SessionStore) {
     }
 }
 
+async fn import_all(
+    store: &session_store::RedisStore,
+    export: &[u8],
+    on_conflict: OnConflict,
+) -> mcp_proxy::commands::import::ImportReport {
+    import(store, &mut &export[..], on_conflict, &ProgressBar::hidden())
+        .await
+        .unwrap()
+}
+
 fn redis_config(topology_toml: &str) -> ProxyConfig {
     let prefix = format!("cli-sessions-{:08x}", rand::random::<u32>());
     let toml = format!(
@@ -172,14 +182,7 @@ async fn sessions_move_memory_to_redis_to_cluster_with_ids_and_bytes_identical()
     let first = export_bytes(memory.as_ref()).await;
 
     let standalone = open_redis(&redis_config(&standalone_toml())).await.unwrap();
-    let report = import(
-        &standalone,
-        &mut first.as_slice(),
-        OnConflict::Skip,
-        &ProgressBar::hidden(),
-    )
-    .await
-    .unwrap();
+    let report = import_all(&standalone, &first, OnConflict::Skip).await;
     println!("into standalone: {report:?}");
     assert_eq!(report.sessions_imported, 3);
     assert_same_sessions(memory.as_ref(), &standalone).await;
@@ -188,14 +191,7 @@ async fn sessions_move_memory_to_redis_to_cluster_with_ids_and_bytes_identical()
     assert_eq!(body_lines(&second), body_lines(&first));
 
     let cluster = open_redis(&redis_config(&cluster_toml())).await.unwrap();
-    let report = import(
-        &cluster,
-        &mut second.as_slice(),
-        OnConflict::Skip,
-        &ProgressBar::hidden(),
-    )
-    .await
-    .unwrap();
+    let report = import_all(&cluster, &second, OnConflict::Skip).await;
     println!("into cluster: {report:?}");
     assert_eq!(report.sessions_imported, 3);
     assert_same_sessions(memory.as_ref(), &cluster).await;
@@ -206,28 +202,14 @@ async fn sessions_move_memory_to_redis_to_cluster_with_ids_and_bytes_identical()
 
     // Again: skip leaves every session as it is; overwrite replaces fields and
     // frames, and the frames are still the exported ones.
-    let again = import(
-        &cluster,
-        &mut second.as_slice(),
-        OnConflict::Skip,
-        &ProgressBar::hidden(),
-    )
-    .await
-    .unwrap();
+    let again = import_all(&cluster, &second, OnConflict::Skip).await;
     assert_eq!((again.sessions_imported, again.sessions_skipped), (0, 3));
     let id = memory.list(None, 1).await.unwrap().items[0].id.clone();
     cluster
         .append_frame(&id, Frame::new(Direction::ClientToServer, now(), "{}"))
         .await
         .unwrap();
-    let over = import(
-        &cluster,
-        &mut second.as_slice(),
-        OnConflict::Overwrite,
-        &ProgressBar::hidden(),
-    )
-    .await
-    .unwrap();
+    let over = import_all(&cluster, &second, OnConflict::Overwrite).await;
     assert_eq!(over.sessions_imported, 3);
     assert_eq!(
         cluster.read_frames(&id, None, 1_000).await.unwrap(),
