@@ -84,6 +84,13 @@ pub fn matches(bound: Option<&str>, presented: Option<&Principal>) -> bool {
     }
 }
 
+/// The principal of every bearer JWT with these `iss` and `sub` claims under
+/// this deployment's binding key: what an operator who knows the user (not a
+/// token) names, e.g. `mcp-proxy sessions revoke --subject ISS SUB`.
+pub fn subject_principal(settings: &ProxySettings, issuer: &str, subject: &str) -> Principal {
+    keyed(settings, "sub", &[issuer.as_bytes(), subject.as_bytes()])
+}
+
 fn token_principal(authorization: &[u8], settings: &ProxySettings) -> Principal {
     keyed(settings, "tok", &[authorization])
 }
@@ -179,6 +186,18 @@ mod tests {
             Some(first),
             session_binding(&headers(&refreshed), &settings)
         );
+    }
+
+    #[test]
+    fn an_operator_names_the_principal_of_a_users_tokens_by_issuer_and_subject() {
+        let settings = settings("binding_secret = \"0123456789abcdef0123456789abcdef\"");
+        let token = jwt(serde_json::json!({"iss":"https://as","sub":"alice","exp":1}));
+        let presented = session_binding(&headers(&token), &settings).unwrap();
+        assert_eq!(
+            subject_principal(&settings, "https://as", "alice"),
+            presented
+        );
+        assert_ne!(subject_principal(&settings, "https://as", "bob"), presented);
     }
 
     #[test]

@@ -1,20 +1,26 @@
-//! The `mcp-proxy` binary: parse flags, load configuration, serve.
+//! The `mcp-proxy` binary: parse flags, load configuration, serve (or run an
+//! operator's subcommand, `src/commands/`).
 
 use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
-use mcp_proxy::{cli::Cli, config::ProxyConfig, server};
+use mcp_proxy::{cli::Cli, commands, config::ProxyConfig, server};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let command = cli.command.take();
     // Both rustls providers are compiled in (ring: the proxy's and fred's;
     // aws-lc-rs: reqwest's default), so the process default is chosen here:
     // without one, `rustls::ClientConfig::builder()` (Redis over TLS) panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // A subcommand's output is its own; the library's info lines would
+            // only interleave with it.
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                EnvFilter::new(if command.is_some() { "warn" } else { "info" })
+            }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -36,6 +42,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(command) = command {
+        return match runtime.block_on(commands::run(command, config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("mcp-proxy: {error}");
+                error.exit_code()
+            }
+        };
+    }
     match runtime.block_on(server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

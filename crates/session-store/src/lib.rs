@@ -60,7 +60,10 @@ pub use session_store_memory::MemoryStore;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use session_store_redis::{RedisConfig, RedisStore, Topology};
+pub use session_store_redis::{
+    AppendKey, AppendKeys, KeyedFrame, RedisConfig, RedisStore, SessionWriteBack, Topology,
+    WriteBackReport,
+};
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

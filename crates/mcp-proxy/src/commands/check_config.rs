@@ -1,0 +1,168 @@
+//! `mcp-proxy check-config`: what the proxy would run with, checked before it
+//! runs: the layered configuration loaded and validated, the store connected and
+//! asked for its health, the upstream asked over HTTP, and the effective settings
+//! printed with every secret redacted.
+
+use std::io::Write;
+
+use axum::http::{header, HeaderMap, HeaderValue, Method};
+use clap::Args;
+use session_store::Backend;
+
+use super::{open_store, CommandError};
+use crate::{
+    config::ProxyConfig,
+    upstream::{without_credentials, Upstream},
+};
+
+/// `check-config`.
+#[derive(Clone, Debug, Default, Args)]
+pub struct CheckConfigArgs {
+    /// Only load and validate the configuration; connect to neither the store nor
+    /// the upstream (for files checked away from their deployment).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// What the checks found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// One line per failed check, naming what to fix.
+    pub failures: Vec<String>,
+}
+
+/// Prints the effective settings (secrets shown as `***`: `admin_token`,
+/// `binding_secret`, Redis passwords in URLs and `password`, credentials in the
+/// upstream and public URLs), then, unless `--offline`, checks the store
+/// (connect and health) and the upstream (any HTTP answer below 500 means
+/// reachable: the check sends no MCP request, so 4xx is expected).
+///
+/// Errors: writing to `out`. Failed checks are in the report, not errors.
+pub async fn check(
+    config: &ProxyConfig,
+    args: &CheckConfigArgs,
+    out: &mut dyn Write,
+) -> Result<CheckReport, CommandError> {
+    let io = || CommandError::io("writing the check");
+    writeln!(out, "configuration: valid").map_err(io())?;
+    writeln!(out, "{}", effective_settings(config)).map_err(io())?;
+    let mut report = CheckReport::default();
+    if args.offline {
+        writeln!(out, "store: not checked (--offline)").map_err(io())?;
+        writeln!(out, "upstream: not checked (--offline)").map_err(io())?;
+        return Ok(report);
+    }
+    match check_store(config).await {
+        Ok(line) => writeln!(out, "store: ok, {line}").map_err(io())?,
+        Err(failure) => {
+            writeln!(out, "store: FAILED: {failure}").map_err(io())?;
+            report.failures.push(format!("store: {failure}"));
+        }
+    }
+    match check_upstream(config).await {
+        Ok(line) => writeln!(out, "upstream: reachable, {line}").map_err(io())?,
+        Err(failure) => {
+            writeln!(out, "upstream: FAILED: {failure}").map_err(io())?;
+            report.failures.push(format!("upstream: {failure}"));
+        }
+    }
+    Ok(report)
+}
+
+/// The `[proxy]` and `[storage]` settings as the proxy would use them, secrets
+/// redacted (their `Debug` forms print `***`; URLs lose their credentials): a
+/// summary of what is most often wrong, then every setting.
+pub fn effective_settings(config: &ProxyConfig) -> String {
+    let mut proxy = config.proxy.clone();
+    proxy.upstream = without_credentials(&proxy.upstream);
+    proxy.public_url = proxy.public_url.as_ref().map(without_credentials);
+    let storage = &config.storage;
+    let store = match storage.backend {
+        Backend::Memory => "memory (sessions end with the process)".to_owned(),
+        Backend::Redis => {
+            let redis = &storage.redis;
+            let topology = match (&redis.cluster, &redis.sentinel) {
+                (Some(cluster), _) => format!("cluster {:?}", cluster.nodes),
+                (None, Some(sentinel)) => format!("sentinel {:?}", sentinel.nodes),
+                (None, None) => redis.url.to_string(),
+            };
+            format!(
+                "redis {topology}, key_prefix `{}`, fallback_to_memory {}",
+                redis.key_prefix, redis.fallback_to_memory
+            )
+        }
+    };
+    let admin = match (proxy.admin_listen, &proxy.admin_token) {
+        (None, _) => "none".to_owned(),
+        (Some(address), Some(_)) => format!("{address} (admin_token set)"),
+        (Some(address), None) => format!("{address} (no admin_token: anyone who reaches it)"),
+    };
+    format!(
+        "listen:        {}\nupstream:      {}\nadmin listen:  {admin}\nstore:         {store}\n\
+         binding:       {:?}, key {}\n\n[proxy] {proxy:#?}\n[storage] {storage:#?}",
+        proxy.listen,
+        proxy.upstream,
+        proxy.session_binding,
+        match proxy.binding_key {
+            crate::client_config::BindingKey::Configured(_) => "binding_secret (set)",
+            crate::client_config::BindingKey::Derived(_) => {
+                "derived from the deployment (set binding_secret)"
+            }
+        },
+    )
+}
+
+async fn check_store(config: &ProxyConfig) -> Result<String, String> {
+    let store = open_store(config).await.map_err(|error| {
+        format!(
+            "{error} (check [storage] backend, redis.url or redis.cluster.nodes, credentials, TLS)"
+        )
+    })?;
+    let health = store
+        .health()
+        .await
+        .map_err(|error| format!("connected, but the health check failed: {error}"))?;
+    Ok(format!(
+        "backend {} answered in {:.1} ms ({})",
+        health.backend,
+        health.latency.as_secs_f64() * 1000.0,
+        health.detail
+    ))
+}
+
+async fn check_upstream(config: &ProxyConfig) -> Result<String, String> {
+    let upstream = Upstream::new(&config.proxy)?;
+    let target = without_credentials(upstream.url());
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    let response = upstream
+        .send(Method::GET, headers, None)
+        .await
+        .map_err(|error| format!("{error} (check [proxy] upstream = \"{target}\")"))?;
+    let status = response.status();
+    if status.is_server_error() {
+        return Err(format!(
+            "GET {target} answered {status} (is the MCP server behind it running?)"
+        ));
+    }
+    Ok(format!("GET {target} answered {status}"))
+}
+
+/// `check-config` from the command line: prints to stdout, fails when a check
+/// failed.
+pub async fn run(args: &CheckConfigArgs, config: &ProxyConfig) -> Result<(), CommandError> {
+    let stdout = std::io::stdout();
+    let report = check(config, args, &mut stdout.lock()).await?;
+    if report.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CommandError::Failed(format!(
+            "check-config: {} check(s) failed: {}",
+            report.failures.len(),
+            report.failures.join("; ")
+        )))
+    }
+}

@@ -1,0 +1,578 @@
+//! The operator's commands (`mcp-proxy sessions ...`, `check-config`): in-process
+//! against a memory store, and as the migration path between backends: memory ->
+//! JSON Lines -> Redis standalone -> JSON Lines -> Redis cluster, ids and frame
+//! bytes identical (`cargo xtask integration -- -p mcp-proxy --test cli_sessions`),
+//! once through the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    collections::BTreeSet,
+    path::PathBuf,
+    process::Command,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{http::HeaderMap, routing::delete, Router};
+use indicatif::ProgressBar;
+use mcp_proxy::{
+    commands::{
+        check_config::{check, effective_settings, CheckConfigArgs},
+        export::export,
+        import::{import, open_redis},
+        sessions::{self, DeleteArgs, ListArgs, RevokeArgs, ShowArgs, TailArgs},
+        OnConflict,
+    },
+    config::{Overrides, ProxyConfig},
+};
+use session_store::{
+    Direction, Frame, MemoryStore, NewSession, SessionId, SessionStatus, SessionStore,
+    StoreSettings, Timestamp,
+};
+
+const REDIS_URL_VAR: &str = "TEST_REDIS_URL";
+const CLUSTER_VAR: &str = "TEST_REDIS_CLUSTER_NODES";
+
+fn now() -> Timestamp {
+    Timestamp::from_millis(
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap(),
+    )
+}
+
+/// Three sessions with frames of every shape: JSON in both directions, on
+/// streams with event ids and headers, and one payload that is not UTF-8.
+async fn sample_store() -> Arc<dyn SessionStore> {
+    let store: Arc<dyn SessionStore> =
+        Arc::new(MemoryStore::new(StoreSettings::default()).unwrap());
+    for (n, (client, binding)) in [
+        ("claude", "sub:aa"),
+        ("cursor", "sub:bb"),
+        ("claude", "sub:aa"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = SessionId::random().unwrap();
+        let mut new = NewSession::new(id.clone())
+            .with_protocol_version("2025-06-18")
+            .with_upstream_session_id(format!("up-{n}"))
+            .with_tag("binding", binding);
+        new.client_info = Some(serde_json::json!({"clientInfo": {"name": client, "version": "1"}}));
+        new.status = SessionStatus::Active;
+        store.create(new).await.unwrap();
+        for k in 0..(3 + n) {
+            let request = format!(
+                r#"{{"jsonrpc":"2.0","id":{k},"method":"tools/call","params":{{"name":"écho"}}}}"#
+            );
+            store
+                .append_frame(&id, Frame::new(Direction::ClientToServer, now(), request))
+                .await
+                .unwrap();
+            let reply = Frame::new(
+                Direction::ServerToClient,
+                now(),
+                format!(r#"{{"jsonrpc":"2.0","id":{k},"result":{{}}}}"#),
+            )
+            .with_stream_id(format!("s{k}"))
+            .with_header("content-type", "text/event-stream");
+            store.append_frame(&id, reply).await.unwrap();
+        }
+        store
+            .append_frame(
+                &id,
+                Frame::new(
+                    Direction::ServerToClient,
+                    now(),
+                    vec![0xff, 0x00, 0xfe, b'{'],
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    store
+}
+
+async fn export_bytes(store: &dyn SessionStore) -> Vec<u8> {
+    let mut out = Vec::new();
+    let report = export(store, &mut out, &ProgressBar::hidden())
+        .await
+        .unwrap();
+    println!(
+        "exported {} sessions, {} frames",
+        report.sessions, report.frames
+    );
+    out
+}
+
+/// The session and frame lines of an export, order-free (each backend lists
+/// sessions in its own order).
+fn body_lines(export: &[u8]) -> BTreeSet<String> {
+    let text = std::str::from_utf8(export).unwrap();
+    let mut lines = text.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["format"], "mcp-proxy-sessions");
+    assert_eq!(header["version"], 1);
+    lines.map(str::to_owned).collect()
+}
+
+/// Every session of `from` is in `to` with the same fields, times, counts and
+/// revision, and the same frames under the same ids, byte for byte.
+async fn assert_same_sessions(from: &dyn SessionStore, to: &dyn SessionStore) {
+    let page = from.list(None, 100).await.unwrap();
+    assert_eq!(page.items.len() as u64, to.count().await.unwrap());
+    for session in page.items {
+        let copy = to.get(&session.id).await.unwrap();
+        assert_eq!(copy, session, "session {}", session.id);
+        let frames = from.read_frames(&session.id, None, 1_000).await.unwrap();
+        let copied = to.read_frames(&session.id, None, 1_000).await.unwrap();
+        assert!(!frames.is_empty());
+        assert_eq!(copied, frames, "frames of {}", session.id);
+    }
+}
+
+async fn import_all(
+    store: &session_store::RedisStore,
+    export: &[u8],
+    on_conflict: OnConflict,
+) -> mcp_proxy::commands::import::ImportReport {
+    import(store, &mut &export[..], on_conflict, &ProgressBar::hidden())
+        .await
+        .unwrap()
+}
+
+fn redis_config(topology_toml: &str) -> ProxyConfig {
+    let prefix = format!("cli-sessions-{:08x}", rand::random::<u32>());
+    let toml = format!(
+        "[proxy]\nupstream = \"http://127.0.0.1:9/mcp\"\n[storage]\nbackend = \"redis\"\n\
+         [storage.redis]\nkey_prefix = \"{prefix}\"\n{topology_toml}"
+    );
+    ProxyConfig::from_toml_str(&toml, &Overrides::default()).unwrap()
+}
+
+fn standalone_toml() -> String {
+    let url = std::env::var(REDIS_URL_VAR)
+        .unwrap_or_else(|_| panic!("{REDIS_URL_VAR} is not set: run `cargo xtask integration`"));
+    format!("url = \"{url}\"\n")
+}
+
+fn cluster_toml() -> String {
+    let raw = std::env::var(CLUSTER_VAR)
+        .unwrap_or_else(|_| panic!("{CLUSTER_VAR} is not set: run `cargo xtask integration`"));
+    let nodes: Vec<String> = raw
+        .split(',')
+        .filter(|node| !node.trim().is_empty())
+        .map(|node| format!("\"redis://{}\"", node.trim()))
+        .collect();
+    format!("[storage.redis.cluster]\nnodes = [{}]\n", nodes.join(", "))
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn sessions_move_memory_to_redis_to_cluster_with_ids_and_bytes_identical() {
+    let memory = sample_store().await;
+    let first = export_bytes(memory.as_ref()).await;
+
+    let standalone = open_redis(&redis_config(&standalone_toml())).await.unwrap();
+    let report = import_all(&standalone, &first, OnConflict::Skip).await;
+    println!("into standalone: {report:?}");
+    assert_eq!(report.sessions_imported, 3);
+    assert_same_sessions(memory.as_ref(), &standalone).await;
+
+    let second = export_bytes(&standalone).await;
+    assert_eq!(body_lines(&second), body_lines(&first));
+
+    let cluster = open_redis(&redis_config(&cluster_toml())).await.unwrap();
+    let report = import_all(&cluster, &second, OnConflict::Skip).await;
+    println!("into cluster: {report:?}");
+    assert_eq!(report.sessions_imported, 3);
+    assert_same_sessions(memory.as_ref(), &cluster).await;
+    assert_eq!(
+        body_lines(&export_bytes(&cluster).await),
+        body_lines(&first)
+    );
+
+    // Again: skip leaves every session as it is; overwrite replaces fields and
+    // frames, and the frames are still the exported ones.
+    let again = import_all(&cluster, &second, OnConflict::Skip).await;
+    assert_eq!((again.sessions_imported, again.sessions_skipped), (0, 3));
+    let id = memory.list(None, 1).await.unwrap().items[0].id.clone();
+    cluster
+        .append_frame(&id, Frame::new(Direction::ClientToServer, now(), "{}"))
+        .await
+        .unwrap();
+    let over = import_all(&cluster, &second, OnConflict::Overwrite).await;
+    assert_eq!(over.sessions_imported, 3);
+    assert_eq!(
+        cluster.read_frames(&id, None, 1_000).await.unwrap(),
+        memory.read_frames(&id, None, 1_000).await.unwrap()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn the_binary_exports_imports_lists_and_revokes_between_redis_deployments() {
+    let memory = sample_store().await;
+    let scratch = scratch_dir();
+    let source = scratch.join("source.toml");
+    let target = scratch.join("target.toml");
+    let prefix = |name: &str| format!("cli-bin-{name}-{:08x}", rand::random::<u32>());
+    let upstream = "[proxy]\nupstream = \"http://127.0.0.1:9/mcp\"\n";
+    std::fs::write(
+        &source,
+        format!(
+            "{upstream}[storage]\nbackend = \"redis\"\n[storage.redis]\nkey_prefix = \"{}\"\n{}",
+            prefix("a"),
+            standalone_toml()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &target,
+        format!(
+            "{upstream}[storage]\nbackend = \"redis\"\n[storage.redis]\nkey_prefix = \"{}\"\n{}",
+            prefix("b"),
+            cluster_toml()
+        ),
+    )
+    .unwrap();
+    // Seed the source deployment in-process (a memory store lives only here).
+    let seed = scratch.join("seed.jsonl");
+    std::fs::write(&seed, export_bytes(memory.as_ref()).await).unwrap();
+    run_ok(
+        &["sessions", "import", "--input", seed.to_str().unwrap()],
+        &source,
+    );
+
+    let dump = scratch.join("dump.jsonl");
+    run_ok(
+        &["sessions", "export", "--output", dump.to_str().unwrap()],
+        &source,
+    );
+    run_ok(
+        &["sessions", "import", "--input", dump.to_str().unwrap()],
+        &target,
+    );
+    let target_store =
+        open_redis(&ProxyConfig::load(Some(&target), &Overrides::default()).unwrap())
+            .await
+            .unwrap();
+    assert_same_sessions(memory.as_ref(), &target_store).await;
+
+    let listed = run_ok(&["sessions", "list", "--client", "claude"], &target);
+    println!("{listed}");
+    assert_eq!(
+        listed.lines().count(),
+        1 + 2,
+        "header and the two claude sessions"
+    );
+    let revoked = run_ok(
+        &["sessions", "revoke", "--binding", "sub:aa", "--no-upstream"],
+        &target,
+    );
+    assert!(revoked.contains("sessions ended 2"), "{revoked}");
+    assert_eq!(target_store.count().await.unwrap(), 1);
+}
+
+/// Runs the binary with `--config`, asserts success, returns stdout.
+fn run_ok(args: &[&str], config: &std::path::Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "mcp-proxy {args:?}: {stderr}");
+    eprintln!("{stderr}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn scratch_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "cli-sessions-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn list_filters_by_client_and_binding_and_show_prints_every_frame() {
+    let store = sample_store().await;
+    let mut out = Vec::new();
+    let args = ListArgs {
+        client: Some("CLAUDE".to_owned()),
+        ..ListArgs::default()
+    };
+    assert_eq!(
+        sessions::list(store.as_ref(), &args, &mut out)
+            .await
+            .unwrap(),
+        2
+    );
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("ID "), "{text}");
+    assert!(
+        text.contains("claude") && !text.contains("cursor"),
+        "{text}"
+    );
+
+    let mut out = Vec::new();
+    let args = ListArgs {
+        binding: Some("sub:bb".to_owned()),
+        json: true,
+        ..ListArgs::default()
+    };
+    assert_eq!(
+        sessions::list(store.as_ref(), &args, &mut out)
+            .await
+            .unwrap(),
+        1
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let id = line["id"].as_str().unwrap().to_owned();
+
+    let mut out = Vec::new();
+    let args = ShowArgs {
+        id: id.clone(),
+        payload: true,
+    };
+    sessions::show(store.as_ref(), &args, &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    println!("{text}");
+    assert_eq!(
+        text.matches("tools/call").count(),
+        4 * 2,
+        "summary and payload of 4 requests"
+    );
+    assert!(
+        text.contains("result #3") && text.contains("(not JSON)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn tail_prints_the_newest_frames_then_a_new_one() {
+    let store = sample_store().await;
+    let id = store.list(None, 1).await.unwrap().items[0].id.clone();
+    let appender = {
+        let (store, id) = (store.clone(), id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let message = r#"{"jsonrpc":"2.0","method":"notifications/progress"}"#;
+            store
+                .append_frame(&id, Frame::new(Direction::ServerToClient, now(), message))
+                .await
+                .unwrap();
+        })
+    };
+    let args = TailArgs {
+        id: id.to_string(),
+        lines: 2,
+        interval: Duration::from_millis(20),
+        count: Some(1),
+        payload: false,
+    };
+    let mut out = Vec::new();
+    let printed = tokio::time::timeout(
+        Duration::from_secs(20),
+        sessions::tail(store.as_ref(), &args, &mut out),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    appender.await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    println!("{text}");
+    assert_eq!(printed, 1);
+    assert_eq!(text.lines().count(), 3, "two old frames, one new");
+    assert!(text
+        .lines()
+        .last()
+        .unwrap()
+        .contains("notifications/progress"));
+}
+
+#[tokio::test]
+async fn revoke_ends_every_session_of_a_principal_and_deletes_their_upstream_sessions() {
+    let deletes = Arc::new(AtomicU64::new(0));
+    let seen = deletes.clone();
+    let app = Router::new().route(
+        "/mcp",
+        delete(move |headers: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                assert!(headers.contains_key("mcp-session-id"));
+                seen.fetch_add(1, Ordering::SeqCst);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = ProxyConfig::from_toml_str(
+        &format!("[proxy]\nupstream = \"http://{address}/mcp\"\n"),
+        &Overrides::default(),
+    )
+    .unwrap();
+
+    let store = sample_store().await;
+    let args = RevokeArgs {
+        binding: Some("sub:aa".to_owned()),
+        ..RevokeArgs::default()
+    };
+    let mut out = Vec::new();
+    let report = sessions::revoke(store.clone(), &config.proxy, &args, &mut out)
+        .await
+        .unwrap();
+    println!("{}", String::from_utf8_lossy(&out));
+    assert_eq!(report.sessions_ended, 2);
+    assert_eq!(report.upstream_ended, 2);
+    assert_eq!(deletes.load(Ordering::SeqCst), 2);
+    assert_eq!(store.count().await.unwrap(), 1);
+
+    let left = store.list(None, 1).await.unwrap().items[0].id.to_string();
+    let args = DeleteArgs {
+        ids: vec![left, SessionId::random().unwrap().to_string()],
+    };
+    let (deleted, missing) = sessions::delete(store.as_ref(), &args, &mut Vec::new())
+        .await
+        .unwrap();
+    assert_eq!((deleted, missing), (1, 1));
+    assert_eq!(store.count().await.unwrap(), 0);
+    server.abort();
+}
+
+#[tokio::test]
+async fn check_config_redacts_every_secret_and_names_the_unreachable_store() {
+    let toml = r#"
+        [proxy]
+        upstream = "http://operator:s3cret-upstream@127.0.0.1:9/mcp"
+        admin_listen = "127.0.0.1:0"
+        admin_token = "s3cret-admin-token-0123"
+        binding_secret = "s3cret-binding-key-01234"
+        [storage]
+        backend = "redis"
+        [storage.redis]
+        url = "redis://:s3cret-redis@127.0.0.1:9/0"
+        password = "s3cret-password"
+        connect_timeout = "300ms"
+    "#;
+    let config = ProxyConfig::from_toml_str(toml, &Overrides::default()).unwrap();
+    let printed = effective_settings(&config);
+    assert!(!printed.contains("s3cret"), "{printed}");
+    assert!(printed.contains("***"), "{printed}");
+
+    let mut out = Vec::new();
+    let report = check(&config, &CheckConfigArgs { offline: false }, &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    println!("{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    assert_eq!(report.failures.len(), 2, "{:?}", report.failures);
+    assert!(
+        report.failures[0].starts_with("store:"),
+        "{:?}",
+        report.failures
+    );
+    assert!(
+        report.failures[1].contains("127.0.0.1:9/mcp"),
+        "{:?}",
+        report.failures
+    );
+}
+
+#[test]
+fn the_deploy_config_passes_check_config() {
+    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/mcp-proxy.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .args(["check-config", "--offline", "--config"])
+        .arg(&deploy)
+        .env_remove("MCP_PROXY_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("configuration: valid"), "{stdout}");
+    assert!(stdout.contains("backend: Redis"), "{stdout}");
+}
+
+#[test]
+fn check_config_fails_with_the_key_on_an_invalid_file() {
+    let dir = scratch_dir();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[proxy]\nupstream = \"not a url\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .args(["check-config", "--offline", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("upstream"), "{stderr}");
+}
+
+#[test]
+fn import_into_a_memory_store_is_refused_with_the_reason() {
+    let dir = scratch_dir();
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(
+        &empty,
+        "{\"format\":\"mcp-proxy-sessions\",\"version\":1,\"exported_at\":0}\n{\"type\":\"end\",\"sessions\":0,\"frames\":0}\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .args(["sessions", "import", "--storage", "memory", "--input"])
+        .arg(&empty)
+        .args(["--upstream", "http://127.0.0.1:9/mcp"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("Redis only"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_export_cut_short_or_of_another_format_is_refused_naming_the_line() {
+    let store = sample_store().await;
+    let full = export_bytes(store.as_ref()).await;
+    let counts = mcp_proxy::commands::import::check_format(&mut full.as_slice())
+        .await
+        .unwrap();
+    assert_eq!(counts, (3, 27));
+    let text = String::from_utf8(full).unwrap();
+    let cut: String = text
+        .lines()
+        .take(3)
+        .map(|line| format!("{line}\n"))
+        .collect();
+    for (input, expected) in [
+        (cut.as_str(), "without its `end` line"),
+        (
+            "{\"format\":\"other\",\"version\":1,\"exported_at\":0}\n",
+            "line 1",
+        ),
+        ("", "empty input"),
+    ] {
+        let error = mcp_proxy::commands::import::check_format(&mut input.as_bytes())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{input:?} was accepted"));
+        assert!(error.to_string().contains(expected), "{error} / {expected}");
+    }
+}
