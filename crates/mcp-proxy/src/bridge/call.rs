@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     bridge::{
-        pool::{self, ClientSide, UpstreamSession},
+        pool::{self, UpstreamSession},
         record,
         request_state::{self, PendingCall, REQUEST_STATE_TTL},
         translate, wire,
@@ -98,14 +98,12 @@ pub async fn start(
     base: &HeaderMap,
     message: &Value,
 ) -> Result<Response, ProxyError> {
-    let client = ClientSide::of(message, exchange.principal.clone());
-    let key = client.pool_key(&super::upstream_digest(app))?;
     let upstream_id = app.bridge.ids.mint();
     let request = translate::to_upstream(message, &upstream_id);
-    let mut session = pool::session(app, &key, &client, base, &exchange).await?;
+    let (client, key, mut session) = pool::for_request(app, &exchange, base, message).await?;
     record::upstream_form(app, &exchange, &request, true).await;
     let mut response = send(app, base, &session, &request).await?;
-    if response.status() == StatusCode::NOT_FOUND {
+    if pool::is_lost(app, base, &session, response.status()).await {
         // The session rejection proves the request never reached a handler.
         pool::forget(app, &key, &session).await;
         session = pool::session(app, &key, &client, base, &exchange).await?;
@@ -278,15 +276,25 @@ impl Call {
     }
 
     async fn send_to_client(&self, tx: &mpsc::Sender<Bytes>, message: &Value) {
-        let payload = message.to_string();
-        reply::observe(&self.app, &self.exchange, payload.as_bytes()).await;
-        let event = SseEvent {
-            event: Some("message".to_owned()),
-            data: payload,
-            ..SseEvent::default()
-        };
-        let _ = tx.send(event.encode()).await;
+        send_event(&self.app, &self.exchange, tx, message).await;
     }
+}
+
+/// Sends `message` to the client as one SSE event, recorded (client form).
+pub async fn send_event(
+    app: &AppState,
+    exchange: &Exchange,
+    tx: &mpsc::Sender<Bytes>,
+    message: &Value,
+) {
+    let payload = message.to_string();
+    reply::observe(app, exchange, payload.as_bytes()).await;
+    let event = SseEvent {
+        event: Some("message".to_owned()),
+        data: payload,
+        ..SseEvent::default()
+    };
+    let _ = tx.send(event.encode()).await;
 }
 
 /// Serves a client's retry carrying `requestState` (`sealed`): its answers go

@@ -11,6 +11,7 @@
 //! 3. [`translate`], [`ids`]: the request in handshake form under a minted id;
 //! 4. [`call`]: the reply relayed, server-to-client requests turned into an
 //!    `InputRequiredResult` with a sealed [`request_state`], and retries served;
+//!    [`listen`]: `subscriptions/listen` on the upstream session's GET stream;
 //! 5. [`record`]: both forms of every message recorded.
 //!
 //! What is not bridged is in `docs/bridge.md`.
@@ -18,6 +19,7 @@
 pub mod call;
 pub mod generation;
 pub mod ids;
+pub mod listen;
 pub mod pool;
 pub mod record;
 pub mod request_state;
@@ -37,12 +39,8 @@ use sha2::{Digest, Sha256};
 use crate::{config::ProxySettings, errors::ProxyError, modern::reply::Exchange, state::AppState};
 
 use self::{
-    generation::Generation, ids::UpstreamIds, pool::ClientSide, request_state::KeyRing,
-    settings::BridgeMode,
+    generation::Generation, ids::UpstreamIds, request_state::KeyRing, settings::BridgeMode,
 };
-
-/// JSON-RPC code of a method the bridge does not translate.
-const METHOD_NOT_FOUND: i64 = -32601;
 
 /// What the bridge keeps per instance: its id source and the key ring.
 #[derive(Debug)]
@@ -111,9 +109,7 @@ async fn bridge(
     }
     match method {
         "server/discover" => {
-            let client = ClientSide::of(message, exchange.principal.clone());
-            let key = client.pool_key(&upstream_digest(app))?;
-            let session = pool::session(app, &key, &client, base, &exchange).await?;
+            let (_, _, session) = pool::for_request(app, &exchange, base, message).await?;
             let answer = serde_json::json!({
                 "jsonrpc": "2.0",
                 "id": id,
@@ -121,15 +117,7 @@ async fn bridge(
             });
             Ok(call::json_reply(app, &exchange, &answer).await)
         }
-        "subscriptions/listen" => {
-            let answer = translate::error(
-                &id,
-                METHOD_NOT_FOUND,
-                "subscriptions/listen is not bridged to a handshake-era upstream",
-                None,
-            );
-            Ok(call::json_reply(app, &exchange, &answer).await)
-        }
+        "subscriptions/listen" => listen::listen(app, exchange, base, message).await,
         _ => match message
             .pointer("/params/requestState")
             .and_then(Value::as_str)

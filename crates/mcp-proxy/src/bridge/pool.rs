@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use session_store::{KvCondition, KvKey, KvPut};
@@ -90,6 +90,20 @@ impl ClientSide {
     }
 }
 
+/// The pooled session 2026-07-28 `message` runs in, with its client side and
+/// pool key (to open it anew when it is lost).
+pub async fn for_request(
+    app: &AppState,
+    exchange: &Exchange,
+    base: &HeaderMap,
+    message: &Value,
+) -> Result<(ClientSide, KvKey, UpstreamSession), ProxyError> {
+    let client = ClientSide::of(message, exchange.principal.clone());
+    let key = client.pool_key(&super::upstream_digest(app))?;
+    let session = session(app, &key, &client, base, exchange).await?;
+    Ok((client, key, session))
+}
+
 /// The pooled session for `client`, opened when there is none (`base`: the
 /// client's forwarded headers).
 pub async fn session(
@@ -158,6 +172,33 @@ pub async fn forget(app: &AppState, key: &KvKey, lost: &UpstreamSession) {
                 .kv_delete(key, KvCondition::Revision(entry.revision))
                 .await;
         }
+    }
+}
+
+/// Whether `status`, the upstream's answer to a request in `session`, says the
+/// upstream lost the session: 404, or (as handshake-era SDK servers answer an
+/// unknown session id) 400 when a `ping` in the same session is refused with 400
+/// or 404 too (the rule [`recovery`](crate::recovery) applies).
+pub async fn is_lost(
+    app: &AppState,
+    base: &HeaderMap,
+    session: &UpstreamSession,
+    status: StatusCode,
+) -> bool {
+    match status {
+        StatusCode::NOT_FOUND => true,
+        StatusCode::BAD_REQUEST if session.id.is_some() => {
+            let ping = json!({"jsonrpc": "2.0", "id": app.bridge.ids.mint(), "method": "ping"});
+            let headers = wire::handshake_headers(base, session.id.as_deref(), &session.version);
+            match wire::post(app, headers, &ping).await {
+                Ok(response) => matches!(
+                    response.status(),
+                    StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST
+                ),
+                Err(_) => false,
+            }
+        }
+        _ => false,
     }
 }
 

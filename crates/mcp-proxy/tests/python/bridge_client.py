@@ -9,6 +9,10 @@ line per result.
     bridge_client.py URL [--retry-url URL2] progress STEPS   # trigger-long-running-operation
     bridge_client.py URL [--retry-url URL2] elicit           # trigger-elicitation-request,
                                                               # answered with name "Ada"
+    bridge_client.py URL [--retry-url URL2] listen-resource URI
+        # subscriptions/listen for URI; once acknowledged, turns on the server's
+        # simulated resource updates (toggle-subscriber-updates) and prints the
+        # first event
 
 With --retry-url, every request carrying a `requestState` (the retry that
 delivers input responses) goes to URL2: another proxy instance.
@@ -91,6 +95,13 @@ async def run(args) -> None:
                 result = await client.call_tool("trigger-elicitation-request", {})
                 texts = [getattr(item, "text", None) for item in result.content]
                 emit({"text": texts, "rerouted": transport_layer.rerouted})
+            elif args.command == "listen-resource":
+                async with client.listen(resource_subscriptions=[args.uri]) as subscription:
+                    honored = list(subscription.honored.resource_subscriptions or [])
+                    await client.call_tool("toggle-subscriber-updates", {})
+                    async for event in subscription:
+                        emit({"honored": honored, "event": type(event).__name__})
+                        break
 
 
 def main() -> int:
@@ -103,6 +114,8 @@ def main() -> int:
     commands.add_parser("elicit")
     progress = commands.add_parser("progress")
     progress.add_argument("steps", type=int)
+    listen = commands.add_parser("listen-resource")
+    listen.add_argument("uri")
     call = commands.add_parser("call")
     call.add_argument("tool")
     call.add_argument("arguments")
