@@ -221,3 +221,29 @@ async fn subscriptions_listen_rides_the_upstream_sessions_get_stream() {
     assert_eq!(event["honored"], json!([uri]), "{event}");
     assert_eq!(event["event"], "ResourceUpdated", "{event}");
 }
+
+#[tokio::test]
+#[ignore = "needs the npm and PyPI MCP peers: cargo xtask integration"]
+async fn with_the_bridge_off_a_modern_request_reaches_the_upstream_unchanged() {
+    let upstream = Everything::start();
+    let counting = CountingForwarder::start(&upstream.mcp_url()).await;
+    let proxy = start_proxy(&counting.mcp_url(), "127.0.0.1:0", "bridge = \"off\"", "");
+    let response = reqwest::Client::new()
+        .post(proxy.mcp_url())
+        .timeout(EXCHANGE_TIMEOUT)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .body(modern_list(1).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = String::from_utf8_lossy(&response.bytes().await.unwrap()).into_owned();
+    // server-everything refuses a request without a session, and no upstream
+    // session was opened for it.
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Server not initialized"), "{body}");
+    assert_eq!(counting.initializes(), 0);
+}
