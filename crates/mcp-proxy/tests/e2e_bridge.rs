@@ -103,6 +103,17 @@ async fn a_modern_client_uses_a_handshake_only_server_through_two_instances() {
     );
     assert!(elicited["rerouted"].as_u64().unwrap() >= 1, "{elicited}");
     assert!(texts(&elicited).contains("Ada"), "{elicited}");
+
+    // Sampling takes the same road (A seals with the key B still opens).
+    let sampled = bridge_client(
+        &a.mcp_url(),
+        Some(&b.mcp_url()),
+        &["sample", "hello bridge"],
+    )
+    .await;
+    assert!(sampled["rerouted"].as_u64().unwrap() >= 1, "{sampled}");
+    assert!(texts(&sampled).contains("sampled: "), "{sampled}");
+    assert!(texts(&sampled).contains("hello bridge"), "{sampled}");
 }
 
 /// A 2026-07-28 `tools/list` with capabilities `{}`.

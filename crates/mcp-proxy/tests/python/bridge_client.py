@@ -9,6 +9,8 @@ line per result.
     bridge_client.py URL [--retry-url URL2] progress STEPS   # trigger-long-running-operation
     bridge_client.py URL [--retry-url URL2] elicit           # trigger-elicitation-request,
                                                               # answered with name "Ada"
+    bridge_client.py URL [--retry-url URL2] sample PROMPT      # trigger-sampling-request,
+                                                              # answered "sampled: PROMPT..."
     bridge_client.py URL [--retry-url URL2] listen-resource URI
         # subscriptions/listen for URI; once acknowledged, turns on the server's
         # simulated resource updates (toggle-subscriber-updates) and prints the
@@ -56,6 +58,15 @@ async def elicit(context, params):
     return types.ElicitResult(action="accept", content={"name": "Ada"})
 
 
+async def sample(context, params):
+    asked = getattr(params.messages[0].content, "text", "")
+    return types.CreateMessageResult(
+        role="assistant",
+        content=types.TextContent(type="text", text=f"sampled: {asked}"),
+        model="e2e-bridge-model",
+    )
+
+
 async def run(args) -> None:
     transport_layer = RetryElsewhere(args.retry_url)
     timeout = httpx2.Timeout(30, read=300)
@@ -67,6 +78,7 @@ async def run(args) -> None:
             mode=mode,
             client_info=Implementation(name="e2e-bridge-client", version="1.0.0"),
             elicitation_callback=elicit,
+            sampling_callback=sample,
             cache=None,
         ) as client:
             if args.command == "discover":
@@ -95,6 +107,12 @@ async def run(args) -> None:
                 result = await client.call_tool("trigger-elicitation-request", {})
                 texts = [getattr(item, "text", None) for item in result.content]
                 emit({"text": texts, "rerouted": transport_layer.rerouted})
+            elif args.command == "sample":
+                result = await client.call_tool(
+                    "trigger-sampling-request", {"prompt": args.prompt, "maxTokens": 10}
+                )
+                texts = [getattr(item, "text", None) for item in result.content]
+                emit({"text": texts, "rerouted": transport_layer.rerouted})
             elif args.command == "listen-resource":
                 async with client.listen(resource_subscriptions=[args.uri]) as subscription:
                     honored = list(subscription.honored.resource_subscriptions or [])
@@ -114,6 +132,8 @@ def main() -> int:
     commands.add_parser("elicit")
     progress = commands.add_parser("progress")
     progress.add_argument("steps", type=int)
+    sampling = commands.add_parser("sample")
+    sampling.add_argument("prompt")
     listen = commands.add_parser("listen-resource")
     listen.add_argument("uri")
     call = commands.add_parser("call")
