@@ -150,6 +150,9 @@ struct FrameView {
     timestamp: u64,
     stream_id: Option<String>,
     event_id: Option<String>,
+    /// The frame's recorded headers (e.g. `mcp-proxy-bridge-form`), when any.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    headers: std::collections::BTreeMap<String, String>,
     payload: String,
 }
 
@@ -161,6 +164,7 @@ impl From<StoredFrame> for FrameView {
             timestamp: stored.frame.timestamp.as_millis(),
             stream_id: stored.frame.stream_id,
             event_id: stored.frame.event_id,
+            headers: stored.frame.headers,
             payload: String::from_utf8_lossy(&stored.frame.payload).into_owned(),
         }
     }

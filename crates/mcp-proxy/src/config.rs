@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use session_store::{Secret, StorageConfig, StorageOverrides, STORAGE_KEY};
 use url::Url;
 
+use crate::bridge::settings::{validate_bridge, BridgeMode, BridgeSettings};
 use crate::client_config::validate_client_side;
 pub use crate::client_config::{
     serialize_origin, AllowedOrigins, BindingKey, Rate, SessionBinding,
@@ -55,6 +56,9 @@ const PROXY_KEYS: &[&str] = &[
     "initialize_rate",
     // The 2026-07-28 request path (modern_config.rs).
     "record_stateless",
+    // The protocol-generation bridge (bridge/settings.rs).
+    "bridge",
+    "bridge_request_state_keys",
     // Removed keys, read only to name their replacement.
     "admin_endpoints",
     // The upstream side: TLS, header policy, OAuth metadata, long replies.
@@ -111,6 +115,9 @@ pub(crate) struct ProxySection {
     // The 2026-07-28 request path (modern_config.rs).
     pub(crate) record_stateless: RecordStateless,
     pub(crate) cache: CacheSection,
+    // The protocol-generation bridge (bridge/settings.rs).
+    pub(crate) bridge: BridgeMode,
+    pub(crate) bridge_request_state_keys: Vec<String>,
     /// Removed; any value is an error naming `admin_listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) admin_endpoints: Option<figment::value::Value>,
@@ -165,6 +172,8 @@ impl Default for ProxySection {
             initialize_rate: "20/min".to_owned(),
             record_stateless: RecordStateless::PerClient,
             cache: CacheSection::default(),
+            bridge: BridgeMode::Auto,
+            bridge_request_state_keys: Vec::new(),
             admin_endpoints: None,
             upstream_body_timeout: Duration::from_secs(600),
             upstream_ca_file: None,
@@ -257,6 +266,8 @@ pub struct ProxySettings {
     pub sse_keepalive: Duration,
     /// `record_stateless` and `[proxy.cache]`: the 2026-07-28 request path.
     pub modern: ModernSettings,
+    /// `bridge` and `bridge_request_state_keys`: the protocol-generation bridge.
+    pub bridge: BridgeSettings,
 }
 
 /// Everything the proxy needs to start: its own settings and the store's.
@@ -384,6 +395,7 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
     })?;
     let client = validate_client_side(&section, listen)?;
     let modern = validate_modern(section.record_stateless, &section.cache)?;
+    let bridge = validate_bridge(section.bridge, &section.bridge_request_state_keys)?;
     let raw_upstream = section.upstream.ok_or_else(|| {
         ConfigError::new(
             "proxy.upstream is not set: set `upstream` in [proxy], MCP_PROXY_UPSTREAM or --upstream",
@@ -448,6 +460,7 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
         max_sessions_per_client: section.max_sessions_per_client,
         initialize_rate: client.initialize_rate,
         modern,
+        bridge,
         upstream,
         upstream_body_timeout: upstream_side.upstream_body_timeout,
         upstream_tls: upstream_side.upstream_tls,

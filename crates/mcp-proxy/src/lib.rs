@@ -32,6 +32,7 @@
 pub mod admin;
 pub mod app;
 pub mod binding;
+pub mod bridge;
 pub mod cli;
 pub mod client_config;
 pub mod commands;

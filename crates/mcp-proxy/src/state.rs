@@ -8,8 +8,8 @@ use session_store::SessionStore;
 use tokio::sync::watch;
 
 use crate::{
-    config::ProxySettings, limits::ClientLimits, metered_store::MeteredStore, metrics::Metrics,
-    upstream::Upstream,
+    bridge::Bridge, config::ProxySettings, limits::ClientLimits, metered_store::MeteredStore,
+    metrics::Metrics, upstream::Upstream,
 };
 
 /// What every request handler shares.
@@ -25,6 +25,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Per-client limits on creating sessions.
     pub limits: Arc<ClientLimits>,
+    /// The protocol-generation bridge's per-instance parts.
+    pub bridge: Bridge,
     /// Becomes `true` when shutdown begins: GET streams end so in-flight requests
     /// can drain.
     pub shutdown: watch::Receiver<bool>,
@@ -43,6 +45,7 @@ impl AppState {
             store: Arc::new(MeteredStore::new(store, metrics.clone())),
             upstream,
             limits: Arc::new(ClientLimits::new(&settings, metrics.clone())),
+            bridge: Bridge::new(&settings),
             settings,
             metrics,
             shutdown,

@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    admin_session, metric, metrics,
+    admin_session, admin_sessions, metric, metrics,
     python::{
         python_client, start_python_upstream, upstream_count, upstream_counts, PythonListener,
     },
@@ -51,19 +51,10 @@ async fn post_modern(url: &str, body: &Value, headers: &[(&str, &str)]) -> reqwe
 
 /// The proxy's 2026-07-28 sessions, from its admin listener.
 async fn modern_sessions(proxy: &Process) -> Vec<Value> {
-    let response = reqwest::Client::new()
-        .get(proxy.admin_url("/sessions?limit=1000"))
-        .timeout(EXCHANGE_TIMEOUT)
-        .send()
+    admin_sessions(proxy)
         .await
-        .unwrap();
-    let page: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-    page["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
         .filter(|session| session["protocol_version"] == VERSION)
-        .cloned()
         .collect()
 }
 

@@ -105,13 +105,13 @@ pub async fn forward(
             }
         }
     }
+    let forwarded = app.upstream.request_headers(headers, peer.0, None);
+    if let Some(bridged) = crate::bridge::serve(app, &exchange, &forwarded, &message).await {
+        return bridged;
+    }
     let upstream = app
         .upstream
-        .send(
-            Method::POST,
-            app.upstream.request_headers(headers, peer.0, None),
-            Some(body),
-        )
+        .send(Method::POST, forwarded, Some(body))
         .await?;
     reply::relay(app, exchange, upstream).await
 }

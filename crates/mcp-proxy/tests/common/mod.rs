@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+pub mod everything;
 pub mod python;
 
 use futures::StreamExt;
@@ -398,6 +399,19 @@ pub async fn read_events(response: reqwest::Response, count: usize) -> Vec<SseEv
         }
     }
     events
+}
+
+/// Every session the proxy lists (`GET /sessions?limit=1000` on its admin
+/// listener).
+pub async fn admin_sessions(proxy: &Process) -> Vec<Value> {
+    let response = reqwest::Client::new()
+        .get(proxy.admin_url("/sessions?limit=1000"))
+        .timeout(EXCHANGE_TIMEOUT)
+        .send()
+        .await
+        .unwrap();
+    let page: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    page["sessions"].as_array().unwrap().clone()
 }
 
 /// The admin view of a session: `{session, frames, next_after}`, from the proxy's

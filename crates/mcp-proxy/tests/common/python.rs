@@ -20,7 +20,8 @@ pub fn python() -> PathBuf {
     })
 }
 
-fn script(name: &str) -> PathBuf {
+/// A script of `tests/python`.
+pub fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/python")
         .join(name)
@@ -53,20 +54,36 @@ pub async fn upstream_count(upstream: &Process, key: &str) -> u64 {
 /// Runs `client.py <url> [--token token] --name name <args>` to its end (bounded)
 /// and returns the JSON line it printed.
 pub async fn python_client(url: &str, token: Option<&str>, name: &str, args: &[&str]) -> Value {
-    let mut command = client_command(url, token, name, args);
-    let output = tokio::time::timeout(EXCHANGE_TIMEOUT, command.output())
+    let command = client_command(url, token, name, args);
+    run_to_json(
+        command,
+        EXCHANGE_TIMEOUT,
+        &format!("python client {args:?}"),
+    )
+    .await
+}
+
+/// Runs a client script `command` to its end within `limit` and returns the
+/// last line it printed, as JSON; `what` names the run in failures.
+pub async fn run_to_json(
+    mut command: tokio::process::Command,
+    limit: Duration,
+    what: &str,
+) -> Value {
+    command.stdin(Stdio::null()).kill_on_drop(true);
+    let output = tokio::time::timeout(limit, command.output())
         .await
-        .expect("the Python client did not finish in time")
+        .unwrap_or_else(|_| panic!("{what} did not finish in time"))
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "python client {args:?} failed ({}):\n{stdout}\n{}",
+        "{what} failed ({}):\n{stdout}\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("python client {args:?} printed no JSON ({e}): {stdout}"))
+        .unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {stdout}"))
 }
 
 /// A `client.py ... listen` run: a `subscriptions/listen` stream held open.
