@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::{admin, delete, get_stream, origin, post, state::AppState, well_known};
+use crate::{
+    admin, delete, get_stream, origin, post, session_browser, state::AppState, well_known,
+};
 use axum::{
     extract::{Request, State},
     middleware::{self, Next},
@@ -43,7 +45,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The admin listener's routes (`admin_listen`): `/healthz`, `/metrics` and the
-/// read-only `/sessions` endpoints, behind `admin_token` when it is set.
+/// read-only `/sessions` endpoints, behind `admin_token` when it is set, and the
+/// session browser under `/ui/` ([`session_browser::routes`], which checks the
+/// token itself).
 pub fn admin_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(admin::healthz))
@@ -54,6 +58,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
             state.clone(),
             admin::require_admin_token,
         ))
+        .merge(session_browser::routes(state.clone()))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

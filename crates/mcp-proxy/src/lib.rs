@@ -55,6 +55,7 @@ pub mod relay;
 pub mod replay;
 pub mod server;
 pub mod session;
+pub mod session_browser;
 pub mod sse;
 pub mod state;
 pub mod upstream;

@@ -284,12 +284,17 @@ impl RawClient {
 
     /// Sends `initialize` and keeps the session id the proxy returns.
     pub async fn initialize(&mut self, url: &str) -> Reply {
+        self.initialize_as(url, "raw-test-client").await
+    }
+
+    /// [`initialize`](Self::initialize) with `name` as `clientInfo.name`.
+    pub async fn initialize_as(&mut self, url: &str, name: &str) -> Reply {
         let reply = self
             .post(
                 url,
                 &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
                     "protocolVersion":"2025-06-18","capabilities":{},
-                    "clientInfo":{"name":"raw-test-client","version":"1.0"}}}),
+                    "clientInfo":{"name":name,"version":"1.0"}}}),
             )
             .await;
         assert_eq!(reply.status, 200, "{reply:?}");
