@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use crate::{
-    admin, delete, get_stream, origin, post, session_browser, state::AppState, well_known,
+    admin, delete, get_stream, origin, post, session_browser, state::AppState, telemetry,
+    well_known,
 };
 use axum::{
     extract::{Request, State},
@@ -14,6 +15,7 @@ use axum::{
     routing::get,
     Router,
 };
+use tracing::Instrument;
 
 /// The MCP listener's routes: the MCP endpoint (every method admitted by
 /// `Origin` first), the upstream's `/.well-known` OAuth metadata and `/healthz`.
@@ -41,7 +43,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             count_requests,
         ))
+        .layer(middleware::from_fn(trace_request))
         .with_state(state)
+}
+
+/// Runs the request inside its span ([`telemetry::request_span`]), which
+/// continues the client's `traceparent` when traces are exported.
+async fn trace_request(request: Request, next: Next) -> Response {
+    let span = telemetry::request_span(request.method(), request.uri().path(), request.headers());
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// The admin listener's routes (`admin_listen`): `/healthz`, `/metrics` and the

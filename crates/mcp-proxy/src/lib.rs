@@ -58,6 +58,7 @@ pub mod session;
 pub mod session_browser;
 pub mod sse;
 pub mod state;
+pub mod telemetry;
 pub mod upstream;
 pub mod upstream_cursor;
 pub mod upstream_tls;

@@ -1,10 +1,9 @@
 //! The `mcp-proxy` binary: parse flags, load configuration, serve.
 
-use std::{io::IsTerminal, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::Parser;
 use mcp_proxy::{cli::Cli, config::ProxyConfig, server};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -12,13 +11,9 @@ fn main() -> ExitCode {
     // aws-lc-rs: reqwest's default), so the process default is chosen here:
     // without one, `rustls::ClientConfig::builder()` (Redis over TLS) panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // Logs, and with the `otel` feature the trace exporter (flushed when the
+    // guard drops, after the server stopped).
+    let _telemetry = mcp_proxy::telemetry::init();
     let config = match ProxyConfig::load(cli.config.as_deref(), &cli.overrides()) {
         Ok(config) => config,
         Err(error) => {

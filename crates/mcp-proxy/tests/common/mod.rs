@@ -172,6 +172,17 @@ pub async fn counter(proxy: &Process, name: &str) -> u64 {
 /// `[storage]` table). The environment is cleared so stray `MCP_PROXY_*` or
 /// `SESSION_STORE_*` variables cannot change the test.
 pub fn start_proxy(upstream: &str, listen: &str, proxy_keys: &str, extra_toml: &str) -> Process {
+    start_proxy_with_env(upstream, listen, proxy_keys, extra_toml, &[])
+}
+
+/// [`start_proxy`] with `env` set in the proxy's (otherwise cleared) environment.
+pub fn start_proxy_with_env(
+    upstream: &str,
+    listen: &str,
+    proxy_keys: &str,
+    extra_toml: &str,
+    env: &[(&str, &str)],
+) -> Process {
     let config = scratch_path("mcp-proxy.toml");
     let timeout = if proxy_keys.contains("upstream_timeout") {
         ""
@@ -198,6 +209,7 @@ pub fn start_proxy(upstream: &str, listen: &str, proxy_keys: &str, extra_toml: &
     command
         .env_clear()
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .arg("--config")
         .arg(&config);
     Process::start(command, "mcp-proxy", true)
