@@ -3,6 +3,10 @@
 //! `prometheus-client`, the client library the Prometheus project maintains.
 //! The label sets are fixed or bounded (see [`method_label`], [`StatusLabel`]),
 //! so no client can grow them.
+//!
+//! A new counter is a `Counter` (or `Family<Labels, Counter>`) field of
+//! [`Metrics`], registered in `Metrics::register` under its name without
+//! `_total`, and a method that increments it.
 
 use std::time::Duration;
 

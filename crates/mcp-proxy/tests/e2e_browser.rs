@@ -305,5 +305,35 @@ async fn session_browser_lists_filters_opens_and_tails_a_session_in_chromium() {
         let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/session-browser.png");
         std::fs::write(&docs, &png).unwrap();
     }
+
+    // End the session with its button (and the page's confirmation): back on the
+    // list, which (still filtered) is empty, and the client's session is gone.
+    browser
+        .find(Locator::Css("#end-session"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.accept_alert().await.unwrap();
+    let deadline = Instant::now() + PAGE_TIMEOUT;
+    while !browser
+        .find(Locator::Css("#list-empty"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the list did not come back empty"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = inspector
+        .call_tool(&url, 3, "add", json!({"a": 1, "b": 1}))
+        .await;
+    assert_eq!(after.status, 404, "the ended session is gone");
     browser.close().await.unwrap();
 }
