@@ -30,6 +30,10 @@ pinned by xtask/npm/package-lock.json (npm ci when missing); and stops every ser
 afterwards, also on failure or Ctrl-C. Doc tests are left to `cargo xtask ci`:
 --include-ignored would try to compile doc examples marked `ignore`.
 
+The session browser test (e2e_browser) starts chromedriver from PATH, or from
+TEST_CHROMEDRIVER when set, with Chromium from PATH or TEST_CHROMIUM (Debian:
+apt-get install chromium chromium-driver; .ci/run does it when missing).
+
 Redis comes from redis-server on PATH or, in an xtask built with
 `--features containers`, from Docker containers.
 

@@ -86,30 +86,17 @@ pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus text format, followed by the store's own
-/// readings (the fallback breaker and journal, see docs/operations.md).
+/// `GET /metrics`: the OpenMetrics text format (which Prometheus scrapes),
+/// including the store's own readings (the fallback breaker and journal, see
+/// docs/operations.md).
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let active = app.store.count().await.ok();
-    let mut out = app.metrics.render(active);
-    if let Ok(health) = app.store.health().await {
-        render_store_readings(&mut out, &health.readings);
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
-/// Appends the store's readings: `# TYPE` counter for names ending `_total`,
-/// gauge otherwise.
-fn render_store_readings(out: &mut String, readings: &[(&'static str, f64)]) {
-    use std::fmt::Write;
-    for (name, value) in readings {
-        let kind = if name.ends_with("_total") {
-            "counter"
-        } else {
-            "gauge"
-        };
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
-    }
+    let readings = match app.store.health().await {
+        Ok(health) => health.readings,
+        Err(_) => Vec::new(),
+    };
+    let out = app.metrics.render_with_readings(active, &readings);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], out).into_response()
 }
 
 /// Paging parameters of `/sessions`.
@@ -200,27 +187,4 @@ pub async fn show_session(
         "frames": frames,
         "next_after": next_after,
     })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn store_readings_render_as_typed_prometheus_lines() {
-        let mut out = String::new();
-        render_store_readings(
-            &mut out,
-            &[
-                ("session_store_breaker_state", 2.0),
-                ("session_store_fallback_quarantined_total", 1.0),
-            ],
-        );
-        assert_eq!(
-            out,
-            "# TYPE session_store_breaker_state gauge\nsession_store_breaker_state 2\n\
-             # TYPE session_store_fallback_quarantined_total counter\n\
-             session_store_fallback_quarantined_total 1\n"
-        );
-    }
 }

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use crate::{admin, delete, get_stream, origin, post, state::AppState, well_known};
+use crate::{
+    admin, delete, get_stream, origin, post, session_browser, state::AppState, telemetry,
+    well_known,
+};
 use axum::{
     extract::{Request, State},
     middleware::{self, Next},
@@ -12,6 +15,7 @@ use axum::{
     routing::get,
     Router,
 };
+use tracing::Instrument;
 
 /// The MCP listener's routes: the MCP endpoint (every method admitted by
 /// `Origin` first), the upstream's `/.well-known` OAuth metadata and `/healthz`.
@@ -39,11 +43,23 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             count_requests,
         ))
+        .layer(middleware::from_fn(trace_request))
         .with_state(state)
 }
 
+/// Runs the request inside its span ([`telemetry::request_span`]), which
+/// continues the client's `traceparent` when traces are exported.
+async fn trace_request(request: Request, next: Next) -> Response {
+    let span = telemetry::request_span(request.method(), request.uri().path(), request.headers());
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
 /// The admin listener's routes (`admin_listen`): `/healthz`, `/metrics` and the
-/// read-only `/sessions` endpoints, behind `admin_token` when it is set.
+/// read-only `/sessions` endpoints, behind `admin_token` when it is set, and the
+/// session browser under `/ui/` ([`session_browser::routes`], which checks the
+/// token itself).
 pub fn admin_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(admin::healthz))
@@ -54,6 +70,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
             state.clone(),
             admin::require_admin_token,
         ))
+        .merge(session_browser::routes(state.clone()))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -87,3 +87,31 @@ async fn end_session(
     tracing::info!(session = %id, "session deleted");
     Ok(answer)
 }
+
+/// Ends `session` for an operator (the session browser's end and revoke): sends
+/// the upstream its DELETE when the upstream issued a session id (with no client
+/// headers; a refusal or an unreachable upstream is logged, the upstream's side
+/// then expires on its own), then deletes the session from the store, so it is
+/// over on every instance.
+pub async fn end_for_operator(
+    app: &AppState,
+    session: &session_store::Session,
+) -> Result<(), ProxyError> {
+    if let Some(upstream_id) = session.upstream_session_id.as_deref() {
+        let headers = app
+            .upstream
+            .request_headers(&HeaderMap::new(), None, Some(upstream_id));
+        match app.upstream.send(Method::DELETE, headers, None).await {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => {
+                tracing::info!(session = %session.id, status = %response.status(), "upstream refused the operator's DELETE; ending the proxy session anyway");
+            }
+            Err(error) => {
+                tracing::warn!(session = %session.id, %error, "upstream unreachable for the operator's DELETE; ending the proxy session anyway");
+            }
+        }
+    }
+    app.store.delete(&session.id).await?;
+    tracing::info!(session = %session.id, "session ended by the operator");
+    Ok(())
+}

@@ -1,11 +1,10 @@
 //! The `mcp-proxy` binary: parse flags, load configuration, serve (or run an
 //! operator's subcommand, `src/commands/`).
 
-use std::{io::IsTerminal, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::Parser;
 use mcp_proxy::{cli::Cli, commands, config::ProxyConfig, server};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
@@ -14,17 +13,10 @@ fn main() -> ExitCode {
     // aws-lc-rs: reqwest's default), so the process default is chosen here:
     // without one, `rustls::ClientConfig::builder()` (Redis over TLS) panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // A subcommand's output is its own; the library's info lines would
-            // only interleave with it.
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                EnvFilter::new(if command.is_some() { "warn" } else { "info" })
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // Logs, and with the `otel` feature the trace exporter (flushed when the
+    // guard drops, after the server stopped). A subcommand's output is its own:
+    // the library's info lines would only interleave with it.
+    let _telemetry = mcp_proxy::telemetry::init(if command.is_some() { "warn" } else { "info" });
     let config = match ProxyConfig::load(cli.config.as_deref(), &cli.overrides()) {
         Ok(config) => config,
         Err(error) => {

@@ -13,7 +13,9 @@ use session_store::{
     Page, Result, Session, SessionId, SessionStore, StoredFrame,
 };
 
-use crate::metrics::Metrics;
+use tracing::Instrument;
+
+use crate::{metrics::Metrics, telemetry};
 
 /// Forwards every call to `inner`, recording its latency and outcome.
 #[derive(Debug)]
@@ -34,7 +36,7 @@ impl MeteredStore {
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let started = Instant::now();
-        let outcome = call.await;
+        let outcome = call.instrument(telemetry::store_span(operation)).await;
         self.metrics
             .store_operation(operation, started.elapsed(), outcome.is_err());
         outcome

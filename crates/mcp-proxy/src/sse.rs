@@ -1,6 +1,16 @@
 //! Server-Sent Events, both ways: an incremental parser for the upstream's byte
 //! stream (any chunking, LF/CRLF/CR line ends) and the encoder for events the proxy
 //! sends to its client.
+//!
+//! Why not a crate: the well-kept SSE parsers (`eventsource-stream` 0.2,
+//! `sse-stream` 0.2, which rmcp uses) were evaluated against the proxy's limits
+//! and fall short on one: they buffer an event's lines without bound, so an
+//! upstream sending one endless event would grow the proxy's memory until it
+//! fails, while [`SseParser`] refuses an event over its byte cap
+//! ([`EventTooLarge`]) as soon as the cap is crossed, mid-chunk. Both also own
+//! the body stream, where the relay feeds chunks it also counts and times
+//! (`push`); and `eventsource-stream` decodes into a `String` buffer first. Any
+//! chunking and every line ending are covered by this module's tests.
 
 use std::mem;
 

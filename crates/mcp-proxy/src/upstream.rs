@@ -5,12 +5,14 @@ use std::{net::SocketAddr, time::Duration};
 
 use axum::http::{HeaderMap, HeaderName, Method};
 use bytes::Bytes;
+use tracing::Instrument;
 use url::Url;
 
 use crate::{
     config::ProxySettings,
     errors::ProxyError,
     headers::{upstream_request_headers, RequestHeaderPolicy},
+    telemetry,
 };
 
 pub use crate::headers::{LAST_EVENT_ID_HEADER, SESSION_ID_HEADER};
@@ -101,11 +103,14 @@ impl Upstream {
         body: Option<Bytes>,
     ) -> Result<reqwest::Response, ProxyError> {
         let target = without_credentials(&url);
+        let mut headers = headers;
+        let span = telemetry::upstream_span(&method, &mut headers);
         let mut request = self.client.request(method, url).headers(headers);
         if let Some(body) = body {
             request = request.body(body);
         }
-        match tokio::time::timeout(self.timeout, request.send()).await {
+        let sent = tokio::time::timeout(self.timeout, request.send()).instrument(span);
+        match sent.await {
             Err(_) => Err(ProxyError::UpstreamTimeout(self.timeout)),
             Ok(Err(error)) if error.is_timeout() => Err(ProxyError::UpstreamTimeout(self.timeout)),
             Ok(Err(error)) => Err(ProxyError::UpstreamUnreachable(format!(

@@ -40,6 +40,7 @@ mod keys;
 mod kv;
 mod liveness;
 mod maintenance;
+mod pool_readings;
 mod record;
 mod retry;
 mod scripts;

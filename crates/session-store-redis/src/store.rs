@@ -73,6 +73,8 @@ pub struct RedisStore {
     pub(crate) hint_failures: Arc<AtomicU64>,
     /// Records `list` and `read_frames` skipped because they cannot be decoded.
     pub(crate) skipped_records: Arc<AtomicU64>,
+    /// Reconnections of the pool's clients since `connect`.
+    pub(crate) reconnects: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -162,7 +164,9 @@ impl RedisStore {
             append_keys: Arc::new(AppendKeys::new()),
             hint_failures: Arc::new(AtomicU64::new(0)),
             skipped_records: Arc::new(AtomicU64::new(0)),
+            reconnects: Arc::new(AtomicU64::new(0)),
         };
+        crate::pool_readings::count_reconnects(&store.pool, &store.reconnects);
         store.load_scripts().await?;
         store.check_clock_skew().await?;
         Ok(store)

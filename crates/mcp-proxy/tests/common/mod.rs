@@ -173,6 +173,17 @@ pub async fn counter(proxy: &Process, name: &str) -> u64 {
 /// `[storage]` table). The environment is cleared so stray `MCP_PROXY_*` or
 /// `SESSION_STORE_*` variables cannot change the test.
 pub fn start_proxy(upstream: &str, listen: &str, proxy_keys: &str, extra_toml: &str) -> Process {
+    start_proxy_with_env(upstream, listen, proxy_keys, extra_toml, &[])
+}
+
+/// [`start_proxy`] with `env` set in the proxy's (otherwise cleared) environment.
+pub fn start_proxy_with_env(
+    upstream: &str,
+    listen: &str,
+    proxy_keys: &str,
+    extra_toml: &str,
+    env: &[(&str, &str)],
+) -> Process {
     let config = scratch_path("mcp-proxy.toml");
     let timeout = if proxy_keys.contains("upstream_timeout") {
         ""
@@ -199,6 +210,7 @@ pub fn start_proxy(upstream: &str, listen: &str, proxy_keys: &str, extra_toml: &
     command
         .env_clear()
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .arg("--config")
         .arg(&config);
     Process::start(command, "mcp-proxy", true)
@@ -285,12 +297,17 @@ impl RawClient {
 
     /// Sends `initialize` and keeps the session id the proxy returns.
     pub async fn initialize(&mut self, url: &str) -> Reply {
+        self.initialize_as(url, "raw-test-client").await
+    }
+
+    /// [`initialize`](Self::initialize) with `name` as `clientInfo.name`.
+    pub async fn initialize_as(&mut self, url: &str, name: &str) -> Reply {
         let reply = self
             .post(
                 url,
                 &json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
                     "protocolVersion":"2025-06-18","capabilities":{},
-                    "clientInfo":{"name":"raw-test-client","version":"1.0"}}}),
+                    "clientInfo":{"name":name,"version":"1.0"}}}),
             )
             .await;
         assert_eq!(reply.status, 200, "{reply:?}");

@@ -571,7 +571,8 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
     /// The primary's health while it answers. While the breaker is open the store
     /// still serves (degraded), so this succeeds with backend `memory-fallback`
     /// and a detail saying so. Either way `degraded` is set while the store
-    /// serves from its journal, and `readings` carry [`FallbackStats::readings`]
+    /// serves from its journal, and `readings` carry the primary's own (the Redis
+    /// pool's, while it answers) and [`FallbackStats::readings`]
     /// (breaker state, journal bytes and sessions, write-back progress,
     /// quarantined sessions) for the proxy's `/metrics`.
     ///
@@ -589,7 +590,12 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
                         stats.state.as_str()
                     ),
                     degraded: health.degraded || stats.degraded(),
-                    readings: stats.readings(),
+                    // The primary's own readings (Redis pool) and the breaker's.
+                    readings: health
+                        .readings
+                        .into_iter()
+                        .chain(stats.readings())
+                        .collect(),
                     ..health
                 });
             }
