@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::{
     config::ProxySettings, limits::ClientLimits, metered_store::MeteredStore, metrics::Metrics,
-    upstream::Upstream,
+    near_cache::NearCache, upstream::Upstream,
 };
 
 /// What every request handler shares.
@@ -25,6 +25,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Per-client limits on creating sessions.
     pub limits: Arc<ClientLimits>,
+    /// Active sessions this instance has seen (the request path's one-round-trip
+    /// hit; never the authority on liveness).
+    pub near_cache: NearCache,
     /// Becomes `true` when shutdown begins: GET streams end so in-flight requests
     /// can drain.
     pub shutdown: watch::Receiver<bool>,
@@ -43,6 +46,7 @@ impl AppState {
             store: Arc::new(MeteredStore::new(store, metrics.clone())),
             upstream,
             limits: Arc::new(ClientLimits::new(&settings, metrics.clone())),
+            near_cache: NearCache::default(),
             settings,
             metrics,
             shutdown,
