@@ -83,6 +83,7 @@ async fn end_session(
         }
         None => (StatusCode::OK, HeaderMap::new()),
     };
+    app.near_cache.remove(&session.id);
     app.store.delete(&session.id).await?;
     tracing::info!(session = %id, "session deleted");
     Ok(answer)

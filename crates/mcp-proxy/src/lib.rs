@@ -50,6 +50,7 @@ pub mod metered_store;
 pub mod metrics;
 pub mod modern;
 pub mod modern_config;
+pub mod near_cache;
 pub mod origin;
 pub mod post;
 pub mod recovery;

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 use session_store::{
-    Clock, Direction, Error as StoreError, Frame, FrameId, SessionId, SystemClock,
+    Clock, Direction, Error as StoreError, Frame, FrameId, Session, SessionId, SystemClock,
 };
 
 use crate::{
@@ -62,10 +62,8 @@ async fn forward_post(
     let binding = session_binding(&headers, &app.settings);
 
     if let Some(id) = client_session_id(&headers)? {
-        let session = session::resolve(app.store.as_ref(), &id, &headers, binding.as_ref()).await?;
-        // Appending the request is the session's activity mark (it slides the
-        // expiry like a touch), so no separate touch is needed.
-        let stream = record_request(&app, &session.id, &body, &headers).await?;
+        let (session, stream) =
+            resolve_and_record(&app, &id, &headers, binding.as_ref(), &body).await?;
         // The client's headers as the upstream gets them, without a session id:
         // recovery sends the same request into a restored upstream session.
         let upstream_base = app.upstream.request_headers(&headers, peer, None);
@@ -79,6 +77,9 @@ async fn forward_post(
         let upstream = match recovery::classify(&app, &session, &upstream_base, upstream).await {
             Answer::Relay(upstream) => upstream,
             Answer::SessionLost if recovery::should_restore(&app, &session) => {
+                // A cached upstream id may be one another instance replaced:
+                // recovery reads the store's current one.
+                app.near_cache.remove(&session.id);
                 let restored = match recovery::restore(&app, &session, &upstream_base).await {
                     Ok(restored) => restored,
                     Err(RestoreError::Transient(error)) => {
@@ -251,6 +252,7 @@ fn reconnect_for(message: &ClientMessage, forwarded: &HeaderMap) -> Option<Recon
 /// for every instance.
 async fn upstream_lost_session(app: &AppState, id: &SessionId) -> ProxyError {
     tracing::info!(session = %id, "upstream lost the session; ending it (404 to the client)");
+    app.near_cache.remove(id);
     if let Err(error) = app.store.delete(id).await {
         tracing::warn!(session = %id, %error, "could not delete a session the upstream lost");
     }
@@ -266,6 +268,50 @@ fn abandon_upstream_session(app: &Arc<AppState>, headers: HeaderMap) {
             tracing::debug!(%error, "could not end an abandoned upstream session");
         }
     });
+}
+
+/// The session a request names, checked against the request's credential, and
+/// the request recorded in it. A session in the near cache costs one store
+/// round trip (the append, which checks liveness atomically: a session deleted
+/// on any instance is `NotFound` here); otherwise `get`, then the append. When
+/// the request is not recorded (too large), a cached session is confirmed with
+/// a `get`, so liveness is always checked by the store.
+async fn resolve_and_record(
+    app: &AppState,
+    id: &SessionId,
+    headers: &HeaderMap,
+    binding: Option<&Principal>,
+    body: &Bytes,
+) -> Result<(Session, StreamId), ProxyError> {
+    // Appending the request is the session's activity mark (it slides the
+    // expiry like a touch), so no separate touch is needed.
+    let mut unrecorded = None;
+    if let Some(session) = app.near_cache.get(id) {
+        session::check_binding(&session, headers, binding)?;
+        match record_request(app, id, body, headers).await {
+            Ok(stream) if matches!(stream.kind(), StreamKind::Unrecorded) => {
+                unrecorded = Some(stream);
+            }
+            Ok(stream) => return Ok((session, stream)),
+            Err(error) => {
+                app.near_cache.remove(id);
+                return Err(error);
+            }
+        }
+    }
+    let session = match session::resolve(app.store.as_ref(), id, headers, binding).await {
+        Ok(session) => session,
+        Err(error) => {
+            app.near_cache.remove(id);
+            return Err(error);
+        }
+    };
+    let stream = match unrecorded {
+        Some(stream) => stream,
+        None => record_request(app, &session.id, body, headers).await?,
+    };
+    app.near_cache.insert(&session);
+    Ok((session, stream))
 }
 
 /// Records the client's message; the reply stream is named after its frame.

@@ -58,6 +58,18 @@ pub async fn resolve(
     presented: Option<&Principal>,
 ) -> Result<Session, ProxyError> {
     let session = store.get(id).await?;
+    check_binding(&session, headers, presented)?;
+    Ok(session)
+}
+
+/// 404 unless the request's credential is the one `session` is bound to (or
+/// its legacy credential fingerprint matches).
+pub fn check_binding(
+    session: &Session,
+    headers: &HeaderMap,
+    presented: Option<&Principal>,
+) -> Result<(), ProxyError> {
+    let id = &session.id;
     let allowed = match (
         session.tags.get(BINDING_TAG),
         session.tags.get(LEGACY_CREDENTIAL_TAG),
@@ -70,7 +82,7 @@ pub async fn resolve(
         tracing::info!(session = %ClientText(id.as_str().as_bytes()), "request's principal differs from the session's binding; answering 404");
         return Err(ProxyError::SessionNotFound);
     }
-    Ok(session)
+    Ok(())
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {

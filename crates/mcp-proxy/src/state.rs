@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::{
     bridge::Bridge, config::ProxySettings, limits::ClientLimits, metered_store::MeteredStore,
-    metrics::Metrics, upstream::Upstream,
+    metrics::Metrics, near_cache::NearCache, upstream::Upstream,
 };
 
 /// What every request handler shares.
@@ -27,6 +27,9 @@ pub struct AppState {
     pub limits: Arc<ClientLimits>,
     /// The protocol-generation bridge's per-instance parts.
     pub bridge: Bridge,
+    /// Active sessions this instance has seen (the request path's one-round-trip
+    /// hit; never the authority on liveness).
+    pub near_cache: NearCache,
     /// Becomes `true` when shutdown begins: GET streams end so in-flight requests
     /// can drain.
     pub shutdown: watch::Receiver<bool>,
@@ -46,6 +49,7 @@ impl AppState {
             upstream,
             limits: Arc::new(ClientLimits::new(&settings, metrics.clone())),
             bridge: Bridge::new(&settings),
+            near_cache: NearCache::default(),
             settings,
             metrics,
             shutdown,

@@ -132,3 +132,39 @@ async fn a_stream_cut_on_one_instance_resumes_on_the_other_with_exactly_the_miss
         assert!(id.frame > cut.frame);
     }
 }
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn a_session_deleted_on_one_instance_is_404_on_the_next_call_to_another_that_cached_it() {
+    let upstream = start_upstream();
+    let (a, b, _storage) = two_proxies(&upstream);
+    let mut client = RawClient::new();
+    client.initialize(&a.mcp_url()).await;
+
+    // Calls on both instances: each holds the active session in its near cache,
+    // the second call on each served from it.
+    for (n, proxy) in [(1, &a), (2, &b), (3, &a), (4, &b)] {
+        let reply = client
+            .call_tool(&proxy.mcp_url(), n, "add", json!({"a": n, "b": 1}))
+            .await;
+        assert_eq!(reply.status, 200, "call {n}: {reply:?}");
+        assert_eq!(
+            reply.messages().last().unwrap()["result"]["content"][0]["text"],
+            (n + 1).to_string()
+        );
+    }
+
+    // Deleted through A: B's cached copy does not keep it alive; the very next
+    // call there is 404, and so is the one after it (the entry is gone).
+    assert!(client.delete(&a.mcp_url()).await.is_success());
+    for n in [5, 6] {
+        let after = client
+            .call_tool(&b.mcp_url(), n, "add", json!({"a": 1, "b": 1}))
+            .await;
+        assert_eq!(after.status, 404, "call {n} on B after the delete on A");
+    }
+    let on_a = client
+        .call_tool(&a.mcp_url(), 7, "add", json!({"a": 1, "b": 1}))
+        .await;
+    assert_eq!(on_a.status, 404);
+}

@@ -19,11 +19,17 @@ pub(crate) mod field {
     pub(crate) const REV: &str = "rev";
     pub(crate) const FRAME_COUNT: &str = "fc";
     pub(crate) const BODY: &str = "body";
+    /// The number of `body` chunks when more than one (`b2`..`bN` hold the rest).
+    pub(crate) const BODY_CHUNKS: &str = "bn";
 }
 
 /// The descriptive fields of a session (what `update` may change), stored
-/// `codec`-encoded in the `body` field. Private to this backend.
+/// `codec`-encoded in the `body` field. Private to this backend. Written as a
+/// msgpack array (fields by position); read from an array (trailing fields a
+/// newer release appended are skipped, missing ones default) or from the
+/// named map releases before wrote.
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub(crate) struct SessionBody {
     #[serde(default)]
     upstream_session_id: Option<String>,
@@ -39,6 +45,59 @@ pub(crate) struct SessionBody {
     server_info: Option<serde_json::Value>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+}
+
+impl<'de> Deserialize<'de> for SessionBody {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_any(BodyVisitor)
+    }
+}
+
+impl Serialize for SessionBody {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        SessionBody::serialize(self, serializer)
+    }
+}
+
+/// Reads the positional form field by field and the named form through the
+/// derived (remote) implementation.
+struct BodyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BodyVisitor {
+    type Value = SessionBody;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a session body (array or map)")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<SessionBody, A::Error> {
+        let body = SessionBody {
+            upstream_session_id: seq.next_element()?.unwrap_or_default(),
+            transport: seq.next_element()?.unwrap_or_default(),
+            status: seq.next_element()?.unwrap_or_default(),
+            protocol_version: seq.next_element()?.unwrap_or_default(),
+            client_info: seq.next_element()?.unwrap_or_default(),
+            server_info: seq.next_element()?.unwrap_or_default(),
+            tags: seq.next_element()?.unwrap_or_default(),
+        };
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(body)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        map: A,
+    ) -> std::result::Result<SessionBody, A::Error> {
+        SessionBody::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
 }
 
 impl SessionBody {
@@ -66,9 +125,15 @@ impl SessionBody {
         }
     }
 
-    /// Encodes the body, rejecting it when larger than `max_session_bytes`.
+    /// Encodes the body as `[codec::FORMAT_VERSION] ++ msgpack array` (fields by
+    /// position, not name: a third of the size of the named form, and read by
+    /// [`codec::decode`] like it, so releases that wrote or read the named form
+    /// read this one too), rejecting it when larger than `max_session_bytes`.
     pub(crate) fn encode(&self, id: &SessionId, settings: &StoreSettings) -> Result<Vec<u8>> {
-        let bytes = codec::encode(self)?;
+        let mut bytes = Vec::with_capacity(128);
+        bytes.push(codec::FORMAT_VERSION);
+        rmp_serde::encode::write(&mut bytes, self)
+            .map_err(|e| Error::invalid_input(format!("session `{id}` cannot be encoded: {e}")))?;
         if bytes.len() > settings.max_session_bytes {
             return Err(Error::invalid_input(format!(
                 "session `{id}` encodes to {} bytes, over max_session_bytes ({})",
@@ -171,6 +236,28 @@ impl Lifetime {
     }
 }
 
+/// The encoded body from the meta hash's fields: `body`, followed by `b2`..`bN`
+/// when `bn` = N (the scripts store bodies over 64 bytes in chunks so the hash
+/// stays a listpack). A hash without `bn` (one chunk, or written before chunks)
+/// holds the whole body in `body`.
+fn body_bytes(fields: &mut HashMap<String, Value>, key: &str) -> Result<Vec<u8>> {
+    let chunks = match fields.remove(field::BODY_CHUNKS) {
+        Some(n) => to_u64(&n, &format!("field `{}` of `{key}`", field::BODY_CHUNKS))?,
+        None => 1,
+    };
+    let mut chunk = |name: &str| {
+        fields
+            .remove(name)
+            .and_then(to_bytes)
+            .ok_or_else(|| Error::corrupt(format!("session hash `{key}` has no `{name}` field")))
+    };
+    let mut body = chunk(field::BODY)?.to_vec();
+    for i in 2..=chunks {
+        body.extend_from_slice(&chunk(&format!("b{i}"))?);
+    }
+    Ok(body)
+}
+
 /// Builds the session from `HGETALL meta` and `PEXPIRETIME meta`; `None` when it
 /// is missing or logically expired at `now`. Undecodable fields are
 /// [`Error::Corrupt`] naming `key`.
@@ -199,10 +286,7 @@ pub(crate) fn session_from_meta(
     let Some(expires) = lifetime.live_until(pexpiretime, created, now) else {
         return Ok(None);
     };
-    let body_bytes = fields
-        .remove(field::BODY)
-        .and_then(to_bytes)
-        .ok_or_else(|| Error::corrupt(format!("session hash `{key}` has no `body` field")))?;
+    let body_bytes = body_bytes(&mut fields, key)?;
     let body: SessionBody = codec::decode(&body_bytes)
         .map_err(|e| Error::corrupt(format!("field `body` of `{key}`: {e}")))?;
     Ok(Some(body.into_session(
@@ -269,5 +353,97 @@ mod tests {
             matches!(&err, Error::Corrupt(m) if m.contains("mcp:{x}:meta")),
             "{err}"
         );
+    }
+
+    fn proxy_like_session() -> NewSession {
+        let mut new = NewSession::new(SessionId::new("s1").unwrap());
+        new.protocol_version = Some("2025-06-18".into());
+        new.client_info = Some(serde_json::json!({
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "example-client", "version": "1.0.0"}
+        }));
+        new.with_tag("binding", "0123456789abcdef")
+    }
+
+    #[test]
+    fn the_positional_body_is_smaller_and_the_named_one_still_reads() {
+        let new = proxy_like_session();
+        let id = new.id.clone();
+        let body = SessionBody::of_new(&new);
+        let compact = body.encode(&id, &StoreSettings::default()).unwrap();
+        let named = codec::encode(&body).unwrap();
+        println!(
+            "body: {} B positional, {} B named",
+            compact.len(),
+            named.len()
+        );
+        assert!(compact.len() < named.len());
+        for bytes in [&compact, &named] {
+            let read: SessionBody = codec::decode(bytes).unwrap();
+            let session = read.into_session(
+                id.clone(),
+                StoreOwned {
+                    created_at: Timestamp::from_millis(1),
+                    last_activity: Timestamp::from_millis(1),
+                    expires_at: Timestamp::from_millis(2),
+                    frame_count: 0,
+                    revision: 1,
+                },
+            );
+            assert_eq!(session.protocol_version, new.protocol_version);
+            assert_eq!(session.client_info, new.client_info);
+            assert_eq!(session.tags, new.tags);
+            assert_eq!(session.transport, new.transport);
+            assert_eq!(session.status, new.status);
+        }
+    }
+
+    #[test]
+    fn a_chunked_body_is_put_back_together_and_a_missing_chunk_is_corrupt() {
+        let mut fields = HashMap::new();
+        for (k, v) in [("body", "ab"), ("b2", "cd"), ("b3", "e"), ("bn", "3")] {
+            fields.insert(k.to_owned(), Value::String(v.into()));
+        }
+        let mut broken = fields.clone();
+        assert_eq!(body_bytes(&mut fields, "k").unwrap(), b"abcde");
+        broken.remove("b2");
+        let err = body_bytes(&mut broken, "mcp:{x}:meta").unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt(m) if m.contains("`b2`") && m.contains("mcp:{x}:meta")),
+            "{err}"
+        );
+        let mut whole = HashMap::from([("body".to_owned(), Value::String("abc".into()))]);
+        assert_eq!(body_bytes(&mut whole, "k").unwrap(), b"abc");
+    }
+
+    #[test]
+    fn a_body_with_a_field_a_newer_release_added_still_reads() {
+        #[derive(Serialize)]
+        struct Newer {
+            upstream_session_id: Option<String>,
+            transport: Transport,
+            status: SessionStatus,
+            protocol_version: Option<String>,
+            client_info: Option<serde_json::Value>,
+            server_info: Option<serde_json::Value>,
+            tags: BTreeMap<String, String>,
+            added: u32,
+        }
+        let newer = Newer {
+            upstream_session_id: Some("up".into()),
+            transport: Transport::Sse,
+            status: SessionStatus::Active,
+            protocol_version: None,
+            client_info: None,
+            server_info: None,
+            tags: BTreeMap::new(),
+            added: 7,
+        };
+        let mut bytes = vec![codec::FORMAT_VERSION];
+        rmp_serde::encode::write(&mut bytes, &newer).unwrap();
+        let read: SessionBody = codec::decode(&bytes).unwrap();
+        assert_eq!(read.upstream_session_id.as_deref(), Some("up"));
+        assert_eq!(read.transport, Transport::Sse);
     }
 }

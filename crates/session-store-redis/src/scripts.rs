@@ -28,6 +28,34 @@ local function capped(now, ttl, created, max_life)
 end
 "#;
 
+/// The `body` field in chunks of at most 64 bytes (`BODY_CHUNK`, Redis's default
+/// `hash-max-listpack-value`), so the meta hash keeps its compact listpack
+/// encoding: `body` holds the first chunk, `b2`..`bN` the rest and `bn` = N when
+/// N > 1. `body_fields` returns the field/value pairs for one `HSET`;
+/// `drop_chunks` removes the chunks (and `bn`) an older, longer body left.
+const BODY: &str = r#"
+local function body_fields(body)
+  local n = math.max(1, math.ceil(#body / 64))
+  local out = {'body', string.sub(body, 1, 64)}
+  for i = 2, n do
+    out[#out + 1] = 'b' .. string.format('%d', i)
+    out[#out + 1] = string.sub(body, (i - 1) * 64 + 1, i * 64)
+  end
+  if n > 1 then
+    out[#out + 1] = 'bn'
+    out[#out + 1] = string.format('%d', n)
+  end
+  return out, n
+end
+local function drop_chunks(key, n, old_n)
+  if old_n <= n then return end
+  local stale = {}
+  if n == 1 then stale[1] = 'bn' end
+  for i = n + 1, old_n do stale[#stale + 1] = 'b' .. string.format('%d', i) end
+  redis.call('HDEL', key, unpack(stale))
+end
+"#;
+
 /// The recent-append-keys list of the meta field `rk`: `"<key>:<id> "` entries,
 /// newest first, at most `REMEMBERED_APPEND_KEYS` of them. Keys are letters and
 /// digits, so the plain `find` below cannot be fooled by a separator.
@@ -119,7 +147,7 @@ if exp ~= -2 then
 end
 redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'created', ARGV[1], 'last', ARGV[1], 'rev', '1', 'fc', '0',
-  'lfid', '0-0', 'v', ARGV[5], 'body', ARGV[3], 'ck', ARGV[6])
+  'lfid', '0-0', 'v', ARGV[5], 'ck', ARGV[6], unpack((body_fields(ARGV[3]))))
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return {'OK'}
 "#;
@@ -134,7 +162,7 @@ local now = tonumber(ARGV[2])
 local max_life = tonumber(ARGV[5])
 local exp = redis.call('PEXPIRETIME', KEYS[1])
 if exp == -2 then return {'NOTFOUND'} end
-local f = redis.call('HMGET', KEYS[1], 'created', 'rev', 'fc', 'uk', 'last')
+local f = redis.call('HMGET', KEYS[1], 'created', 'rev', 'fc', 'uk', 'last', 'bn')
 local created = tonumber(f[1])
 local rev = tonumber(f[2])
 if created == nil then return {'CORRUPT', 'created'} end
@@ -146,7 +174,9 @@ end
 if rev ~= tonumber(ARGV[1]) then return {'CONFLICT', string.format('%d', rev)} end
 local new_exp = string.format('%d', capped(now, tonumber(ARGV[4]), created, max_life))
 local new_rev = string.format('%d', rev + 1)
-redis.call('HSET', KEYS[1], 'rev', new_rev, 'last', ARGV[2], 'body', ARGV[3], 'uk', ARGV[6])
+local body, n = body_fields(ARGV[3])
+redis.call('HSET', KEYS[1], 'rev', new_rev, 'last', ARGV[2], 'uk', ARGV[6], unpack(body))
+drop_chunks(KEYS[1], n, tonumber(f[6]) or 1)
 redis.call('PEXPIREAT', KEYS[1], new_exp)
 redis.call('PEXPIREAT', KEYS[2], new_exp)
 return {'OK', f[1], f[3] or '0', new_rev, ARGV[2], new_exp}
@@ -211,6 +241,39 @@ const PROBE: &str = r#"
 local exp = redis.call('PEXPIRETIME', KEYS[1])
 local created = redis.call('HGET', KEYS[1], 'created')
 return {exp, created}
+"#;
+
+/// KEYS: meta. A session read in one command: `{pexpiretime}` when the key is
+/// missing, else `{pexpiretime, HGETALL}`.
+const GET: &str = r#"
+local exp = redis.call('PEXPIRETIME', KEYS[1])
+if exp == -2 then return {exp} end
+return {exp, redis.call('HGETALL', KEYS[1])}
+"#;
+
+/// KEYS: meta, frames. ARGV: now, ttl, max_life.
+/// Slides a live session's expiry to `min(now + ttl, created + max_life)` in
+/// one command: no read travels to the client before the write. `created` is
+/// read only when there is a lifetime cap. Replies `{'OK'}`, `{'NOTFOUND'}`
+/// (missing) or `{'EXPIRED', created when read}` (present but not live at
+/// `now`: left as it is, for the caller to reap).
+const TOUCH: &str = r#"
+local now = tonumber(ARGV[1])
+local max_life = tonumber(ARGV[3])
+local exp = redis.call('PEXPIRETIME', KEYS[1])
+if exp == -2 then return {'NOTFOUND'} end
+local created = 0
+local seen = {'EXPIRED'}
+if max_life > 0 then
+  created = tonumber(redis.call('HGET', KEYS[1], 'created'))
+  if created == nil then return {'CORRUPT', 'created'} end
+  seen[2] = string.format('%d', created)
+end
+if not live(exp, created, now, max_life) then return seen end
+local new_exp = string.format('%d', capped(now, tonumber(ARGV[2]), created, max_life))
+redis.call('PEXPIREAT', KEYS[1], new_exp)
+redis.call('PEXPIREAT', KEYS[2], new_exp)
+return {'OK'}
 "#;
 
 /// KEYS: meta, frames. ARGV: now, max_life, delete key.
@@ -366,7 +429,7 @@ if not is_live then
   end
   redis.call('UNLINK', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[1], 'created', ARGV[10], 'last', ARGV[11], 'rev', ARGV[7],
-    'fc', ARGV[12], 'lfid', '0-0', 'v', ARGV[5], 'body', ARGV[9], 'wb', ARGV[17])
+    'fc', ARGV[12], 'lfid', '0-0', 'v', ARGV[5], 'wb', ARGV[17], unpack((body_fields(ARGV[9]))))
   outcome = 'RECREATED'
   exp = 0
 elseif ARGV[14] == '1' and ARGV[8] == '1' then
@@ -374,7 +437,9 @@ elseif ARGV[14] == '1' and ARGV[8] == '1' then
   if rev == nil then return {'CORRUPT', 'rev'} end
   local repeated = rev == tonumber(ARGV[7]) and redis.call('HGET', KEYS[1], 'wb') == ARGV[17]
   if rev == tonumber(ARGV[6]) or repeated then
-    redis.call('HSET', KEYS[1], 'rev', ARGV[7], 'body', ARGV[9], 'wb', ARGV[17])
+    local body, n = body_fields(ARGV[9])
+    redis.call('HSET', KEYS[1], 'rev', ARGV[7], 'wb', ARGV[17], unpack(body))
+    drop_chunks(KEYS[1], n, tonumber(redis.call('HGET', KEYS[1], 'bn')) or 1)
   else
     conflict = string.format('%d', rev)
   end
@@ -514,7 +579,7 @@ impl StoreScript {
     fn new(name: &'static str, body: &str) -> Self {
         StoreScript {
             name,
-            script: Script::from_lua(format!("{LIVE}{APPEND_KEYS}{FRAME_BUDGET}{body}")),
+            script: Script::from_lua(format!("{LIVE}{BODY}{APPEND_KEYS}{FRAME_BUDGET}{body}")),
         }
     }
 
@@ -537,6 +602,8 @@ pub(crate) struct Scripts {
     pub(crate) delete: StoreScript,
     pub(crate) reap: StoreScript,
     pub(crate) probe: StoreScript,
+    pub(crate) get: StoreScript,
+    pub(crate) touch: StoreScript,
     pub(crate) delete_frames: StoreScript,
     pub(crate) read_page: StoreScript,
     pub(crate) kv_put: StoreScript,
@@ -553,6 +620,8 @@ impl Scripts {
             delete: StoreScript::new("delete", DELETE),
             reap: StoreScript::new("reap", REAP),
             probe: StoreScript::new("probe", PROBE),
+            get: StoreScript::new("get", GET),
+            touch: StoreScript::new("touch", TOUCH),
             delete_frames: StoreScript::new("delete_frames", DELETE_FRAMES),
             read_page: StoreScript::new("read_page", READ_PAGE),
             kv_put: StoreScript::new("kv_put", KV_PUT),
@@ -560,7 +629,7 @@ impl Scripts {
         }
     }
 
-    pub(crate) fn all(&self) -> [&StoreScript; 11] {
+    pub(crate) fn all(&self) -> [&StoreScript; 13] {
         [
             &self.create,
             &self.update,
@@ -569,6 +638,8 @@ impl Scripts {
             &self.delete,
             &self.reap,
             &self.probe,
+            &self.get,
+            &self.touch,
             &self.delete_frames,
             &self.read_page,
             &self.kv_put,

@@ -1,10 +1,12 @@
 //! Session operations: create, get, get_many, update, touch, delete.
 
+use std::collections::HashMap;
+
 use fred::types::Value;
 use session_store_core::{codec, Error, NewSession, Result, Session, SessionId, Timestamp};
 
 use crate::{
-    batch::{arg, num, raw, to_array, to_hash, to_text, to_u64, Batch, Replies},
+    batch::{arg, num, raw, to_array, to_hash, to_int, to_text, to_u64, Batch, Replies},
     liveness::{ReapTarget, Reaped},
     record::{session_from_meta, SessionBody},
     RedisStore,
@@ -135,22 +137,33 @@ impl RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // One `get` script per id: `PEXPIRETIME` and `HGETALL` in one command.
         let mut batch = Batch::retry_safe();
-        let slots: Vec<(String, usize, usize)> = ids
+        let slots: Vec<(String, usize)> = ids
             .iter()
             .map(|id| {
                 let meta = self.keys.meta(id);
-                let all = batch.push("HGETALL", vec![arg(&meta)]);
-                let expire_time = batch.push("PEXPIRETIME", vec![arg(&meta)]);
-                (meta, all, expire_time)
+                let script = batch.push_script(&self.scripts.get, vec![meta.clone()], Vec::new());
+                (meta, script)
             })
             .collect();
         let now = self.now_ms();
         let mut replies = self.run(&batch, "get").await?;
         ids.iter()
             .zip(slots)
-            .map(|(id, (meta, all, expire_time))| {
-                self.read_session(&mut replies, id, &meta, all, expire_time, now)
+            .map(|(id, (meta, script))| {
+                let what = format!("get of `{meta}`");
+                let mut reply = to_array(replies.take(script, &what)?, &what)?.into_iter();
+                let expire_time = reply
+                    .next()
+                    .map(|v| to_int(&v, &what))
+                    .transpose()?
+                    .unwrap_or(-2);
+                let fields = match reply.next() {
+                    Some(all) => to_hash(all, &what)?,
+                    None => HashMap::new(),
+                };
+                session_from_meta(id, &meta, fields, expire_time, now, &self.lifetime)
             })
             .collect()
     }
@@ -234,42 +247,48 @@ impl RedisStore {
 
     pub(crate) async fn touch_session(&self, id: &SessionId) -> Result<()> {
         let now = self.now_ms();
-        let sliding = now.saturating_add(self.lifetime.ttl_ms);
         let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
         let what = format!("touch of `{meta}`");
 
-        // Plain commands, no script: PEXPIREAT on a missing key does nothing, so
-        // a touch never half-creates a session. The expiry index is left alone:
-        // its score may lag a touched session's real expiry (never lead it), and
-        // purge and count re-file such entries when their score comes due. That
-        // keeps touch, the hottest call, at four commands.
+        // One `touch` script: checks liveness and slides both keys in one
+        // command, no read travelling back before the write. The expiry index
+        // is left alone: its score may lag a touched session's real expiry
+        // (never lead it), and purge and count re-file such entries when their
+        // score comes due.
         let mut batch = Batch::retry_safe();
-        let probe = self.push_probe(&mut batch, &meta);
-        let slide_meta = batch.push("PEXPIREAT", vec![arg(&meta), num(sliding)]);
-        let slide_frames = batch.push("PEXPIREAT", vec![arg(&frames), num(sliding)]);
+        let script = batch.push_script(
+            &self.scripts.touch,
+            vec![meta.clone(), frames],
+            vec![
+                num(now),
+                num(self.lifetime.ttl_ms),
+                num(self.lifetime.max_life_ms),
+            ],
+        );
         let mut replies = self.run(&batch, &what).await?;
-
-        let seen = self.probe_seen(&mut replies, probe, &meta, now).await?;
-        let slid = replies.int(slide_meta, &what)?;
-        replies.take(slide_frames, &what)?;
-        match seen.live {
-            Some(_) => Ok(()),
-            None => {
-                if slid == 1 {
-                    // It existed but had expired logically (clock ahead of Redis):
-                    // the PEXPIREATs above slid it physically, so remove it now,
-                    // unless it was created again meanwhile (checked atomically).
-                    let target = ReapTarget {
-                        id,
-                        found_in: self.keys.shard_of(id),
-                        created: seen.created,
-                    };
-                    if let Some(Reaped::Live) = self.reap(&[target], now).await?.pop() {
-                        return Ok(());
-                    }
+        let (status, rest) = script_status(replies.take(script, &what)?, &what)?;
+        match status.as_str() {
+            "OK" => Ok(()),
+            "NOTFOUND" => Err(Error::NotFound(id.clone())),
+            "EXPIRED" => {
+                // It exists but is not live at the store's clock (ahead of
+                // Redis's, or past the lifetime cap): remove it now, unless it
+                // was created again meanwhile (checked atomically).
+                let created = rest.first().map(|v| to_u64(v, &what)).transpose()?;
+                let target = ReapTarget {
+                    id,
+                    found_in: self.keys.shard_of(id),
+                    created,
+                };
+                if let Some(Reaped::Live) = self.reap(&[target], now).await?.pop() {
+                    return Ok(());
                 }
                 Err(Error::NotFound(id.clone()))
             }
+            "CORRUPT" => Err(corrupt_field(rest, &meta)),
+            other => Err(Error::corrupt(format!(
+                "{what}: unexpected script status `{other}`"
+            ))),
         }
     }
 

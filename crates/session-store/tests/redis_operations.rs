@@ -34,6 +34,7 @@ const STORE_ACL: &[&str] = &[
     "+hget",
     "+hmget",
     "+hset",
+    "+hdel",
     "+hincrby",
     "+pexpiretime",
     "+pexpireat",

@@ -90,3 +90,20 @@ impl StoreFactory for ClusterFactory {
         FRAME_TRIM_SLACK
     }
 }
+
+/// Sends one raw command through `client` (routed by its first key) and
+/// returns the reply; a failing command fails the test.
+pub async fn raw_command(
+    client: &fred::prelude::Client,
+    command: &'static str,
+    args: Vec<fred::types::Value>,
+) -> fred::types::Value {
+    use fred::interfaces::ClientLike;
+    client
+        .custom(
+            fred::types::CustomCommand::new(command, fred::types::ClusterHash::FirstKey, false),
+            args,
+        )
+        .await
+        .unwrap()
+}
