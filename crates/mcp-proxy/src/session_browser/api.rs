@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use session_store::{Cursor, Direction, FrameId, Session, SessionId, StoredFrame};
 
-use crate::{binding::BINDING_TAG, delete, errors::ProxyError, state::AppState};
+use crate::{
+    binding::BINDING_TAG, bridge::record::FORM_HEADER, delete, errors::ProxyError, state::AppState,
+};
 
 /// Default number of sessions in a page of the list.
 const DEFAULT_PAGE: usize = 50;
@@ -207,6 +209,11 @@ pub struct TimelineFrame {
     size: usize,
     /// The payload as text (invalid UTF-8 replaced); the page escapes it.
     payload: String,
+    /// For a frame the bridge recorded in the upstream's form (its
+    /// `mcp-proxy-bridge-form` header, docs/bridge.md): that form, e.g.
+    /// `upstream`; the page marks the frame as a translation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bridge_form: Option<String>,
 }
 
 impl From<StoredFrame> for TimelineFrame {
@@ -239,6 +246,7 @@ impl From<StoredFrame> for TimelineFrame {
             rpc_id,
             size: stored.frame.payload.len(),
             payload: String::from_utf8_lossy(&stored.frame.payload).into_owned(),
+            bridge_form: stored.frame.headers.get(FORM_HEADER).cloned(),
         }
     }
 }
@@ -359,6 +367,17 @@ mod tests {
         let result = TimelineFrame::from(stored(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
         assert_eq!(result.kind, MessageKind::Response);
         assert_eq!(TimelineFrame::from(stored("[]")).kind, MessageKind::Batch);
+        assert_eq!(request.bridge_form, None);
+        let mut translated =
+            stored(r#"{"jsonrpc":"2.0","id":"mcp-proxy:1:2","method":"tools/call"}"#);
+        translated
+            .frame
+            .headers
+            .insert(FORM_HEADER.to_owned(), "upstream".to_owned());
+        assert_eq!(
+            TimelineFrame::from(translated).bridge_form.as_deref(),
+            Some("upstream")
+        );
         let junk = TimelineFrame::from(stored("<html>"));
         assert_eq!((junk.kind, junk.size), (MessageKind::Other, 6));
     }

@@ -134,6 +134,12 @@ function frameItem(f, fresh) {
     el("span", { class: "stream", text: f.stream_id ? "stream " + short(f.stream_id, 18) : c2s ? "POST" : "JSON reply", title: f.stream_id || "" }),
     el("span", { class: "method kind-" + f.kind, text: label }),
     el("span", { class: "size", text: bytes(f.size) }));
+  if (f.bridge_form) {
+    // Recorded by the protocol-generation bridge in the other side's form.
+    item.classList.add("bridged");
+    item.append(el("span", { class: "bridged-mark", text: "bridged: " + f.bridge_form + " form",
+      title: "translated by the bridge (docs/bridge.md)" }));
+  }
   const toggle = el("button", { type: "button", class: "json-toggle", text: "JSON" });
   toggle.addEventListener("click", () => {
     const open = item.querySelector("pre");
