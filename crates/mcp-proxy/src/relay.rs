@@ -392,7 +392,23 @@ impl Relay {
                     return ConnectionEnd::Stop;
                 }
             }
+            // A POST reply stream is complete once every request has its
+            // response (transport, "Sending Messages to the Server": the server
+            // then closes it). An upstream that keeps the connection open anyway
+            // (a resumed GET the TypeScript SDK leaves open) must not keep this
+            // relay, and with it the stream's lease, alive.
+            if self.stream_complete() {
+                return ConnectionEnd::Closed { relayed_events };
+            }
         }
+    }
+
+    /// Whether this is a POST reply stream whose every request is answered.
+    fn stream_complete(&self) -> bool {
+        self.reconnect
+            .as_ref()
+            .is_some_and(|reconnect| !reconnect.awaiting.is_empty())
+            && self.unanswered().is_empty()
     }
 
     /// The upstream's continuation of a reply stream it closed early: a GET with
@@ -545,6 +561,8 @@ fn describe(reason: StreamFailure) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[tokio::test]
@@ -568,5 +586,69 @@ mod tests {
             body.next().await.is_none(),
             "the body ends with its senders"
         );
+    }
+
+    /// An upstream reply stream that sends the response and then stays open
+    /// (as a resumed GET of the TypeScript SDK does).
+    fn open_ended_upstream(events: &'static str) -> reqwest::Response {
+        let chunks = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(events)) })
+            .chain(futures::stream::pending());
+        let response = axum::http::Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(reqwest::Body::wrap_stream(chunks))
+            .unwrap();
+        reqwest::Response::from(response)
+    }
+
+    fn app() -> Arc<AppState> {
+        let settings = crate::config::ProxyConfig::from_toml_str(
+            "[proxy]\nupstream = \"http://127.0.0.1:9/mcp\"\n",
+            &crate::config::Overrides::default(),
+        )
+        .unwrap()
+        .proxy;
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let store = Arc::new(
+            session_store::MemoryStore::new(session_store::StoreSettings::default()).unwrap(),
+        );
+        Arc::new(AppState::new(store, settings, shutdown).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_reply_stream_ends_once_every_request_is_answered_even_if_the_upstream_stays_open() {
+        let app = app();
+        let mut relay = Relay::new(None, WhenClientLeaves::KeepRecording);
+        relay.reconnect = Some(Reconnect {
+            headers: HeaderMap::new(),
+            awaiting: vec![json!(3)],
+        });
+        let upstream = open_ended_upstream(
+            "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n\
+             data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n\n",
+        );
+        let (tx, mut rx) = mpsc::channel(8);
+        // Bounded: a relay that waited for the upstream to close would never end.
+        tokio::time::timeout(Duration::from_secs(30), relay.run(&app, upstream, &tx))
+            .await
+            .expect("the relay ended after the last response");
+        drop(tx);
+        let mut relayed = Vec::new();
+        while let Some(event) = rx.recv().await {
+            relayed.push(event);
+        }
+        assert_eq!(relayed.len(), 2, "the notification and the response");
+    }
+
+    #[tokio::test]
+    async fn a_stream_awaiting_no_known_request_is_not_ended_early() {
+        let app = app();
+        let mut relay = Relay::new(None, WhenClientLeaves::KeepRecording);
+        relay.reconnect = Some(Reconnect {
+            headers: HeaderMap::new(),
+            awaiting: Vec::new(),
+        });
+        assert!(!relay.stream_complete());
+        relay.reconnect = None;
+        assert!(!relay.stream_complete());
     }
 }
