@@ -18,7 +18,9 @@ use figment::{
     Figment, Provider,
 };
 use serde::{Deserialize, Serialize};
-use session_store::{Secret, StorageConfig, StorageOverrides, STORAGE_KEY};
+use session_store::{
+    describe_extraction_error, Secret, StorageConfig, StorageOverrides, STORAGE_KEY,
+};
 use url::Url;
 
 use crate::bridge::settings::{validate_bridge, BridgeMode, BridgeSettings};
@@ -298,6 +300,7 @@ impl ProxyConfig {
     /// Loads the configuration from the TOML file at `path` (optional), the
     /// environment and `overrides`, and validates it.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<ProxyConfig, ConfigError> {
+        warn_about_unknown_env(std::env::vars().map(|(name, _)| name));
         let figment = StorageConfig::figment(path)
             .map_err(|error| ConfigError::new(error.to_string()))?
             .merge(proxy_env());
@@ -334,9 +337,14 @@ impl ProxyConfig {
 
         reject_unknown_tables(&figment)?;
         let section = if figment.contains(PROXY_KEY) {
+            // `focus` rather than `extract_inner`, whose error paths put the
+            // root last.
             figment
-                .extract_inner::<ProxySection>(PROXY_KEY)
-                .map_err(|error| ConfigError::new(describe_figment_error(&error)))?
+                .focus(PROXY_KEY)
+                .extract::<ProxySection>()
+                .map_err(|error| {
+                    ConfigError::new(describe_extraction_error(error, &figment, PROXY_KEY))
+                })?
         } else {
             ProxySection::default()
         };
@@ -357,10 +365,32 @@ fn proxy_env() -> Env {
         .map(|key| format!("{PROXY_KEY}.{key}").into())
 }
 
+/// `MCP_PROXY_*` variables that name no `[proxy]` key: not read (other tools may
+/// share the prefix), but most likely a typo, so each gets a warning naming it.
+/// Returns the names warned about.
+fn warn_about_unknown_env(names: impl Iterator<Item = String>) -> Vec<String> {
+    let unknown: Vec<String> = names
+        .filter(|name| {
+            name.strip_prefix(PROXY_ENV_PREFIX).is_some_and(|key| {
+                !PROXY_KEYS
+                    .iter()
+                    .any(|known| known.eq_ignore_ascii_case(key))
+            })
+        })
+        .collect();
+    for name in &unknown {
+        tracing::warn!(
+            variable = %name,
+            "environment variable names no [proxy] key and is ignored (a typo?); the keys are listed in docs/proxy.md"
+        );
+    }
+    unknown
+}
+
 fn reject_unknown_tables(figment: &Figment) -> Result<(), ConfigError> {
     let data = figment
         .data()
-        .map_err(|error| ConfigError::new(describe_figment_error(&error)))?;
+        .map_err(|error| ConfigError::new(describe_extraction_error(error, figment, "")))?;
     for dict in data.values() {
         if let Some(unknown) = dict
             .keys()
@@ -372,17 +402,6 @@ fn reject_unknown_tables(figment: &Figment) -> Result<(), ConfigError> {
         }
     }
     Ok(())
-}
-
-fn describe_figment_error(error: &figment::Error) -> String {
-    // figment's Display already names the key path and the source (file or
-    // environment variable) of every error in the chain.
-    error
-        .clone()
-        .into_iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySettings, ConfigError> {
@@ -640,13 +659,44 @@ mod tests {
             &Overrides::default(),
         )
         .unwrap_err();
-        assert!(error.to_string().contains("listen_port"), "{error}");
+        // The key path reads from the root, named once, with its source, as
+        // [storage] errors do (not figment's reversed `default.listen_port.proxy`).
+        let message = error.to_string();
+        assert!(
+            message.contains("proxy.listen_port (from ")
+                && message.contains("): unknown key `listen_port`"),
+            "{error}"
+        );
+        let error = ProxyConfig::from_toml_str(
+            "[proxy]\nupstream = \"http://127.0.0.1:2/mcp\"\nidle_timeout = 60\n",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().starts_with("proxy.idle_timeout (from "),
+            "{error}"
+        );
         let error = ProxyConfig::from_toml_str(
             "[proxy]\nupstream = \"http://127.0.0.1:2/mcp\"\n[prxy]\n",
             &Overrides::default(),
         )
         .unwrap_err();
         assert!(error.to_string().contains("prxy"), "{error}");
+    }
+
+    #[test]
+    fn mcp_proxy_variables_naming_no_key_are_warned_about() {
+        let names = [
+            "MCP_PROXY_UPSTREAM",
+            "MCP_PROXY_UPSTREM",
+            "mcp_proxy_listen",
+            "SESSION_STORE_TTL",
+            "PATH",
+        ];
+        assert_eq!(
+            warn_about_unknown_env(names.iter().map(|name| (*name).to_owned())),
+            vec!["MCP_PROXY_UPSTREM".to_owned()]
+        );
     }
 
     #[test]

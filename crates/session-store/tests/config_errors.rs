@@ -66,16 +66,18 @@ fn unknown_key_names_file_key_and_env_var() {
         assert_names(
             &message,
             &[
-                "storage.toml: storage.redis.pool_sizee",
+                "storage.redis.pool_sizee (from storage.toml: storage.redis.pool_sizee): unknown key",
                 "unknown key `pool_sizee`",
                 "pool_size",
             ],
         );
+        // The key is named once, not `storage.redis.pool_sizee.pool_sizee`.
+        assert!(!message.contains("pool_sizee.pool_sizee"), "{message}");
         let message = env_error(jail, "SESSION_STORE_REDIS__POOL_SIZEE", "3");
         assert_names(
             &message,
             &[
-                "environment variable SESSION_STORE_REDIS__POOL_SIZEE",
+                "storage.redis.pool_sizee (from environment variable SESSION_STORE_REDIS__POOL_SIZEE)",
                 "unknown key",
             ],
         );

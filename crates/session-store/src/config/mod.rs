@@ -7,6 +7,7 @@
 
 mod load;
 pub(crate) mod origin;
+pub use origin::describe_extraction_error;
 pub(crate) mod validate;
 mod values;
 

@@ -83,19 +83,35 @@ fn describe(metadata: &Metadata, key: &str) -> String {
 /// `root` is the key the configuration was extracted from; error paths are relative
 /// to it.
 pub(crate) fn extraction_error(error: figment::Error, figment: &Figment, root: &str) -> Error {
+    Error::config(describe_extraction_error(error, figment, root))
+}
+
+/// Every error in figment's chain as `<key> (from <file: key | environment
+/// variable NAME>): <what is wrong>`, joined by `; `: for a section of the same
+/// configuration file extracted by another crate (mcp-proxy's `[proxy]`), so
+/// both sections' errors read alike. `root` is the key the section was
+/// extracted from (`proxy`); error paths are relative to it.
+pub fn describe_extraction_error(error: figment::Error, figment: &Figment, root: &str) -> String {
     let problems: Vec<String> = error
         .into_iter()
         .map(|error| describe_error(&error, figment, root))
         .collect();
-    Error::config(problems.join("; "))
+    problems.join("; ")
 }
 
 fn describe_error(error: &figment::Error, figment: &Figment, root: &str) -> String {
     let mut path = error.path.clone();
-    match &error.kind {
-        Kind::UnknownField(name, _) => path.push(name.clone()),
-        Kind::MissingField(name) => path.push(name.to_string()),
-        _ => {}
+    // figment puts the field's name at the end of the path for some layers and
+    // not for others: name it once.
+    let field = match &error.kind {
+        Kind::UnknownField(name, _) => Some(name.as_str()),
+        Kind::MissingField(name) => Some(name.as_ref()),
+        _ => None,
+    };
+    if let Some(field) = field {
+        if path.last().map(String::as_str) != Some(field) {
+            path.push(field.to_owned());
+        }
     }
     if path.is_empty() {
         // A layer that failed as a whole, such as a file that is not valid TOML.
