@@ -4,7 +4,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mcp_proxy::{cli::Cli, commands, config::ProxyConfig, server};
+use mcp_proxy::{
+    cli::Cli,
+    commands::{self, Command, CommandError, SessionsCommand},
+    config::ProxyConfig,
+    server,
+};
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
@@ -17,13 +22,6 @@ fn main() -> ExitCode {
     // guard drops, after the server stopped). A subcommand's output is its own:
     // the library's info lines would only interleave with it.
     let _telemetry = mcp_proxy::telemetry::init(if command.is_some() { "warn" } else { "info" });
-    let config = match ProxyConfig::load(cli.config.as_deref(), &cli.overrides()) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("mcp-proxy: {error}");
-            return ExitCode::from(2);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -34,20 +32,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Checking an export file needs neither a store nor a configuration.
+    if let Some(Command::Sessions(SessionsCommand::Import(args))) = &command {
+        if args.check {
+            return finish(runtime.block_on(commands::import::check(args)));
+        }
+    }
+    let config = match ProxyConfig::load(cli.config.as_deref(), &cli.overrides()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("mcp-proxy: {error}");
+            return ExitCode::from(2);
+        }
+    };
     if let Some(command) = command {
-        return match runtime.block_on(commands::run(command, config)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("mcp-proxy: {error}");
-                error.exit_code()
-            }
-        };
+        return finish(runtime.block_on(commands::run(command, config)));
     }
     match runtime.block_on(server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("mcp-proxy: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The exit of an operator's subcommand: 0, or its error on stderr and its code.
+fn finish(outcome: Result<(), CommandError>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("mcp-proxy: {error}");
+            error.exit_code()
         }
     }
 }

@@ -547,6 +547,30 @@ fn import_into_a_memory_store_is_refused_with_the_reason() {
     assert!(stderr.contains("Redis only"), "{stderr}");
 }
 
+#[test]
+fn checking_an_export_needs_no_configuration() {
+    let dir = scratch_dir();
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(
+        &empty,
+        "{\"format\":\"mcp-proxy-sessions\",\"version\":1,\"exported_at\":0}\n{\"type\":\"end\",\"sessions\":0,\"frames\":0}\n",
+    )
+    .unwrap();
+    // No --config, no upstream, no store: the file alone is checked.
+    let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .args(["sessions", "import", "--check", "--input"])
+        .arg(&empty)
+        .env_remove("MCP_PROXY_UPSTREAM")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("a complete export: 0 sessions, 0 frames"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn an_export_cut_short_or_of_another_format_is_refused_naming_the_line() {
     let store = sample_store().await;

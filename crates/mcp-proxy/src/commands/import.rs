@@ -256,16 +256,26 @@ pub async fn open_redis(config: &ProxyConfig) -> Result<RedisStore, CommandError
 /// progress bar on a terminal, a summary on stderr.
 pub async fn run(config: &ProxyConfig, args: &ImportArgs) -> Result<(), CommandError> {
     if args.check {
-        let (sessions, frames) = if args.input == Path::new("-") {
-            check_format(&mut std::io::stdin().lock()).await?
-        } else {
-            let what = format!("opening `{}`", args.input.display());
-            let file = std::fs::File::open(&args.input).map_err(CommandError::io(what))?;
-            check_format(&mut std::io::BufReader::new(file)).await?
-        };
-        println!("a complete export: {sessions} sessions, {frames} frames");
-        return Ok(());
+        return check(args).await;
     }
+    import_from_input(config, args).await
+}
+
+/// `sessions import --check`: validates the export without any store or
+/// configuration (the binary runs it before loading the configuration).
+pub async fn check(args: &ImportArgs) -> Result<(), CommandError> {
+    let (sessions, frames) = if args.input == Path::new("-") {
+        check_format(&mut std::io::stdin().lock()).await?
+    } else {
+        let what = format!("opening `{}`", args.input.display());
+        let file = std::fs::File::open(&args.input).map_err(CommandError::io(what))?;
+        check_format(&mut std::io::BufReader::new(file)).await?
+    };
+    println!("a complete export: {sessions} sessions, {frames} frames");
+    Ok(())
+}
+
+async fn import_from_input(config: &ProxyConfig, args: &ImportArgs) -> Result<(), CommandError> {
     let store = open_redis(config).await?;
     let progress = progress_bar(None, "importing");
     let report = if args.input == Path::new("-") {
