@@ -18,6 +18,7 @@
 
 pub mod call;
 pub mod generation;
+pub mod handshake_client;
 pub mod ids;
 pub mod listen;
 pub mod pool;
