@@ -355,12 +355,23 @@ fn initialize_result(discover: &Value, requested: Option<&str>) -> Value {
     let mut result = json!({
         "protocolVersion": requested.unwrap_or(super::pool::HANDSHAKE_REVISION),
         "capabilities": discover.get("capabilities").cloned().unwrap_or_else(|| json!({})),
-        "serverInfo": discover.get("serverInfo").cloned().unwrap_or_else(|| json!({"name": "upstream", "version": "0"})),
+        "serverInfo": server_info(discover),
     });
     if let Some(instructions) = discover.get("instructions") {
         result["instructions"] = instructions.clone();
     }
     result
+}
+
+/// The `serverInfo` of a `server/discover` result: in
+/// `_meta["io.modelcontextprotocol/serverInfo"]` (as the SDK servers send it)
+/// or a top-level `serverInfo`.
+fn server_info(discover: &Value) -> Value {
+    discover
+        .pointer("/_meta/io.modelcontextprotocol~1serverInfo")
+        .or_else(|| discover.get("serverInfo"))
+        .cloned()
+        .unwrap_or_else(|| json!({"name": "upstream", "version": "0"}))
 }
 
 #[cfg(test)]
@@ -414,7 +425,7 @@ mod tests {
     #[test]
     fn initialize_is_answered_from_discover() {
         let result = initialize_result(
-            &json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}, "serverInfo": {"name": "s", "version": "2"}}),
+            &json!({"supportedVersions": ["2026-07-28"], "capabilities": {"tools": {}}, "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "s", "version": "2"}}}),
             Some("2025-06-18"),
         );
         assert_eq!(result["protocolVersion"], "2025-06-18");

@@ -1,0 +1,47 @@
+// A handshake-era MCP client: the official TypeScript SDK 1.x (from the npm
+// install named by TEST_MCP_NPM_DIR) over Streamable HTTP, for mcp-proxy's
+// bridge tests (tests/e2e_bridge_handshake.rs).
+//
+// Usage: node handshake_client.mjs <url>
+// Connects (initialize), lists the tools, calls add(2, 3) and prints one JSON
+// line {"phase": 1, ...}; then waits for a line on stdin, calls add(4, 5) in
+// the same session and prints {"phase": 2, ...}.
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { createInterface } from "node:readline";
+
+const npm = process.env.TEST_MCP_NPM_DIR;
+if (!npm) {
+  console.error("TEST_MCP_NPM_DIR is not set: run `cargo xtask integration`");
+  process.exit(2);
+}
+const sdk = (path) =>
+  import(pathToFileURL(join(npm, "node_modules/@modelcontextprotocol/sdk/dist/esm", path)).href);
+const { Client } = await sdk("client/index.js");
+const { StreamableHTTPClientTransport } = await sdk("client/streamableHttp.js");
+
+const url = process.argv[2];
+const client = new Client({ name: "e2e-handshake-client", version: "1.0.0" });
+const transport = new StreamableHTTPClientTransport(new URL(url));
+await client.connect(transport);
+
+const text = (result) => result.content.map((part) => part.text).join("");
+const tools = await client.listTools();
+const first = await client.callTool({ name: "add", arguments: { a: 2, b: 3 } });
+console.log(
+  JSON.stringify({
+    phase: 1,
+    session: transport.sessionId,
+    server: client.getServerVersion(),
+    protocolVersion: transport.protocolVersion ?? null,
+    tools: tools.tools.map((tool) => tool.name).sort(),
+    add: text(first),
+  }),
+);
+
+const lines = createInterface({ input: process.stdin });
+for await (const _ of lines) break;
+const second = await client.callTool({ name: "add", arguments: { a: 4, b: 5 } });
+console.log(JSON.stringify({ phase: 2, session: transport.sessionId, add: text(second) }));
+await client.close();
+process.exit(0);
