@@ -2,7 +2,8 @@
 //! handshake-era client (the official TypeScript SDK 1.x,
 //! `tests/node/handshake_client.mjs`) through a real `mcp-proxy` to the Python
 //! SDK 2.x server serving 2026-07-28 only (`tests/python/modern_only_server.py`
-//! refuses the handshake with 400).
+//! refuses the handshake with 400): tools listed and called, an elicitation
+//! (`InputRequiredResult`) answered, the session kept across an upstream restart.
 //!
 //! Needs the npm install (`TEST_MCP_NPM_DIR`) and the SDK's venv
 //! (`TEST_MCP_PYTHON`); `cargo xtask integration` provides both.
@@ -62,6 +63,19 @@ async fn a_handshake_client_uses_a_modern_only_upstream_and_keeps_its_session_ac
         .collect();
     assert!(tools.contains(&"add") && tools.contains(&"slow"), "{first}");
     assert_eq!(first["add"], "5", "{first}");
+    // The input-required round trip: the elicitation reached the client on the
+    // POST's stream, its answer was collected and the call retried with it.
+    assert_eq!(
+        first["elicited"],
+        serde_json::json!(["Confirm launch?"]),
+        "{first}"
+    );
+    let confirm = first["confirm"].as_str().unwrap();
+    assert!(
+        confirm.starts_with("launch: accept {\"confirmed\": true}"),
+        "{first}"
+    );
+    assert_eq!(upstream_count(&upstream, "asked").await, 1);
     let session = first["session"].as_str().unwrap().to_owned();
     let refused = upstream_count(&upstream, "refused").await;
     println!("handshake requests the upstream refused: {refused}");

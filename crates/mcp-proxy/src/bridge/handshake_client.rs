@@ -21,12 +21,16 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use session_store::{
-    Clock, Direction, Frame, NewSession, Session, SessionStatus, SystemClock, Transport,
+    Clock, Direction, Frame, NewSession, Session, SessionId, SessionStatus, SystemClock, Transport,
 };
+use tokio::sync::mpsc;
 
 use crate::{
     binding::{Principal, BINDING_TAG},
-    bridge::{call, generation::Generation, record, settings::BridgeMode, translate, wire},
+    bridge::{
+        call, generation::Generation, handshake_input, record, settings::BridgeMode, translate,
+        wire,
+    },
     errors::ProxyError,
     event_id::StreamId,
     jsonrpc::{InitializeRequest, SESSIONLESS_REVISION},
@@ -156,6 +160,11 @@ pub async fn forward(
     let message: Value =
         serde_json::from_slice(body).map_err(|error| ProxyError::NotJson(error.to_string()))?;
     let (Some(_), Some(id)) = (message.get("method"), message.get("id")) else {
+        if message.get("id").is_some() {
+            // The client's answer to an input request: for the instance
+            // holding the request's stream.
+            handshake_input::keep_answer(app, &session.id, &message).await?;
+        }
         return Ok(StatusCode::ACCEPTED.into_response());
     };
     let id = id.clone();
@@ -181,33 +190,14 @@ pub async fn forward(
         return Ok(call::json_reply(app, &exchange, &refused).await);
     }
     let (tx, client_body) = client_channel(app.settings.sse_keepalive, None);
-    let app = app.clone();
-    tokio::spawn(async move {
-        let mut messages = Box::pin(wire::messages(&app, response));
-        while let Some(next) = messages.next().await {
-            let message = match next {
-                Ok(message) => message,
-                Err(error) => {
-                    tracing::debug!(%error, "bridge: upstream reply broke off");
-                    let broke = translate::error(
-                        &id,
-                        INTERNAL_ERROR,
-                        "the upstream's reply broke off before the result",
-                        None,
-                    );
-                    call::send_event(&app, &exchange, &tx, &broke).await;
-                    return;
-                }
-            };
-            record::upstream_form(&app, &exchange, &message, false).await;
-            let is_response = message.get("method").is_none();
-            let message = to_handshake(message, &id);
-            call::send_event(&app, &exchange, &tx, &message).await;
-            if is_response {
-                return;
-            }
-        }
-    });
+    let round = Round {
+        app: app.clone(),
+        exchange,
+        session: session.id.clone(),
+        base: base.clone(),
+        client_id: id,
+    };
+    tokio::spawn(round.relay(request, response, tx));
     let mut response = sse_response(
         StatusCode::OK,
         HeaderMap::new(),
@@ -218,6 +208,96 @@ pub async fn forward(
         response.headers_mut().insert(SESSION_ID_HEADER, value);
     }
     Ok(response)
+}
+
+/// Most rounds of input requests one request may go through.
+const MAX_ROUNDS: usize = 16;
+
+/// One bridged request in flight: relays its reply to the client, asking the
+/// client for input as often as the upstream asks (see [`handshake_input`]).
+struct Round {
+    app: Arc<AppState>,
+    exchange: Exchange,
+    session: SessionId,
+    base: HeaderMap,
+    client_id: Value,
+}
+
+impl Round {
+    /// Relays the reply to `request` (`response`) and the replies to its
+    /// retries to `tx`, ending with the result under the client's id.
+    async fn relay(
+        self,
+        mut request: Value,
+        mut response: reqwest::Response,
+        tx: mpsc::Sender<Bytes>,
+    ) {
+        for _ in 0..MAX_ROUNDS {
+            let Some(outcome) = self.reply(response, &tx).await else {
+                return;
+            };
+            let Some((requests, state)) = handshake_input::input_required(&outcome) else {
+                let message = to_handshake(outcome, &self.client_id);
+                call::send_event(&self.app, &self.exchange, &tx, &message).await;
+                return;
+            };
+            let answers =
+                match handshake_input::ask(&self.app, &self.exchange, &self.session, &tx, requests)
+                    .await
+                {
+                    Ok(answers) => answers,
+                    Err(reason) => return self.fail(&tx, &reason).await,
+                };
+            request = handshake_input::with_answers(&request, answers, state);
+            record::upstream_form(&self.app, &self.exchange, &request, true).await;
+            response =
+                match wire::post(&self.app, modern_headers(&self.base, &request), &request).await {
+                    Ok(response) if response.status().is_success() => response,
+                    Ok(response) => {
+                        let reason = format!(
+                            "the upstream refused the retry with HTTP {}",
+                            response.status()
+                        );
+                        return self.fail(&tx, &reason).await;
+                    }
+                    Err(error) => return self.fail(&tx, &error.to_string()).await,
+                };
+        }
+        self.fail(
+            &tx,
+            &format!("the upstream asked for input more than {MAX_ROUNDS} times"),
+        )
+        .await;
+    }
+
+    /// Relays the notifications of one upstream reply; its response (upstream
+    /// form), or `None` when the reply broke off (the client was told).
+    async fn reply(&self, response: reqwest::Response, tx: &mpsc::Sender<Bytes>) -> Option<Value> {
+        let mut messages = Box::pin(wire::messages(&self.app, response));
+        while let Some(next) = messages.next().await {
+            let message = match next {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::debug!(%error, "bridge: upstream reply broke off");
+                    break;
+                }
+            };
+            record::upstream_form(&self.app, &self.exchange, &message, false).await;
+            if message.get("method").is_none() {
+                return Some(message);
+            }
+            call::send_event(&self.app, &self.exchange, tx, &message).await;
+        }
+        self.fail(tx, "the upstream's reply broke off before the result")
+            .await;
+        None
+    }
+
+    /// Ends the request with a JSON-RPC error naming `reason`.
+    async fn fail(&self, tx: &mpsc::Sender<Bytes>, reason: &str) {
+        let error = translate::error(&self.client_id, INTERNAL_ERROR, reason, None);
+        call::send_event(&self.app, &self.exchange, tx, &error).await;
+    }
 }
 
 /// The session and the exchange of a handshake client's `initialize`
@@ -327,18 +407,6 @@ fn to_handshake(mut message: Value, id: &Value) -> Value {
     if let Some(object) = message.as_object_mut() {
         object.insert("id".to_owned(), id.clone());
     }
-    let input_required = message
-        .pointer("/result/resultType")
-        .and_then(Value::as_str)
-        == Some("input_required");
-    if input_required {
-        return translate::error(
-            id,
-            INTERNAL_ERROR,
-            "the upstream asked for input (elicitation, sampling or roots), which the bridge does not relay to handshake clients yet",
-            None,
-        );
-    }
     if let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) {
         for key in ["resultType", "cacheScope", "ttlMs"] {
             result.remove(key);
@@ -415,11 +483,6 @@ mod tests {
             reply,
             json!({"jsonrpc": "2.0", "id": 9, "result": {"tools": []}})
         );
-        let asked = to_handshake(
-            json!({"jsonrpc": "2.0", "id": "x", "result": {"resultType": "input_required"}}),
-            &json!(9),
-        );
-        assert_eq!(asked["error"]["code"], INTERNAL_ERROR);
     }
 
     #[test]

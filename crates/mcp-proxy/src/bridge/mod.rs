@@ -19,6 +19,7 @@
 pub mod call;
 pub mod generation;
 pub mod handshake_client;
+pub mod handshake_input;
 pub mod ids;
 pub mod listen;
 pub mod pool;

@@ -3,8 +3,8 @@
 // bridge tests (tests/e2e_bridge_handshake.rs).
 //
 // Usage: node handshake_client.mjs <url>
-// Connects (initialize), lists the tools, calls add(2, 3) and prints one JSON
-// line {"phase": 1, ...}; then waits for a line on stdin, calls add(4, 5) in
+// Connects (initialize), lists the tools, calls add(2, 3) and confirm (whose
+// elicitation it accepts) and prints one JSON line {"phase": 1, ...}; then waits for a line on stdin, calls add(4, 5) in
 // the same session and prints {"phase": 2, ...}.
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -19,15 +19,26 @@ const sdk = (path) =>
   import(pathToFileURL(join(npm, "node_modules/@modelcontextprotocol/sdk/dist/esm", path)).href);
 const { Client } = await sdk("client/index.js");
 const { StreamableHTTPClientTransport } = await sdk("client/streamableHttp.js");
+const { ElicitRequestSchema } = await sdk("types.js");
 
 const url = process.argv[2];
-const client = new Client({ name: "e2e-handshake-client", version: "1.0.0" });
+const client = new Client(
+  { name: "e2e-handshake-client", version: "1.0.0" },
+  { capabilities: { elicitation: {} } },
+);
+// Every elicitation is accepted (and remembered, to print).
+const elicited = [];
+client.setRequestHandler(ElicitRequestSchema, async (request) => {
+  elicited.push(request.params.message);
+  return { action: "accept", content: { confirmed: true } };
+});
 const transport = new StreamableHTTPClientTransport(new URL(url));
 await client.connect(transport);
 
 const text = (result) => result.content.map((part) => part.text).join("");
 const tools = await client.listTools();
 const first = await client.callTool({ name: "add", arguments: { a: 2, b: 3 } });
+const confirmed = await client.callTool({ name: "confirm", arguments: { what: "launch" } });
 console.log(
   JSON.stringify({
     phase: 1,
@@ -36,6 +47,8 @@ console.log(
     protocolVersion: transport.protocolVersion ?? null,
     tools: tools.tools.map((tool) => tool.name).sort(),
     add: text(first),
+    confirm: text(confirmed),
+    elicited,
   }),
 );
 

@@ -7,7 +7,8 @@ tests/e2e_bridge_handshake.rs.
 
 Usage: modern_only_server.py [--port N] (0 or absent: a free port). It prints
 `python-upstream listening on 127.0.0.1:<port>` once it accepts, and counts the
-requests it refused at `GET /counts` (`refused`).
+requests it refused at `GET /counts` (`refused`). Its extra tool `confirm`
+asks for input with an `InputRequiredResult` (`asked` counts the questions).
 """
 
 import argparse
@@ -16,10 +17,36 @@ import socket
 import sys
 
 import uvicorn
+from mcp.server.mcpserver import Context
+from mcp_types import ElicitRequest, ElicitRequestFormParams, InputRequiredResult
 
 from server import counting, counts, server
 
 MODERN = "2026-07-28"
+
+
+@server.tool()
+async def confirm(ctx: Context, what: str):
+    """Asks the client to confirm `what` (an elicitation, 2026-07-28 style: an
+    InputRequiredResult, answered in the retry's inputResponses)."""
+    answers = ctx.input_responses
+    if not answers or "confirm" not in answers:
+        counts["asked"] += 1
+        params = ElicitRequestFormParams(
+            message=f"Confirm {what}?",
+            requested_schema={
+                "type": "object",
+                "properties": {"confirmed": {"type": "boolean"}},
+                "required": ["confirmed"],
+            },
+        )
+        return InputRequiredResult(
+            input_requests={"confirm": ElicitRequest(params=params)},
+            request_state=f"asked:{what}",
+        )
+    answer = answers["confirm"]
+    answer = answer.model_dump() if hasattr(answer, "model_dump") else answer
+    return f"{what}: {answer.get('action')} {json.dumps(answer.get('content'))} state={ctx.request_state}"
 
 
 def modern_only(app):
