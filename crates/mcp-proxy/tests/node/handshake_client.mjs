@@ -2,7 +2,9 @@
 // install named by TEST_MCP_NPM_DIR) over Streamable HTTP, for mcp-proxy's
 // bridge tests (tests/e2e_bridge_handshake.rs).
 //
-// Usage: node handshake_client.mjs <url>
+// Usage: node handshake_client.mjs <url> [<answer-url>]
+// With <answer-url>, the client's answers to server-to-client requests (POSTs
+// of JSON-RPC responses) go there (another proxy instance) instead of <url>.
 // Connects (initialize), lists the tools, calls add(2, 3) and confirm (whose
 // elicitation it accepts) and prints one JSON line {"phase": 1, ...}; then waits for a line on stdin, calls add(4, 5) in
 // the same session and prints {"phase": 2, ...}.
@@ -22,6 +24,23 @@ const { StreamableHTTPClientTransport } = await sdk("client/streamableHttp.js");
 const { ElicitRequestSchema } = await sdk("types.js");
 
 const url = process.argv[2];
+const answerUrl = process.argv[3];
+const isAnswer = (body) => {
+  try {
+    const message = JSON.parse(body);
+    return message.method === undefined && message.id !== undefined;
+  } catch {
+    return false;
+  }
+};
+let answersElsewhere = 0;
+const routed = (input, init) => {
+  if (answerUrl && init?.method === "POST" && typeof init.body === "string" && isAnswer(init.body)) {
+    answersElsewhere += 1;
+    return fetch(answerUrl, init);
+  }
+  return fetch(input, init);
+};
 const client = new Client(
   { name: "e2e-handshake-client", version: "1.0.0" },
   { capabilities: { elicitation: {} } },
@@ -32,7 +51,7 @@ client.setRequestHandler(ElicitRequestSchema, async (request) => {
   elicited.push(request.params.message);
   return { action: "accept", content: { confirmed: true } };
 });
-const transport = new StreamableHTTPClientTransport(new URL(url));
+const transport = new StreamableHTTPClientTransport(new URL(url), { fetch: routed });
 await client.connect(transport);
 
 const text = (result) => result.content.map((part) => part.text).join("");
@@ -49,6 +68,7 @@ console.log(
     add: text(first),
     confirm: text(confirmed),
     elicited,
+    answersElsewhere,
   }),
 );
 
