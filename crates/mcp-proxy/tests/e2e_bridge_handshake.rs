@@ -3,7 +3,8 @@
 //! `tests/node/handshake_client.mjs`) through a real `mcp-proxy` to the Python
 //! SDK 2.x server serving 2026-07-28 only (`tests/python/modern_only_server.py`
 //! refuses the handshake with 400): tools listed and called, an elicitation
-//! (`InputRequiredResult`) answered, the session kept across an upstream restart.
+//! (`InputRequiredResult`) answered, a list-changed notification on the GET
+//! stream (`subscriptions/listen`), the session kept across an upstream restart.
 //!
 //! Needs the npm install (`TEST_MCP_NPM_DIR`) and the SDK's venv
 //! (`TEST_MCP_PYTHON`); `cargo xtask integration` provides both.
@@ -100,6 +101,8 @@ fn assert_first_phase(first: &Value) {
         confirm.starts_with("launch: accept {\"confirmed\": true}"),
         "{first}"
     );
+    // The GET stream is a subscriptions/listen: add_tool's list_changed came.
+    assert_eq!(first["notified"], true, "{first}");
 }
 
 /// A `[storage]` table on the test Redis with a key prefix of its own.
@@ -127,7 +130,10 @@ async fn a_handshake_client_uses_a_modern_only_upstream_and_keeps_its_session_ac
     let session = first["session"].as_str().unwrap().to_owned();
     let refused = upstream_count(&upstream, "refused").await;
     println!("handshake requests the upstream refused: {refused}");
-    assert!(refused >= 1, "the client's initialize reached the upstream");
+    assert_eq!(
+        refused, 1,
+        "only the client's initialize reached the upstream in handshake form"
+    );
 
     // The upstream restarts (SIGKILL, same port): it kept nothing per client.
     upstream.kill();

@@ -332,7 +332,7 @@ async fn send(app: &AppState, base: &HeaderMap, request: &Value) -> Result<Vec<V
 /// forwarded headers (`base`) without any `Mcp-*` header (its session id, its
 /// handshake protocol version), with `MCP-Protocol-Version`, `Mcp-Method` and,
 /// where the method names one, `Mcp-Name`.
-fn modern_headers(base: &HeaderMap, request: &Value) -> HeaderMap {
+pub(crate) fn modern_headers(base: &HeaderMap, request: &Value) -> HeaderMap {
     let mut headers = wire::handshake_headers(base, None, SESSIONLESS_REVISION);
     let method = request
         .get("method")
@@ -354,7 +354,7 @@ fn modern_headers(base: &HeaderMap, request: &Value) -> HeaderMap {
 /// The handshake `message` as a self-contained 2026-07-28 request: `_meta`
 /// carries the protocol version and the session's `clientInfo` and
 /// capabilities (`client_info`: `{"clientInfo", "capabilities"}` as recorded).
-fn to_modern(message: &Value, client_info: &Value) -> Value {
+pub(crate) fn to_modern(message: &Value, client_info: &Value) -> Value {
     let mut request = message.clone();
     let Some(object) = request.as_object_mut() else {
         return request;

@@ -6,7 +6,9 @@
 // With <answer-url>, the client's answers to server-to-client requests (POSTs
 // of JSON-RPC responses) go there (another proxy instance) instead of <url>.
 // Connects (initialize), lists the tools, calls add(2, 3) and confirm (whose
-// elicitation it accepts) and prints one JSON line {"phase": 1, ...}; then waits for a line on stdin, calls add(4, 5) in
+// elicitation it accepts), then add_tool, waits (5 s at most) for the
+// tools/list_changed notification on its GET stream, and prints one JSON line
+// {"phase": 1, ..., "notified": true|false}; then waits for a line on stdin, calls add(4, 5) in
 // the same session and prints {"phase": 2, ...}.
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -21,7 +23,7 @@ const sdk = (path) =>
   import(pathToFileURL(join(npm, "node_modules/@modelcontextprotocol/sdk/dist/esm", path)).href);
 const { Client } = await sdk("client/index.js");
 const { StreamableHTTPClientTransport } = await sdk("client/streamableHttp.js");
-const { ElicitRequestSchema } = await sdk("types.js");
+const { ElicitRequestSchema, ToolListChangedNotificationSchema } = await sdk("types.js");
 
 const url = process.argv[2];
 const answerUrl = process.argv[3];
@@ -54,10 +56,22 @@ client.setRequestHandler(ElicitRequestSchema, async (request) => {
 const transport = new StreamableHTTPClientTransport(new URL(url), { fetch: routed });
 await client.connect(transport);
 
+// A tools/list_changed notification on the GET stream settles `listChanged`.
+let toolsChanged;
+const listChanged = new Promise((resolve) => {
+  toolsChanged = resolve;
+});
+client.setNotificationHandler(ToolListChangedNotificationSchema, async () => toolsChanged(true));
+
 const text = (result) => result.content.map((part) => part.text).join("");
 const tools = await client.listTools();
 const first = await client.callTool({ name: "add", arguments: { a: 2, b: 3 } });
 const confirmed = await client.callTool({ name: "confirm", arguments: { what: "launch" } });
+await client.callTool({ name: "add_tool", arguments: { name: "extra" } });
+const notified = await Promise.race([
+  listChanged,
+  new Promise((resolve) => setTimeout(() => resolve(false), 5000)),
+]);
 console.log(
   JSON.stringify({
     phase: 1,
@@ -69,6 +83,7 @@ console.log(
     confirm: text(confirmed),
     elicited,
     answersElsewhere,
+    notified,
   }),
 );
 
