@@ -60,11 +60,12 @@ pub fn is_bridged(session: &Session) -> bool {
 }
 
 /// Whether an upstream that refused a handshake `initialize` is to be bridged:
-/// the bridge is on and the upstream answers 2026-07-28 (`base`: the client's
-/// headers as forwarded).
+/// the bridge is on and the upstream's `server/discover` names 2026-07-28
+/// (`base`: the client's headers as forwarded). An upstream that is down or
+/// answers 5xx or 401 decides nothing: its refusal reaches the client as is.
 pub async fn upstream_is_modern_only(app: &AppState, base: &HeaderMap) -> bool {
     app.settings.bridge.mode != BridgeMode::Off
-        && super::generation::detect(app, base).await == Generation::Modern
+        && super::generation::decided(app, base).await == Some(Generation::Modern)
 }
 
 /// Answers the handshake client's `initialize` (`body`, parsed as `request`)
