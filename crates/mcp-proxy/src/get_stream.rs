@@ -69,6 +69,10 @@ async fn open_stream(
             let forwarded = app.upstream.request_headers(&headers, peer, None);
             Ok(replay::resume(app, session, last, forwarded))
         }
+        None if crate::bridge::handshake_client::is_bridged(&session) => {
+            let base = app.upstream.request_headers(&headers, peer, None);
+            crate::bridge::handshake_listen::listen(&app, &session, &base).await
+        }
         None => {
             let target = StreamTarget {
                 session: session.id.clone(),

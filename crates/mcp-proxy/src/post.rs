@@ -22,6 +22,7 @@ use session_store::{
 
 use crate::{
     binding::{session_binding, Principal},
+    bridge::handshake_client,
     errors::ProxyError,
     event_id::{StreamId, StreamKind},
     headers::{client_response_headers, with_upstream_session, ClientAddr},
@@ -67,6 +68,9 @@ async fn forward_post(
         // The client's headers as the upstream gets them, without a session id:
         // recovery sends the same request into a restored upstream session.
         let upstream_base = app.upstream.request_headers(&headers, peer, None);
+        if handshake_client::is_bridged(&session) {
+            return handshake_client::forward(&app, &session, stream, &upstream_base, &body).await;
+        }
         let forwarded =
             with_upstream_session(&upstream_base, session.upstream_session_id.as_deref());
         let mut reconnect = reconnect_for(&message, &forwarded);
@@ -179,6 +183,11 @@ async fn initialize_session(
         )
         .await?;
     if !upstream.status().is_success() {
+        // A 2026-07-28-only upstream refuses the handshake: the bridge answers it.
+        let base = client.upstream_headers(app, None);
+        if handshake_client::upstream_is_modern_only(app, &base).await {
+            return handshake_client::initialize(app, &base, &body, &request, binding, slot).await;
+        }
         return relay_reply(app, Reply::unrecorded(), upstream).await;
     }
     let upstream_session_id = upstream

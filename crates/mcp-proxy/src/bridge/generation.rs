@@ -49,18 +49,22 @@ fn key(upstream: &str) -> Option<KvKey> {
 /// credentials gets them). A probe that decides nothing (the upstream is down,
 /// 5xx, 401) is not kept, and the request is forwarded unchanged.
 pub async fn detect(app: &AppState, base: &HeaderMap) -> Generation {
+    decided(app, base).await.unwrap_or(Generation::Modern)
+}
+
+/// The upstream's generation as [`detect`] learns it; `None` when neither a
+/// shared verdict nor the probe decides (the upstream is down, 5xx, 401).
+pub async fn decided(app: &AppState, base: &HeaderMap) -> Option<Generation> {
     let key = key(&super::upstream_digest(app));
     if let Some(key) = &key {
         match app.store.kv_get(key).await {
-            Ok(Some(entry)) if entry.value == b"handshake" => return Generation::Handshake,
-            Ok(Some(entry)) if entry.value == b"modern" => return Generation::Modern,
+            Ok(Some(entry)) if entry.value == b"handshake" => return Some(Generation::Handshake),
+            Ok(Some(entry)) if entry.value == b"modern" => return Some(Generation::Modern),
             Ok(_) => {}
             Err(error) => tracing::debug!(%error, "bridge: generation verdict unreadable; probing"),
         }
     }
-    let Some(verdict) = probe(app, base).await else {
-        return Generation::Modern;
-    };
+    let verdict = probe(app, base).await?;
     tracing::info!(
         generation = verdict.as_str(),
         "bridge: upstream generation detected"
@@ -79,7 +83,7 @@ pub async fn detect(app: &AppState, base: &HeaderMap) -> Generation {
             tracing::debug!(%error, "bridge: generation verdict not shared");
         }
     }
-    verdict
+    Some(verdict)
 }
 
 /// Sends `server/discover` at 2026-07-28 and reads the answer.

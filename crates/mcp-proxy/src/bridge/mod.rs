@@ -14,10 +14,20 @@
 //!    [`listen`]: `subscriptions/listen` on the upstream session's GET stream;
 //! 5. [`record`]: both forms of every message recorded.
 //!
+//! The other direction, a handshake-era client served by a 2026-07-28-only
+//! upstream, enters from [`post`](crate::post) (a refused `initialize`, a
+//! session tagged by [`handshake_client`]) and
+//! [`get_stream`](crate::get_stream): [`handshake_client`] answers `initialize`
+//! and sends requests self-contained, [`handshake_input`] relays input
+//! requests, [`handshake_listen`] maps the GET stream.
+//!
 //! What is not bridged is in `docs/bridge.md`.
 
 pub mod call;
 pub mod generation;
+pub mod handshake_client;
+pub mod handshake_input;
+pub mod handshake_listen;
 pub mod ids;
 pub mod listen;
 pub mod pool;

@@ -34,6 +34,17 @@ pub fn start_python_upstream() -> Process {
     Process::start(command, "python-upstream", false)
 }
 
+/// Starts `modern_only_server.py`: the same server refusing the handshake era
+/// (400), on loopback `port` (0: a free one; a restart passes the port of the
+/// one before).
+pub fn start_modern_only_upstream(port: u16) -> Process {
+    let mut command = std::process::Command::new(python());
+    command
+        .arg(script("modern_only_server.py"))
+        .args(["--port", &port.to_string()]);
+    Process::start(command, "python-modern-only-upstream", false)
+}
+
 /// What reached the Python upstream: POSTs by `Mcp-Method`, `Mcp-Param-*`
 /// headers, `cancelled` tool calls.
 pub async fn upstream_counts(upstream: &Process) -> Value {
