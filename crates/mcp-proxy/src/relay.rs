@@ -639,9 +639,8 @@ mod tests {
         assert_eq!(relayed.len(), 2, "the notification and the response");
     }
 
-    #[tokio::test]
-    async fn a_stream_awaiting_no_known_request_is_not_ended_early() {
-        let app = app();
+    #[test]
+    fn a_stream_awaiting_no_known_request_is_not_ended_early() {
         let mut relay = Relay::new(None, WhenClientLeaves::KeepRecording);
         relay.reconnect = Some(Reconnect {
             headers: HeaderMap::new(),
