@@ -36,8 +36,9 @@ Commands:
                 including the ignored ones that need them, tear Redis down
   redis         start the same Redis servers, print the env exports to run one
                 test by hand, and wait for Ctrl-C
-  bench proxy   the proxy's added latency: tools/call direct vs through the proxy
-                on memory and Redis, 1 and 32 clients (p50, p99, ops/s)
+  bench proxy   the proxy's added latency: tools/call direct vs through nginx
+                and the proxy on memory and Redis, 1 and 16 clients (p50, p99,
+                calls/s, CPU per 1,000 calls)
   help          this text
 
 `cargo xtask <command> --help` describes one command.

@@ -1,23 +1,39 @@
 //! What the proxy adds to a tool call: `tools/call echo` round trips straight to the
-//! demo upstream and through `mcp-proxy` on the memory store and on Redis, at 1 and
-//! 32 concurrent clients (each with its own session), all in one run.
+//! upstream, through nginx as a plain reverse proxy, and through `mcp-proxy` on the
+//! memory store and on Redis, at 1 and 16 concurrent clients (each with its own
+//! session), all in one run.
+//!
+//! The rows are measured in interleaved rounds (direct, nginx, memory, Redis, then
+//! again, `--rounds` times) so that load from elsewhere on shared cores hits every
+//! row alike; each row's figures pool its rounds. Besides p50, p99 and calls/s, each
+//! proxy row has the proxy's CPU time per 1,000 calls from `/proc/<pid>/stat`
+//! (nginx: master plus worker), the most stable figure on shared cores. A second
+//! table states the issue's targets as ratios to the nginx row of the same run.
 //!
 //! Raw JSON-RPC over reqwest (one keep-alive connection per client) rather than an
 //! MCP SDK client, so the client's own cost is small and the same on every row.
-//! Every configuration is bounded by a call count and a time limit. The Redis rows
-//! need `TEST_REDIS_URL` (`cargo xtask bench proxy` starts a server
-//! and sets it); without it they are skipped.
+//! Every row is bounded by a call count and a time limit. The Redis rows need
+//! `TEST_REDIS_URL` (`cargo xtask bench proxy` starts a server and sets it); the
+//! nginx rows need nginx on PATH or at /usr/sbin/nginx (xtask installs it when
+//! missing and running as root); without them those rows are skipped.
 //!
 //! ```text
-//! cargo xtask bench proxy [-- --calls 2000 --seconds 20 --clients 1,32]
+//! cargo xtask bench proxy [-- --calls 2000 --seconds 20 --clients 1,16 --rounds 3 --upstream demo]
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "overhead/cpu.rs"]
+mod cpu;
+#[path = "overhead/nginx.rs"]
+mod nginx;
+#[path = "overhead/report.rs"]
+mod report;
 
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -25,7 +41,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{start_proxy, start_upstream, Process};
+use common::{everything::Everything, scratch_path, start_proxy, start_upstream, Process};
+use nginx::Nginx;
 use serde_json::{json, Value};
 
 const REDIS_URL_VAR: &str = "TEST_REDIS_URL";
@@ -34,11 +51,25 @@ const WARMUP_CALLS_PER_CLIENT: usize = 5;
 /// Longest wait for one HTTP exchange.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Which MCP server answers the calls.
+#[derive(Clone, Copy, PartialEq)]
+enum Upstream {
+    /// The workspace's rmcp `demo-upstream` (`echo` with `text`).
+    Demo,
+    /// `@modelcontextprotocol/server-everything` from `TEST_MCP_NPM_DIR` (`echo`
+    /// with `message`, answering `Echo: <message>`).
+    Everything,
+}
+
 /// The bench's flags (cargo adds `--bench`, which is ignored).
 struct Options {
+    /// Calls per row in total, shared by its rounds.
     calls: usize,
+    /// Time limit per row in total, shared by its rounds.
     seconds: u64,
     clients: Vec<usize>,
+    rounds: usize,
+    upstream: Upstream,
     /// `storage.redis.pool_size` of the Redis proxy (the default, 8, when absent).
     redis_pool_size: Option<usize>,
 }
@@ -48,7 +79,9 @@ impl Options {
         let mut options = Options {
             calls: 2_000,
             seconds: 20,
-            clients: vec![1, 32],
+            clients: vec![1, 16],
+            rounds: 3,
+            upstream: Upstream::Demo,
             redis_pool_size: None,
         };
         let mut args = std::env::args().skip(1);
@@ -57,11 +90,21 @@ impl Options {
             match arg.as_str() {
                 "--calls" => options.calls = value().parse().expect("--calls N"),
                 "--seconds" => options.seconds = value().parse().expect("--seconds S"),
+                "--rounds" => {
+                    options.rounds = value().parse::<usize>().expect("--rounds R").max(1);
+                }
                 "--clients" => {
                     options.clients = value()
                         .split(',')
-                        .map(|level| level.trim().parse().expect("--clients 1,32"))
+                        .map(|level| level.trim().parse().expect("--clients 1,16"))
                         .collect();
+                }
+                "--upstream" => {
+                    options.upstream = match value().as_str() {
+                        "demo" => Upstream::Demo,
+                        "everything" => Upstream::Everything,
+                        other => panic!("--upstream {other}: use `demo` or `everything`"),
+                    };
                 }
                 "--redis-pool-size" => {
                     options.redis_pool_size = Some(value().parse().expect("--redis-pool-size N"));
@@ -74,6 +117,28 @@ impl Options {
     }
 }
 
+/// The `tools/call` every client sends and the text its reply must carry.
+#[derive(Clone)]
+struct Echo {
+    arguments: Value,
+    expected: String,
+}
+
+impl Echo {
+    fn for_upstream(upstream: Upstream) -> Echo {
+        match upstream {
+            Upstream::Demo => Echo {
+                arguments: json!({"text": "bench"}),
+                expected: "bench".to_owned(),
+            },
+            Upstream::Everything => Echo {
+                arguments: json!({"message": "bench"}),
+                expected: "Echo: bench".to_owned(),
+            },
+        }
+    }
+}
+
 /// Every bench client comes from one address: the per-client limits would
 /// answer 429 to the load itself.
 const UNLIMITED_CLIENTS: &str = "max_sessions_per_client = 0\ninitialize_rate = \"off\"";
@@ -82,11 +147,13 @@ const UNLIMITED_CLIENTS: &str = "max_sessions_per_client = 0\ninitialize_rate = 
 struct Target {
     name: &'static str,
     url: String,
-    /// The proxy's `/metrics`, for the time spent in the store; `None` for direct.
+    /// The proxy's `/metrics`, for the time spent in the store; `None` otherwise.
     metrics_url: Option<String>,
+    /// Processes whose CPU time the row charges (empty for direct).
+    pids: Vec<u32>,
 }
 
-/// Latencies of one row.
+/// Latencies of one row (one round, or a row's rounds pooled).
 struct Row {
     target: &'static str,
     clients: usize,
@@ -96,6 +163,10 @@ struct Row {
     latencies: Vec<u64>,
     /// Store operations the proxy made during the row: name -> (count, seconds).
     store: BTreeMap<String, (u64, f64)>,
+    /// CPU time of the target's processes during the row, in milliseconds.
+    cpu_ms: f64,
+    /// Whether the row has processes to charge CPU time to.
+    has_cpu: bool,
 }
 
 impl Row {
@@ -111,6 +182,28 @@ impl Row {
     fn ops_per_second(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64()
     }
+
+    /// CPU milliseconds per 1,000 calls; NaN without processes to charge.
+    fn cpu_per_thousand(&self) -> f64 {
+        if !self.has_cpu || self.calls == 0 {
+            return f64::NAN;
+        }
+        self.cpu_ms * 1000.0 / self.calls as f64
+    }
+
+    /// Adds another round of the same target and clients.
+    fn pool(&mut self, round: Row) {
+        self.calls += round.calls;
+        self.elapsed += round.elapsed;
+        self.latencies.extend(round.latencies);
+        self.latencies.sort_unstable();
+        self.cpu_ms += round.cpu_ms;
+        for (operation, (count, seconds)) in round.store {
+            let entry = self.store.entry(operation).or_insert((0, 0.0));
+            entry.0 += count;
+            entry.1 += seconds;
+        }
+    }
 }
 
 fn main() {
@@ -123,8 +216,49 @@ fn main() {
     runtime.block_on(run(options));
 }
 
+/// The upstream server, kept alive for the run.
+enum UpstreamProcess {
+    Demo(Process),
+    Everything(Everything),
+}
+
+impl UpstreamProcess {
+    fn start(upstream: Upstream) -> UpstreamProcess {
+        match upstream {
+            Upstream::Demo => UpstreamProcess::Demo(start_upstream()),
+            Upstream::Everything => UpstreamProcess::Everything(Everything::start()),
+        }
+    }
+
+    fn mcp_url(&self) -> String {
+        match self {
+            UpstreamProcess::Demo(process) => process.mcp_url(),
+            UpstreamProcess::Everything(everything) => everything.mcp_url(),
+        }
+    }
+
+    fn address(&self) -> SocketAddr {
+        match self {
+            UpstreamProcess::Demo(process) => process.address,
+            UpstreamProcess::Everything(everything) => everything.address,
+        }
+    }
+}
+
 async fn run(options: Options) {
-    let upstream = start_upstream();
+    let upstream = UpstreamProcess::start(options.upstream);
+    let echo = Echo::for_upstream(options.upstream);
+    let nginx = match Nginx::binary() {
+        Some(binary) => Some(Nginx::start(
+            &binary,
+            upstream.address(),
+            scratch_path("nginx"),
+        )),
+        None => {
+            eprintln!("nginx is not on PATH nor at /usr/sbin/nginx: the nginx rows are skipped");
+            None
+        }
+    };
     let memory = start_proxy(
         &upstream.mcp_url(),
         "127.0.0.1:0",
@@ -146,62 +280,98 @@ async fn run(options: Options) {
             ),
         )
     });
-    let mut targets = vec![
-        Target {
-            name: "direct",
-            url: upstream.mcp_url(),
+    let mut targets = vec![Target {
+        name: "direct",
+        url: upstream.mcp_url(),
+        metrics_url: None,
+        pids: Vec::new(),
+    }];
+    if let Some(nginx) = &nginx {
+        targets.push(Target {
+            name: "nginx",
+            url: nginx.mcp_url(),
             metrics_url: None,
-        },
-        Target {
-            name: "proxy, memory",
-            url: memory.mcp_url(),
-            metrics_url: Some(memory.admin_url("/metrics")),
-        },
-    ];
+            pids: nginx.pids(),
+        });
+    }
+    targets.push(Target {
+        name: "proxy, memory",
+        url: memory.mcp_url(),
+        metrics_url: Some(memory.admin_url("/metrics")),
+        pids: vec![memory.pid()],
+    });
     match &redis {
         Some(proxy) => targets.push(Target {
             name: "proxy, Redis",
             url: proxy.mcp_url(),
             metrics_url: Some(proxy.admin_url("/metrics")),
+            pids: vec![proxy.pid()],
         }),
         None => eprintln!("{REDIS_URL_VAR} is not set: the Redis rows are skipped"),
     }
+    let rounds = options.rounds;
+    let calls_per_round = options.calls.div_ceil(rounds);
+    let time_per_round = Duration::from_secs(options.seconds) / rounds as u32;
     println!(
-        "tools/call echo round trips; at most {} calls or {} s per row; host: {} cores",
+        "tools/call echo round trips ({} upstream); at most {} calls or {} s per row, \
+         in {rounds} interleaved rounds; host: {} cores",
+        match options.upstream {
+            Upstream::Demo => "demo-upstream",
+            Upstream::Everything => "server-everything",
+        },
         options.calls,
         options.seconds,
         std::thread::available_parallelism().map_or(0, usize::from)
     );
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for &clients in &options.clients {
-        for target in &targets {
-            let row = measure(target, clients, &options).await;
-            eprintln!(
-                "  {} x{clients}: {} calls in {:.1}s",
-                target.name,
-                row.calls,
-                row.elapsed.as_secs_f64()
-            );
-            rows.push(row);
+        let first = rows.len();
+        for round in 0..rounds {
+            for target in &targets {
+                let measured =
+                    measure(target, clients, calls_per_round, time_per_round, &echo).await;
+                eprintln!(
+                    "  round {}: {} x{clients}: {} calls in {:.1}s",
+                    round + 1,
+                    target.name,
+                    measured.calls,
+                    measured.elapsed.as_secs_f64()
+                );
+                match rows[first..]
+                    .iter_mut()
+                    .find(|row| row.target == target.name)
+                {
+                    Some(row) => row.pool(measured),
+                    None => rows.push(measured),
+                }
+            }
         }
     }
-    print_table(&rows);
+    report::print_table(&rows);
+    report::print_targets(&rows);
 }
 
-/// Runs `clients` sessions against `target` until `options.calls` calls in total
-/// completed or `options.seconds` passed.
-async fn measure(target: &Target, clients: usize, options: &Options) -> Row {
+/// Runs `clients` sessions against `target` until `calls` calls in total
+/// completed or `limit` passed.
+async fn measure(
+    target: &Target,
+    clients: usize,
+    calls: usize,
+    limit: Duration,
+    echo: &Echo,
+) -> Row {
     let mut sessions = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let session = BenchClient::initialize(&target.url).await;
+        let session = BenchClient::initialize(&target.url, echo.clone()).await;
         for call in 0..WARMUP_CALLS_PER_CLIENT {
             session.call_echo(call as u64 + 1).await;
         }
         sessions.push(session);
     }
     let store_before = store_operations(target).await;
-    let remaining = Arc::new(AtomicUsize::new(options.calls));
-    let deadline = Instant::now() + Duration::from_secs(options.seconds);
+    let cpu_before = cpu::total_milliseconds(&target.pids);
+    let remaining = Arc::new(AtomicUsize::new(calls));
+    let deadline = Instant::now() + limit;
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for session in sessions {
@@ -229,6 +399,7 @@ async fn measure(target: &Target, clients: usize, options: &Options) -> Row {
         latencies.extend(task.await.unwrap());
     }
     let elapsed = started.elapsed();
+    let cpu_ms = cpu::total_milliseconds(&target.pids) - cpu_before;
     latencies.sort_unstable();
     let mut store = store_operations(target).await;
     for (operation, (count, seconds)) in &mut store {
@@ -247,6 +418,8 @@ async fn measure(target: &Target, clients: usize, options: &Options) -> Row {
         elapsed,
         latencies,
         store,
+        cpu_ms,
+        has_cpu: !target.pids.is_empty(),
     }
 }
 
@@ -284,10 +457,11 @@ struct BenchClient {
     http: reqwest::Client,
     url: String,
     session: String,
+    echo: Echo,
 }
 
 impl BenchClient {
-    async fn initialize(url: &str) -> BenchClient {
+    async fn initialize(url: &str, echo: Echo) -> BenchClient {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(1)
             .tcp_nodelay(true)
@@ -297,6 +471,7 @@ impl BenchClient {
             http,
             url: url.to_owned(),
             session: String::new(),
+            echo,
         };
         let initialize = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
             "protocolVersion":"2025-06-18","capabilities":{},
@@ -337,11 +512,12 @@ impl BenchClient {
 
     async fn call_echo(&self, id: u64) {
         let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
-            "params":{"name":"echo","arguments":{"text":"bench"}}});
+            "params":{"name":"echo","arguments":self.echo.arguments}});
         let response = self.post(&call).await;
         let message = reply_message(response, &json!(id)).await;
         assert_eq!(
-            message["result"]["content"][0]["text"], "bench",
+            message["result"]["content"][0]["text"],
+            self.echo.expected.as_str(),
             "unexpected reply: {message}"
         );
     }
@@ -370,60 +546,4 @@ async fn reply_message(response: reqwest::Response, id: &Value) -> Value {
         .filter_map(|data| serde_json::from_str::<Value>(data.trim_start()).ok())
         .find(|message| &message["id"] == id)
         .unwrap_or_else(|| panic!("no response with id {id} in the SSE reply:\n{text}"))
-}
-
-fn print_table(rows: &[Row]) {
-    println!();
-    println!(
-        "| clients | target        | calls | p50 ms | p99 ms |  ops/s | added p50 ms | added p99 ms | p50 vs direct |"
-    );
-    println!(
-        "|--------:|---------------|------:|-------:|-------:|-------:|-------------:|-------------:|--------------:|"
-    );
-    for row in rows {
-        let direct = rows
-            .iter()
-            .find(|other| other.clients == row.clients && other.target == "direct");
-        let (added_p50, added_p99, ratio) = match direct {
-            Some(direct) if row.target != "direct" => (
-                format!("{:+.3}", row.percentile(0.5) - direct.percentile(0.5)),
-                format!("{:+.3}", row.percentile(0.99) - direct.percentile(0.99)),
-                format!("{:.2}x", row.percentile(0.5) / direct.percentile(0.5)),
-            ),
-            _ => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
-        };
-        println!(
-            "| {:>7} | {:<13} | {:>5} | {:>6.3} | {:>6.3} | {:>6.0} | {:>12} | {:>12} | {:>13} |",
-            row.clients,
-            row.target,
-            row.calls,
-            row.percentile(0.5),
-            row.percentile(0.99),
-            row.ops_per_second(),
-            added_p50,
-            added_p99,
-            ratio
-        );
-    }
-    println!();
-    println!("Store operations per call and their mean latency, as the proxy timed them:");
-    for row in rows.iter().filter(|row| !row.store.is_empty()) {
-        let operations: Vec<String> = row
-            .store
-            .iter()
-            .map(|(operation, (count, seconds))| {
-                format!(
-                    "{operation} {:.2}/call {:.3} ms",
-                    *count as f64 / row.calls as f64,
-                    seconds * 1000.0 / *count as f64
-                )
-            })
-            .collect();
-        println!(
-            "  {} x{}: {}",
-            row.target,
-            row.clients,
-            operations.join(", ")
-        );
-    }
 }

@@ -19,6 +19,14 @@ const MIN_RAW_RATIO: f64 = 0.8;
 const MAX_P99_RATIO: f64 = 1.5;
 /// p99 under this.
 const MAX_P99: Duration = Duration::from_millis(5);
+/// Issue 14: p95 at most this multiple of the raw baseline's p95.
+const MAX_P95_RATIO: f64 = 1.3;
+/// Issue 14: p95 under this.
+const MAX_P95: Duration = Duration::from_millis(5);
+/// Issue 14: at 64 tasks, get at least this multiple of the peer's `load`
+/// (the issue states it for a hot session in the proxy's near cache; this is the
+/// store's own get, every call a round trip).
+const MIN_GET_PEER_RATIO: f64 = 3.0;
 
 fn find(results: &[Measured], op: Op, variant: Variant, tasks: usize) -> Option<&Row> {
     results
@@ -31,10 +39,10 @@ fn find(results: &[Measured], op: Op, variant: Variant, tasks: usize) -> Option<
 pub fn print(pool_size: usize, results: &[Measured], task_counts: &[usize]) -> usize {
     println!("\nSummary, pool_size {pool_size} (ops/s; ratios are ours / other)");
     println!(
-        "| {:<15} | {:>5} | {:>9} | {:>9} | {:>8} | {:>8} | {:>8} | {:>8} | {:>9} | {:>9} | {:>8} |",
-        "operation", "tasks", "ours", "raw", "ours/raw", "p50 us", "p99 us", "raw p99", "p99/raw", "peer", "ours/peer"
+        "| {:<15} | {:>5} | {:>9} | {:>9} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>9} | {:>9} | {:>8} |",
+        "operation", "tasks", "ours", "raw", "ours/raw", "p50 us", "p95 us", "raw p95", "p99 us", "p99/raw", "peer", "ours/peer"
     );
-    println!("|{}|", ["-"; 11].map(|_| "---").join("|"));
+    println!("|{}|", ["-"; 12].map(|_| "---").join("|"));
     let mut missed = 0;
     let mut verdicts = Vec::new();
     for &tasks in task_counts {
@@ -47,18 +55,20 @@ pub fn print(pool_size: usize, results: &[Measured], task_counts: &[usize]) -> u
             };
             let ratio = ours.ops_per_sec() / raw.ops_per_sec();
             let p99_ratio = ours.p99.as_secs_f64() / raw.p99.as_secs_f64().max(1e-9);
+            let p95_ratio = ours.p95.as_secs_f64() / raw.p95.as_secs_f64().max(1e-9);
             let peer = find(results, op, Variant::Peer, tasks);
             let peer_ratio = peer.map(|p| ours.ops_per_sec() / p.ops_per_sec());
             println!(
-                "| {:<15} | {:>5} | {:>9.0} | {:>9.0} | {:>8.2} | {:>8.1} | {:>8.1} | {:>8.1} | {:>9.2} | {:>9} | {:>8} |",
+                "| {:<15} | {:>5} | {:>9.0} | {:>9.0} | {:>8.2} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8.1} | {:>9.2} | {:>9} | {:>8} |",
                 op.name(),
                 tasks,
                 ours.ops_per_sec(),
                 raw.ops_per_sec(),
                 ratio,
                 micros(ours.p50),
+                micros(ours.p95),
+                micros(raw.p95),
                 micros(ours.p99),
-                micros(raw.p99),
                 p99_ratio,
                 peer.map_or("-".to_owned(), |p| format!("{:.0}", p.ops_per_sec())),
                 peer_ratio.map_or("-".to_owned(), |r| format!("{r:.2}")),
@@ -79,12 +89,26 @@ pub fn print(pool_size: usize, results: &[Measured], task_counts: &[usize]) -> u
                 p99_ratio <= MAX_P99_RATIO && ours.p99 < MAX_P99,
                 format!("{p99_ratio:.2}x, {:.0} us", micros(ours.p99)),
             ));
+            if op != Op::Read {
+                verdicts.push((
+                    format!(
+                        "issue 14: {} at {tasks} tasks p95 < 5 ms and <= {MAX_P95_RATIO}x raw p95",
+                        op.name()
+                    ),
+                    p95_ratio <= MAX_P95_RATIO && ours.p95 < MAX_P95,
+                    format!("{p95_ratio:.2}x, {:.0} us", micros(ours.p95)),
+                ));
+            }
             if tasks == 64 && matches!(op, Op::Get | Op::Touch) {
                 if let Some(r) = peer_ratio {
-                    let peer_op = if op == Op::Get { "load" } else { "save" };
+                    let (peer_op, floor) = if op == Op::Get {
+                        ("load", MIN_GET_PEER_RATIO)
+                    } else {
+                        ("save", 1.0)
+                    };
                     verdicts.push((
-                        format!("{} at 64 tasks >= 1.0x peer {peer_op}", op.name()),
-                        r >= 1.0,
+                        format!("{} at 64 tasks >= {floor}x peer {peer_op}", op.name()),
+                        r >= floor,
                         format!("{r:.2}x"),
                     ));
                 }

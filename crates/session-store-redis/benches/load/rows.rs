@@ -4,8 +4,10 @@
 //!
 //! The raw rows mirror `src/store.rs` `send`: one pipeline on the pool's next
 //! client with the store's options, each command typed when `src/typed.rs` has a
-//! typed form for it (`HGETALL`, `PEXPIRETIME`, `HGET`, `PEXPIREAT`, `ZADD`), else
-//! `custom` (`EVALSHA`, `XRANGE`).
+//! typed form for it (`PEXPIRETIME`, `HGET`, `ZADD`), else `custom` (`EVALSHA`,
+//! `XRANGE`). get and touch are one `EVALSHA` each, of copies of the store's
+//! scripts (`Fixture::get_sha`, `touch_sha`); their previous forms (two and four
+//! commands) stay as historical rows.
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -51,6 +53,14 @@ pub fn get(f: &Arc<Fixture>) -> Vec<Spec> {
     let raw = on(f, |f, t| async move {
         let meta = &f.tasks[t].meta;
         let p = store_pipeline(&f.raw);
+        let slot = ClusterHash::Custom(fred::util::redis_keyslot(meta.as_bytes()));
+        let args = vec![text(&f.get_sha), number(1), text(meta)];
+        raw::queue_custom(&p, slot, ("EVALSHA", args)).await?;
+        raw::send(p, 1, "get").await.map(drop)
+    });
+    let previous = on(f, |f, t| async move {
+        let meta = &f.tasks[t].meta;
+        let p = store_pipeline(&f.raw);
         let _: Value = p.hgetall(meta).await.map_err(queueing)?;
         let _: Value = p.pexpire_time(meta).await.map_err(queueing)?;
         raw::send(p, 2, "get").await.map(drop)
@@ -86,11 +96,17 @@ pub fn get(f: &Arc<Fixture>) -> Vec<Spec> {
     });
     vec![
         spec(Op::Get, Variant::Ours, "get", ours),
-        spec(Op::Get, Variant::Raw, "raw HGETALL+PEXPIRETIME", raw),
+        spec(Op::Get, Variant::Raw, "raw EVALSHA get", raw),
+        spec(
+            Op::Get,
+            Variant::Historical,
+            "old get: HGETALL+PEXPIRETIME typed",
+            previous,
+        ),
         spec(
             Op::Get,
             Variant::Custom,
-            "custom HGETALL+PEXPIRETIME",
+            "old get: custom HGETALL+PEXPIRETIME",
             custom,
         ),
         spec(Op::Get, Variant::Floor, "floor GET 1 KiB", floor),
@@ -98,7 +114,8 @@ pub fn get(f: &Arc<Fixture>) -> Vec<Spec> {
     ]
 }
 
-/// The store's touch: `PEXPIRETIME`, `HGET created`, `PEXPIREAT` meta and frames.
+/// The store's previous touch: `PEXPIRETIME`, `HGET created`, `PEXPIREAT` meta
+/// and frames.
 fn touch_commands(keys: &TaskKeys, sliding: u64) -> Vec<Command> {
     vec![
         ("PEXPIRETIME", vec![text(&keys.meta)]),
@@ -116,6 +133,30 @@ pub fn touch(f: &Arc<Fixture>) -> Vec<Spec> {
             .map_err(|e| e.to_string())
     });
     let raw = on(f, |f, t| async move {
+        let keys = &f.tasks[t];
+        let p = store_pipeline(&f.raw);
+        let slot = ClusterHash::Custom(fred::util::redis_keyslot(keys.meta.as_bytes()));
+        let args = vec![
+            text(&f.touch_sha),
+            number(2),
+            text(&keys.meta),
+            text(&keys.frames),
+            number(now_ms()),
+            number(f.ttl_ms),
+            number(f.max_life_ms),
+        ];
+        raw::queue_custom(&p, slot, ("EVALSHA", args)).await?;
+        let replies = raw::send(p, 1, "touch").await?;
+        match replies.first() {
+            Some(Value::Array(reply))
+                if reply.first().and_then(|v| v.as_str()).as_deref() == Some("OK") =>
+            {
+                Ok(())
+            }
+            other => Err(format!("touch script replied {other:?}")),
+        }
+    });
+    let previous = on(f, |f, t| async move {
         let keys = &f.tasks[t];
         let sliding = at(now_ms() + f.ttl_ms);
         let p = store_pipeline(&f.raw);
@@ -172,11 +213,17 @@ pub fn touch(f: &Arc<Fixture>) -> Vec<Spec> {
     });
     vec![
         spec(Op::Touch, Variant::Ours, "touch", ours),
-        spec(Op::Touch, Variant::Raw, "raw touch, 4 commands", raw),
+        spec(Op::Touch, Variant::Raw, "raw EVALSHA touch", raw),
+        spec(
+            Op::Touch,
+            Variant::Historical,
+            "old touch: 4 commands typed",
+            previous,
+        ),
         spec(
             Op::Touch,
             Variant::Custom,
-            "custom touch, 4 commands",
+            "old touch: 4 custom commands",
             custom,
         ),
         spec(
