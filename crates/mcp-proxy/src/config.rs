@@ -673,7 +673,9 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            error.to_string().starts_with("proxy.idle_timeout (from "),
+            error
+                .to_string()
+                .contains("configuration: proxy.idle_timeout (from "),
             "{error}"
         );
         let error = ProxyConfig::from_toml_str(
