@@ -110,6 +110,24 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// `max_frame_bytes` (nothing is stored).
     async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId>;
 
+    /// Appends `frames` in order, as [`append_frame`](Self::append_frame) would one
+    /// after another, and returns their ids, ascending. A backend sends the batch in
+    /// one round trip where it can: a relay hands over the events that arrived
+    /// together and pays one store round trip for all of them. An empty batch
+    /// stores nothing and returns no ids.
+    ///
+    /// Errors: as [`append_frame`](Self::append_frame); on an error a prefix of the
+    /// batch may have been stored (each frame is stored whole or not at all).
+    ///
+    /// The default appends one frame at a time; backends override it.
+    async fn append_frames(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>> {
+        let mut ids = Vec::with_capacity(frames.len());
+        for frame in frames {
+            ids.push(self.append_frame(id, frame).await?);
+        }
+        Ok(ids)
+    }
+
     /// Up to `limit` frames with ids greater than `after` (from the first when
     /// `None`), oldest first, together at most `max_read_bytes` (but at least
     /// one frame when there is one). A shorter page does not mean the end: read
