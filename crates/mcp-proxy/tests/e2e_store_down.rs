@@ -2,7 +2,8 @@
 //! under a running proxy (no fallback to memory). A request for an existing session
 //! gets 503 with `Retry-After`, never 404 (the session may well still exist);
 //! `/healthz` is 503. Restarted on the same port from its append-only file, Redis
-//! has the session again, and the same session works.
+//! has the session again, and the same session works. With the fallback, a proxy
+//! started while Redis is down serves from memory and writes back once it answers.
 //!
 //! Needs `redis-server`: `TEST_REDIS_SERVER` (set by `cargo xtask
 //! integration`) or the one on PATH.
@@ -307,4 +308,65 @@ async fn with_fallback_and_the_store_down_healthz_says_degraded_and_metrics_show
     };
     println!("degraded healthz and breaker metrics while Redis was down; back to ok: {body}");
     assert_eq!(body["status"], "ok", "{body}");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn with_fallback_the_proxy_starts_while_redis_is_down_and_writes_back_once_it_answers() {
+    // Nothing listens on the port when the proxy starts.
+    let mut redis = DurableRedis::start();
+    redis.kill();
+    let upstream = start_upstream();
+    let url = redis.url();
+    let storage = |fallback: bool| {
+        format!(
+            "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"{url}\"\n\
+             key_prefix = \"store-late\"\nfallback_to_memory = {fallback}\n\
+             connect_timeout = \"1s\"\ncommand_timeout = \"500ms\"\n\
+             [storage.redis.breaker]\ncool_down = \"200ms\"\n"
+        )
+    };
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", &storage(true));
+    let (status, body) = healthz(&proxy.url("/healthz")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["store"]["session_store_breaker_state"], 2.0, "{body}");
+
+    let mut client = RawClient::new();
+    let initialized = client.initialize(&proxy.mcp_url()).await;
+    assert_eq!(initialized.status, 200, "{initialized:?}");
+    let during = client
+        .call_tool(&proxy.mcp_url(), 1, "add", json!({"a": 2, "b": 2}))
+        .await;
+    assert_eq!(during.status, 200, "{during:?}");
+    assert_eq!(result_text(&during), "4");
+
+    redis.restart();
+    let started = Instant::now();
+    let body = loop {
+        let (status, body) = healthz(&proxy.url("/healthz")).await;
+        if (status == 200 && body["status"] == "ok") || started.elapsed() > RECOVERY_TIMEOUT {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "proxy started with redis down; redis up -> healthz ok after {:?}: {body}",
+        started.elapsed()
+    );
+    assert_eq!(body["status"], "ok", "{body}");
+
+    // Written back: a second proxy on the same Redis, without the fallback,
+    // serves the session made while Redis was down.
+    let second = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", &storage(false));
+    let after = client
+        .call_tool(
+            &second.mcp_url(),
+            2,
+            "echo",
+            json!({"text": "written back"}),
+        )
+        .await;
+    assert_eq!(after.status, 200, "{after:?}");
+    assert_eq!(result_text(&after), "written back");
 }

@@ -1,39 +1,52 @@
 //! The `redis` branch of [`build`](crate::build): maps `[storage.redis]` onto the
 //! Redis backend's [`RedisConfig`], connects, and wraps the store in a
-//! [`FallbackStore`] when `fallback_to_memory` is set.
+//! [`FallbackStore`] when `fallback_to_memory` is set. With the fallback, Redis
+//! unreachable at start is an outage like any other: the store starts with its
+//! breaker open and connects in the background.
 
 use std::sync::Arc;
 
-use session_store_core::{Clock, Result, SessionStore};
+use session_store_core::{Clock, Error, Result, SessionStore};
 use session_store_redis::{RedisConfig, RedisStore, Topology};
 
 use crate::{
     config::{BreakerSection, RedisSection},
+    fallback::DeferredRedis,
     FallbackSettings, FallbackStore, StorageConfig,
 };
 
 /// Connects the Redis backend described by `config.redis`, behind a
 /// [`FallbackStore`] when `fallback_to_memory` is set.
+///
+/// Errors: as [`RedisStore::connect`]. With `fallback_to_memory`, Redis
+/// unreachable (Unavailable) is no error: the store is returned with its
+/// breaker open, serving from memory, and its probe connects once Redis answers
+/// (then the journal is written back as after any outage).
 pub(crate) async fn build_redis(
     config: &StorageConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<dyn SessionStore>> {
-    let store = RedisStore::connect(
-        redis_config(&config.redis),
-        config.settings(),
-        clock.clone(),
-    )
-    .await?;
+    let redis = redis_config(&config.redis);
+    let connected = RedisStore::connect(redis.clone(), config.settings(), clock.clone()).await;
     if !config.redis.fallback_to_memory {
-        return Ok(Arc::new(store));
+        return Ok(Arc::new(connected?));
     }
     let fallback = fallback_settings(&config.redis.breaker);
-    Ok(Arc::new(FallbackStore::new(
-        store,
-        config.settings(),
-        fallback,
-        clock,
-    )?))
+    match connected {
+        Ok(store) => Ok(Arc::new(FallbackStore::new(
+            store,
+            config.settings(),
+            fallback,
+            clock,
+        )?)),
+        Err(error @ Error::Unavailable(_)) => {
+            let primary = DeferredRedis::new(redis, config.settings(), clock.clone());
+            let store = FallbackStore::new(primary, config.settings(), fallback, clock)?;
+            store.open_breaker(&error);
+            Ok(Arc::new(store))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// The breaker settings for `[storage.redis.breaker]`.

@@ -207,15 +207,7 @@ impl Breaker {
             _ => false,
         };
         if trips && self.transition(state, OPEN) {
-            let mut times = self.times.lock();
-            let now = Instant::now();
-            if times.opened_at.is_none() {
-                times.opened_at = Some(now);
-            }
-            times.cool_down_from = Some(now);
-            times.half_opened_at = None;
-            drop(times);
-            self.counters.opened.fetch_add(1, Ordering::Relaxed);
+            self.opened();
             tracing::warn!(
                 breaker = "open",
                 consecutive_failures = failures,
@@ -224,6 +216,34 @@ impl Breaker {
                 "session store: primary unavailable, circuit breaker opened; serving from memory"
             );
         }
+    }
+
+    /// Opens the breaker whatever the failure count: the primary could not be
+    /// reached when the store was built. The first probe is due after `cool_down`.
+    pub(crate) fn trip(&self, error: &dyn std::fmt::Display) {
+        let state = self.state.load(Ordering::Acquire);
+        if matches!(state, CLOSED | DRAINING) && self.transition(state, OPEN) {
+            self.opened();
+            tracing::warn!(
+                breaker = "open",
+                cool_down = ?self.cool_down,
+                %error,
+                "session store: primary unreachable at start, circuit breaker open; serving from memory and connecting in the background"
+            );
+        }
+    }
+
+    /// Times and counts a transition to open.
+    fn opened(&self) {
+        let mut times = self.times.lock();
+        let now = Instant::now();
+        if times.opened_at.is_none() {
+            times.opened_at = Some(now);
+        }
+        times.cool_down_from = Some(now);
+        times.half_opened_at = None;
+        drop(times);
+        self.counters.opened.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A call was served from memory while the breaker was closed: route the
@@ -373,6 +393,19 @@ mod tests {
         breaker.record_failure(&"x");
         assert_eq!(breaker.state(), BreakerState::Open);
         assert_eq!(breaker.counters.opened.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_trip_opens_at_once_and_probes_after_the_cool_down() {
+        let breaker = Breaker::new(5, Duration::from_secs(60));
+        breaker.trip(&"connection refused");
+        assert_eq!(breaker.state(), BreakerState::Open);
+        assert_eq!(breaker.route(), Route::Memory);
+        assert_eq!(breaker.counters.opened.load(Ordering::Relaxed), 1);
+        assert!(!breaker.probe_due(Instant::now()), "cool-down not over");
+        assert!(breaker.probe_due(Instant::now() + Duration::from_secs(61)));
+        breaker.trip(&"again");
+        assert_eq!(breaker.counters.opened.load(Ordering::Relaxed), 1);
     }
 
     #[test]

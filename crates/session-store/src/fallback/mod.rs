@@ -37,6 +37,10 @@
 //! Transitions are logged (warn when opening, info when half-opening and
 //! closing) and counted in [`FallbackStore::stats`].
 //!
+//! Built by [`build`](crate::build) while Redis is unreachable, the store starts
+//! open: its primary connects on the first successful probe (see
+//! `docs/operations.md`).
+//!
 //! ```no_run
 //! use std::{sync::Arc, time::Duration};
 //! use session_store::{FallbackSettings, FallbackStore, RedisConfig, RedisStore, StoreSettings, SystemClock};
@@ -52,6 +56,7 @@
 //! ```
 
 mod breaker;
+mod deferred;
 mod disk;
 mod journal;
 mod known;
@@ -77,6 +82,8 @@ use tokio::task::JoinHandle;
 
 pub use breaker::BreakerState;
 pub use primary::FallbackPrimary;
+
+pub(crate) use deferred::DeferredRedis;
 
 use breaker::Breaker;
 use journal::Journal;
@@ -484,6 +491,13 @@ impl<P: FallbackPrimary + 'static> FallbackStore<P> {
 }
 
 impl<P: FallbackPrimary> FallbackStore<P> {
+    /// Opens the breaker at once (the primary could not be reached at start):
+    /// calls are served from memory and the first probe is sent after
+    /// `cool_down`. Logged at warn with `error`.
+    pub(crate) fn open_breaker(&self, error: &Error) {
+        self.inner.breaker.trip(error);
+    }
+
     /// The wrapped primary.
     pub fn primary(&self) -> &P {
         &self.inner.primary
