@@ -10,6 +10,7 @@ use crate::integration;
 use crate::npm;
 use crate::process;
 use crate::redis::{RedisServer, Role};
+use crate::test_redis;
 
 pub const HELP: &str = "\
 cargo xtask bench proxy [-- <benchmark args>]
@@ -75,10 +76,10 @@ pub fn run(target: &str, bench_args: &[String]) -> Result<()> {
     if !bench_args.is_empty() {
         command.arg("--").args(bench_args);
     }
-    command.env_remove(integration::URL_VAR);
+    command.env_remove(test_redis::URL_VAR);
     if let Some(redis) = &redis {
         println!("xtask bench: redis {} at {}", redis.version()?, redis.url());
-        command.env(integration::URL_VAR, redis.url());
+        command.env(test_redis::URL_VAR, redis.url());
     }
     if wants_everything(bench_args) {
         let npm_dir = npm::ensure_packages()?;

@@ -12,8 +12,8 @@ use testcontainers_modules::testcontainers::core::{CmdWaitFor, ExecCommand};
 use testcontainers_modules::testcontainers::runners::SyncRunner;
 use testcontainers_modules::testcontainers::{Container, ImageExt};
 
-use crate::integration::TestRedis;
 use crate::redis::{free_port, server_version, wait_until_cluster_ok};
+use crate::test_redis::TestRedis;
 
 /// The module defaults to Redis 5.0; the suites need 7+.
 const REDIS_TAG: &str = "7.4";

@@ -1,7 +1,6 @@
 //! `cargo xtask integration` and `cargo xtask redis`: real Redis for the suites
 //! that are `#[ignore]`d without it, handed to them by environment variables.
 
-use std::any::Any;
 use std::path::PathBuf;
 use std::process::Command;
 use std::thread;
@@ -13,6 +12,7 @@ use crate::npm;
 use crate::process;
 use crate::python;
 use crate::redis::{RedisCluster, RedisServer, Role};
+use crate::test_redis::TestRedis;
 
 pub const HELP: &str = "\
 cargo xtask integration [-- <cargo test args> [-- <test binary args>]]
@@ -37,9 +37,14 @@ apt-get install chromium chromium-driver; .ci/run does it when missing).
 Redis comes from redis-server on PATH or, in an xtask built with
 `--features containers`, from Docker containers.
 
+Target flags (--test <name>, --lib, --bins, --all-targets, ...) replace --tests,
+so one suite can run alone.
+
 Examples:
   cargo xtask integration -- conformance            # tests whose name matches
   cargo xtask integration -- -p session-store-redis -- --nocapture
+  cargo xtask integration -- -p session-store --test fallback_start
+  cargo xtask integration -- --test e2e_store_down with_fallback
 ";
 
 pub const REDIS_HELP: &str = "\
@@ -50,59 +55,7 @@ environment exports for them, and waits for Ctrl-C, then stops them. Handy for
 running one test by hand in another terminal.
 ";
 
-/// Variable naming the standalone server, as `redis://127.0.0.1:<port>`.
-pub const URL_VAR: &str = "TEST_REDIS_URL";
-/// Variable naming the cluster nodes, as `127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`.
-pub const CLUSTER_NODES_VAR: &str = "TEST_REDIS_CLUSTER_NODES";
-/// Variable naming the redis-server binary, for tests that start their own servers.
-pub const SERVER_BINARY_VAR: &str = "TEST_REDIS_SERVER";
-
 const INSTALL_REDIS: &str = "apt-get update && apt-get install -y redis-server";
-
-/// Redis servers for the suites; dropping it stops them.
-pub struct TestRedis {
-    /// `redis://127.0.0.1:<port>` of the standalone server.
-    pub standalone_url: String,
-    /// Comma-separated `host:port` of the cluster's masters.
-    pub cluster_nodes: String,
-    /// The local redis-server binary, when the servers are local processes.
-    pub server_binary: Option<PathBuf>,
-    /// Human description, e.g. "standalone redis 7.0.15 at redis://127.0.0.1:1234".
-    pub description: String,
-    /// Whatever owns the servers; dropping it stops them.
-    _servers: Box<dyn Any>,
-}
-
-impl TestRedis {
-    /// Describes running servers; `servers` owns them and stops them on drop.
-    pub fn new(
-        standalone_url: String,
-        cluster_nodes: String,
-        server_binary: Option<PathBuf>,
-        description: String,
-        servers: impl Any,
-    ) -> Self {
-        Self {
-            standalone_url,
-            cluster_nodes,
-            server_binary,
-            description,
-            _servers: Box::new(servers),
-        }
-    }
-
-    /// The environment the suites read.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        let mut env = vec![
-            (URL_VAR, self.standalone_url.clone()),
-            (CLUSTER_NODES_VAR, self.cluster_nodes.clone()),
-        ];
-        if let Some(binary) = &self.server_binary {
-            env.push((SERVER_BINARY_VAR, binary.display().to_string()));
-        }
-        env
-    }
-}
 
 /// Starts Redis for the suites: local processes when redis-server is on PATH,
 /// else containers when Docker answers (feature `containers`), else an error
@@ -225,15 +178,20 @@ fn cargo_test_command(extra: &[String], selection: Selection) -> Command {
     let picks_packages = cargo_args
         .iter()
         .any(|arg| arg.starts_with("-p") || arg.starts_with("--package"));
+    let picks_targets = cargo_args.iter().any(|arg| is_target_flag(arg));
     let mut command = Command::new(cargo());
     command.current_dir(crate::workspace_root()).arg("test");
     if !picks_packages {
         // xtask is excluded: --all-features would compile its Docker dependencies.
         command.args(["--workspace", "--exclude", "xtask"]);
     }
+    // Every suite runs and reports, even after one fails.
+    command.args(["--all-features", "--no-fail-fast"]);
+    if !picks_targets {
+        // Every test target; a target the user names replaces them.
+        command.arg("--tests");
+    }
     command
-        // Every suite runs and reports, even after one fails.
-        .args(["--all-features", "--no-fail-fast", "--tests"])
         .args(cargo_args)
         // --show-output: the fault and scale tests print the figures they measured.
         .args([
@@ -246,6 +204,27 @@ fn cargo_test_command(extra: &[String], selection: Selection) -> Command {
         ])
         .args(binary_args);
     command
+}
+
+/// Whether `arg` is a `cargo test` flag choosing targets (`--test <name>`,
+/// `--lib`, `--bins`, ...), which would otherwise add to `--tests` rather than
+/// narrow it.
+fn is_target_flag(arg: &str) -> bool {
+    const FLAGS: [&str; 11] = [
+        "--lib",
+        "--bin",
+        "--bins",
+        "--example",
+        "--examples",
+        "--test",
+        "--tests",
+        "--bench",
+        "--benches",
+        "--all-targets",
+        "--doc",
+    ];
+    let name = arg.split_once('=').map_or(arg, |(name, _)| name);
+    FLAGS.contains(&name)
 }
 
 /// The cargo that runs xtask, so nested builds use the same toolchain.
@@ -324,6 +303,21 @@ mod tests {
         let args = args_of(&cargo_test_command(&[], Selection::IgnoredOnly));
         assert!(args.contains(&"--ignored".to_string()), "{args:?}");
         assert!(!args.contains(&"--include-ignored".to_string()), "{args:?}");
+    }
+
+    #[test]
+    fn naming_a_test_target_runs_only_that_suite() {
+        for extra in [
+            &["--test", "e2e_store_down", "with_fallback"][..],
+            &["-p", "session-store", "--test=fallback_start"][..],
+            &["--lib"][..],
+        ] {
+            let extra = extra.iter().map(|arg| arg.to_string()).collect::<Vec<_>>();
+            let args = args_of(&cargo_test_command(&extra, Selection::All));
+            assert!(!args.contains(&"--tests".to_string()), "{args:?}");
+            let at = args.iter().position(|arg| arg == "--").unwrap();
+            assert_eq!(args[at - extra.len()..at], extra[..], "{args:?}");
+        }
     }
 
     #[test]

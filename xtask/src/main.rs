@@ -16,6 +16,7 @@ mod process;
 mod python;
 mod redis;
 mod resp;
+mod test_redis;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
