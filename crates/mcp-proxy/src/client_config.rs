@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use session_store::{Secret, StorageConfig};
 use url::Url;
 
-use crate::config::{ConfigError, ProxySection};
+use crate::config_error::ConfigError;
 
 /// Largest `max_connections` accepted.
 const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
@@ -128,21 +128,35 @@ pub(crate) struct ClientSide {
     pub(crate) initialize_rate: Option<Rate>,
 }
 
-/// Validates the client-side keys of `section`; `listen` decides the default of
+/// The client-side keys of `[proxy]` as written (borrowed from the table that
+/// [`config`](crate::config) reads), for [`validate_client_side`].
+pub(crate) struct ClientKeys<'a> {
+    pub(crate) allowed_origins: Option<&'a [String]>,
+    pub(crate) binding_secret: Option<&'a str>,
+    pub(crate) admin_listen: Option<&'a str>,
+    pub(crate) admin_token: Option<&'a str>,
+    /// Whether the removed `admin_endpoints` key is set.
+    pub(crate) admin_endpoints_set: bool,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) initialize_rate: &'a str,
+}
+
+/// Validates the client-side keys; `listen` decides the default of
 /// `allowed_origins`. Errors name the key.
 pub(crate) fn validate_client_side(
-    section: &ProxySection,
+    keys: &ClientKeys<'_>,
     listen: SocketAddr,
 ) -> Result<ClientSide, ConfigError> {
-    if section.admin_endpoints.is_some() {
+    if keys.admin_endpoints_set {
         return Err(ConfigError::new(
             "proxy.admin_endpoints was removed: set proxy.admin_listen (e.g. \"127.0.0.1:8081\") to serve /sessions and /metrics on a separate listener, and proxy.admin_token to require a bearer token there",
         ));
     }
-    let allowed_origins = allowed_origins(section.allowed_origins.as_deref(), listen)?;
-    let admin_listen = section
+    let allowed_origins = allowed_origins(keys.allowed_origins, listen)?;
+    let admin_listen = keys
         .admin_listen
-        .as_deref()
         .map(|text| {
             text.parse::<SocketAddr>().map_err(|_| {
                 ConfigError::new(format!(
@@ -156,21 +170,21 @@ pub(crate) fn validate_client_side(
             "proxy.admin_listen `{listen}` is the MCP listener's address: the admin endpoints must not be reachable on the MCP port"
         )));
     }
-    let secret = |key: &str, value: &Option<String>, min: usize| {
+    let secret = |key: &str, value: Option<&str>, min: usize| {
         match value {
             Some(value) if value.len() < min => Err(ConfigError::new(format!(
                 "proxy.{key} is shorter than {min} bytes: use a long random value (e.g. `openssl rand -hex 32`)"
             ))),
-            Some(value) => Ok(Some(Secret::new(value.clone()))),
+            Some(value) => Ok(Some(Secret::new(value.to_owned()))),
             None => Ok(None),
         }
     };
     let binding_secret =
-        secret("binding_secret", &section.binding_secret, 16)?.map(BindingKey::Configured);
-    let admin_token = secret("admin_token", &section.admin_token, 16)?;
+        secret("binding_secret", keys.binding_secret, 16)?.map(BindingKey::Configured);
+    let admin_token = secret("admin_token", keys.admin_token, 16)?;
     for (key, value) in [
-        ("header_read_timeout", section.header_read_timeout),
-        ("idle_timeout", section.idle_timeout),
+        ("header_read_timeout", keys.header_read_timeout),
+        ("idle_timeout", keys.idle_timeout),
     ] {
         if value.is_zero() {
             return Err(ConfigError::new(format!(
@@ -178,12 +192,12 @@ pub(crate) fn validate_client_side(
             )));
         }
     }
-    if !(1..=MAX_CONNECTIONS_LIMIT).contains(&section.max_connections) {
+    if !(1..=MAX_CONNECTIONS_LIMIT).contains(&keys.max_connections) {
         return Err(ConfigError::new(format!(
             "proxy.max_connections must be between 1 and {MAX_CONNECTIONS_LIMIT}"
         )));
     }
-    let initialize_rate = match section.initialize_rate.trim() {
+    let initialize_rate = match keys.initialize_rate.trim() {
         "off" => None,
         text => Some(
             text.parse::<Rate>()

@@ -24,10 +24,11 @@ use session_store::{
 use url::Url;
 
 use crate::bridge::settings::{validate_bridge, BridgeMode, BridgeSettings};
-use crate::client_config::validate_client_side;
 pub use crate::client_config::{
     serialize_origin, AllowedOrigins, BindingKey, Rate, SessionBinding,
 };
+use crate::client_config::{validate_client_side, ClientKeys};
+pub use crate::config_error::ConfigError;
 use crate::modern_config::{validate_modern, CacheSection, ModernSettings, RecordStateless};
 use crate::{headers::RequestHeaderPolicy, upstream_tls::UpstreamTlsFiles};
 
@@ -77,17 +78,6 @@ const PROXY_KEYS: &[&str] = &[
     "upstream_poll_deadline",
     "sse_keepalive",
 ];
-
-/// A configuration that cannot be used; the message names the key and its source.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(String);
-
-impl ConfigError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        ConfigError(message.into())
-    }
-}
 
 /// The `[proxy]` table as written, before validation.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -151,6 +141,23 @@ pub enum SessionRecovery {
     Restore,
     /// End the proxy's session too and answer 404, so the client re-initializes.
     Propagate,
+}
+
+impl ProxySection {
+    /// The client-side keys as written, for [`validate_client_side`].
+    fn client_keys(&self) -> ClientKeys<'_> {
+        ClientKeys {
+            allowed_origins: self.allowed_origins.as_deref(),
+            binding_secret: self.binding_secret.as_deref(),
+            admin_listen: self.admin_listen.as_deref(),
+            admin_token: self.admin_token.as_deref(),
+            admin_endpoints_set: self.admin_endpoints.is_some(),
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            initialize_rate: &self.initialize_rate,
+        }
+    }
 }
 
 impl Default for ProxySection {
@@ -357,6 +364,16 @@ impl ProxyConfig {
     }
 }
 
+/// `[proxy]` with a placeholder upstream and the lines `extra`, parsed without
+/// the environment: the tests of the modules that validate parts of `[proxy]`.
+#[cfg(test)]
+pub(crate) fn parse_proxy_keys(extra: &str) -> Result<ProxyConfig, ConfigError> {
+    ProxyConfig::from_toml_str(
+        &format!("[proxy]\nupstream = \"http://127.0.0.1:9/mcp\"\n{extra}\n"),
+        &Overrides::default(),
+    )
+}
+
 /// `MCP_PROXY_LISTEN` and friends, nested under `[proxy]`. Only the known keys are
 /// read, so unrelated `MCP_PROXY_*` variables are not an error.
 fn proxy_env() -> Env {
@@ -412,7 +429,7 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
             section.listen
         ))
     })?;
-    let client = validate_client_side(&section, listen)?;
+    let client = validate_client_side(&section.client_keys(), listen)?;
     let modern = validate_modern(section.record_stateless, &section.cache)?;
     let bridge = validate_bridge(section.bridge, &section.bridge_request_state_keys)?;
     let raw_upstream = section.upstream.ok_or_else(|| {

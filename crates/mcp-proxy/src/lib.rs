@@ -37,6 +37,7 @@ pub mod cli;
 pub mod client_config;
 pub mod commands;
 pub mod config;
+pub mod config_error;
 pub mod delete;
 pub mod errors;
 pub mod event_id;

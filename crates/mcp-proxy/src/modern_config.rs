@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 
 /// Default `[proxy.cache] max_entry_bytes`: results larger than this are not cached
 /// (the store's own `max_kv_value_bytes` defaults to the same).
@@ -88,16 +88,9 @@ pub(crate) fn validate_modern(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Overrides, ProxyConfig};
+    use crate::config::parse_proxy_keys as parse;
 
     use super::*;
-
-    fn parse(extra: &str) -> Result<ProxyConfig, ConfigError> {
-        ProxyConfig::from_toml_str(
-            &format!("[proxy]\nupstream = \"http://127.0.0.1:9/mcp\"\n{extra}\n"),
-            &Overrides::default(),
-        )
-    }
 
     #[test]
     fn recording_and_cache_are_on_by_default() {

@@ -8,8 +8,8 @@ use session_store::SessionStore;
 use tokio::sync::watch;
 
 use crate::{
-    bridge::Bridge, config::ProxySettings, limits::ClientLimits, metered_store::MeteredStore,
-    metrics::Metrics, near_cache::NearCache, upstream::Upstream,
+    bridge::instance::Bridge, config::ProxySettings, limits::ClientLimits,
+    metered_store::MeteredStore, metrics::Metrics, near_cache::NearCache, upstream::Upstream,
 };
 
 /// What every request handler shares.

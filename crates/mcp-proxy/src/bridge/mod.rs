@@ -29,6 +29,7 @@ pub mod handshake_client;
 pub mod handshake_input;
 pub mod handshake_listen;
 pub mod ids;
+pub mod instance;
 pub mod listen;
 pub mod pool;
 pub mod record;
@@ -46,30 +47,9 @@ use axum::{
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::{config::ProxySettings, errors::ProxyError, modern::reply::Exchange, state::AppState};
+use crate::{errors::ProxyError, modern::reply::Exchange, state::AppState};
 
-use self::{
-    generation::Generation, ids::UpstreamIds, request_state::KeyRing, settings::BridgeMode,
-};
-
-/// What the bridge keeps per instance: its id source and the key ring.
-#[derive(Debug)]
-pub struct Bridge {
-    /// Ids of the requests it sends upstream.
-    pub ids: UpstreamIds,
-    /// Seals and opens `requestState`.
-    pub keys: KeyRing,
-}
-
-impl Bridge {
-    /// The bridge of an instance with `settings`.
-    pub fn new(settings: &ProxySettings) -> Self {
-        Bridge {
-            ids: UpstreamIds::default(),
-            keys: KeyRing::new(&settings.bridge, &settings.binding_key),
-        }
-    }
-}
+use self::{generation::Generation, settings::BridgeMode};
 
 /// SHA-256 of `text`, hex, first 32 digits.
 pub(crate) fn digest(text: &str) -> String {

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use session_store::Secret;
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 
 /// Shortest accepted `bridge_request_state_keys` entry, in bytes (HMAC-SHA256
 /// keys shorter than this are guessable).
@@ -55,16 +55,9 @@ pub(crate) fn validate_bridge(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Overrides, ProxyConfig};
+    use crate::config::parse_proxy_keys as parse;
 
     use super::*;
-
-    fn parse(extra: &str) -> Result<ProxyConfig, ConfigError> {
-        ProxyConfig::from_toml_str(
-            &format!("[proxy]\nupstream = \"http://127.0.0.1:9/mcp\"\n{extra}\n"),
-            &Overrides::default(),
-        )
-    }
 
     #[test]
     fn bridge_is_auto_by_default_and_can_be_turned_off() {
