@@ -15,7 +15,7 @@ use common::{
     measure::{measure, Bounds},
     server::DedicatedRedis,
 };
-use load::{ops, report, Fixture, TASKS};
+use load::{report, rows, Fixture, TASKS};
 
 /// 1 task: bounded by count, sequential round trips are slow.
 const SINGLE: Bounds = Bounds {
@@ -69,7 +69,7 @@ fn pool_sizes() -> Result<Vec<usize>, String> {
 async fn run_pool_size(url: &str, pool_size: usize) -> Result<usize, String> {
     println!("\n== pool_size {pool_size} (store, raw fred and peer each on a pool of {pool_size})");
     let fixture = Arc::new(Fixture::new(url, pool_size).await?);
-    let specs = ops::specs(&fixture);
+    let specs = rows::specs(&fixture);
     let task_counts = [1, TASKS];
     let mut results = Vec::new();
     for tasks in task_counts {

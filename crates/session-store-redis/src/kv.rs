@@ -14,7 +14,7 @@ use session_store_core::{
 
 use crate::{
     batch::{arg, num, raw, to_array, to_bytes, to_int, to_text, to_u64, Batch},
-    sessions::script_status,
+    script_reply::script_status,
     RedisStore,
 };
 

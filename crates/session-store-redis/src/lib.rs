@@ -43,6 +43,7 @@ mod maintenance;
 mod pool_readings;
 mod record;
 mod retry;
+mod script_reply;
 mod scripts;
 mod sessions;
 mod store;

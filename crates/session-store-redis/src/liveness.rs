@@ -7,7 +7,7 @@ use session_store_core::{Error, Result, SessionId};
 
 use crate::{
     batch::{arg, num, to_array, to_u64, Batch, Replies},
-    sessions::{corrupt_field, script_status},
+    script_reply::{corrupt_field, script_status},
     RedisStore,
 };
 

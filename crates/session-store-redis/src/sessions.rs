@@ -2,56 +2,18 @@
 
 use std::collections::HashMap;
 
-use fred::types::Value;
 use session_store_core::{codec, Error, NewSession, Result, Session, SessionId, Timestamp};
 
 use crate::{
-    batch::{arg, num, raw, to_array, to_hash, to_int, to_text, to_u64, Batch, Replies},
+    batch::{arg, num, raw, to_array, to_hash, to_int, to_u64, Batch, Replies},
     liveness::{ReapTarget, Reaped},
     record::{session_from_meta, SessionBody},
+    script_reply::{corrupt_field, script_status},
     RedisStore,
 };
 
-/// A script's reply: its status word and the values after it.
-pub(crate) fn script_status(value: Value, what: &str) -> Result<(String, Vec<Value>)> {
-    let mut items = to_array(value, what)?.into_iter();
-    let status = items
-        .next()
-        .and_then(to_text)
-        .ok_or_else(|| Error::corrupt(format!("{what}: script reply has no status")))?;
-    Ok((status, items.collect()))
-}
-
-/// The values after a script's `OK`; `NOTFOUND` is NotFound, `CORRUPT <field>`
-/// is Corrupt naming the key, any other status is Corrupt.
-pub(crate) fn ok_values(
-    reply: Value,
-    id: &SessionId,
-    meta: &str,
-    what: &str,
-) -> Result<Vec<Value>> {
-    let (status, rest) = script_status(reply, what)?;
-    match status.as_str() {
-        "OK" => Ok(rest),
-        "NOTFOUND" => Err(Error::NotFound(id.clone())),
-        "CORRUPT" => Err(corrupt_field(rest, meta)),
-        other => Err(Error::corrupt(format!(
-            "{what}: unexpected script status `{other}`"
-        ))),
-    }
-}
-
-/// The `CORRUPT <field>` reply of a script as an error naming the key.
-pub(crate) fn corrupt_field(rest: Vec<Value>, key: &str) -> Error {
-    let field = rest
-        .into_iter()
-        .next()
-        .and_then(to_text)
-        .unwrap_or_default();
-    Error::corrupt(format!(
-        "session hash `{key}` has a missing or malformed `{field}` field"
-    ))
-}
+// Where frames.rs finds them; their home is `script_reply`.
+pub(crate) use crate::script_reply::{numbers, ok_values};
 
 impl RedisStore {
     pub(crate) async fn create_session(&self, new: NewSession) -> Result<Session> {
@@ -339,19 +301,4 @@ impl RedisStore {
         self.check_replica_wait(&mut replies, wait, &what)?;
         Ok(removed)
     }
-}
-
-/// The first `N` values of a script reply as non-negative integers.
-pub(crate) fn numbers<const N: usize>(values: &[Value], what: &str) -> Result<[u64; N]> {
-    let mut out = [0u64; N];
-    for (slot, n) in out.iter_mut().enumerate() {
-        let value = values.get(slot).ok_or_else(|| {
-            Error::corrupt(format!(
-                "{what}: script reply has {} values, expected {N}",
-                values.len()
-            ))
-        })?;
-        *n = to_u64(value, what)?;
-    }
-    Ok(out)
 }

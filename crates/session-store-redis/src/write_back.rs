@@ -7,7 +7,7 @@ use session_store_core::{codec, Error, FrameId, Result, Session, StoredFrame};
 use crate::{
     batch::{arg, num, raw, to_array, to_text, Batch},
     record::SessionBody,
-    sessions::{corrupt_field, numbers},
+    script_reply::{corrupt_field, numbers},
     AppendKey, RedisStore,
 };
 

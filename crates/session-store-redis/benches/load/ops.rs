@@ -7,7 +7,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use super::{rows, Fixture};
+use super::Fixture;
 use crate::common::measure::{operation, Operation};
 
 /// The store operation a row belongs to.
@@ -85,15 +85,4 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Every row of one pool size, grouped by operation so the store and its raw
-/// baseline run back to back.
-pub fn specs(f: &Arc<Fixture>) -> Vec<Spec> {
-    let mut specs = Vec::new();
-    specs.extend(rows::get(f));
-    specs.extend(rows::touch(f));
-    specs.extend(rows::append(f));
-    specs.extend(rows::read(f));
-    specs
 }

@@ -423,3 +423,14 @@ pub fn read(f: &Arc<Fixture>) -> Vec<Spec> {
         ),
     ]
 }
+
+/// Every row of one pool size, grouped by operation so the store and its raw
+/// baseline run back to back.
+pub fn specs(f: &Arc<Fixture>) -> Vec<Spec> {
+    let mut specs = Vec::new();
+    specs.extend(get(f));
+    specs.extend(touch(f));
+    specs.extend(append(f));
+    specs.extend(read(f));
+    specs
+}

@@ -13,7 +13,7 @@ use figment::{
 use session_store_core::{Error, Result};
 
 use super::{
-    origin::{extraction_error, CodeOrigins, FigmentOrigins},
+    origin::{extraction_error, CodeOrigins, FigmentOrigins, ENV_METADATA_NAME},
     validate::validate,
     StorageConfig,
 };
@@ -99,10 +99,6 @@ impl StorageConfig {
         validate(self, &CodeOrigins)
     }
 }
-
-/// The provider name of [`StorageEnv`]; only its interpolation is used in messages,
-/// because figment's default one prefixes the profile (`default.storage.ttl`).
-pub(crate) const ENV_METADATA_NAME: &str = "environment variable";
 
 /// The environment layer: `SESSION_STORE_TTL=1h` sets `storage.ttl`,
 /// `SESSION_STORE_REDIS__POOL_SIZE=4` sets `storage.redis.pool_size`. Errors about

@@ -4,7 +4,10 @@
 use figment::{error::Kind, Figment, Metadata, Profile};
 use session_store_core::Error;
 
-use super::load::ENV_METADATA_NAME;
+/// The provider name of the environment layer (`StorageEnv`): a value it set is
+/// named by its variable. Only its interpolation is used in messages, because
+/// figment's default one prefixes the profile (`default.storage.ttl`).
+pub(crate) const ENV_METADATA_NAME: &str = "environment variable";
 
 /// Names keys and their sources for error messages.
 pub(crate) trait Origins {
