@@ -2,7 +2,7 @@
 //! listener only (`admin_listen`, behind `admin_token`) `/metrics`, the read-only
 //! `/sessions` listing and `/sessions/{id}` with its recorded frames.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     extract::{Path, Query, Request, State},
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use session_store::{Cursor, Direction, FrameId, Session, SessionId, StoredFrame};
 
-use crate::{errors::ProxyError, metrics::Rejection, state::AppState};
+use crate::{errors::ProxyError, metrics::Rejection, session_query::next_after, state::AppState};
 
 /// Default page size of the `/sessions` endpoints.
 const DEFAULT_PAGE: usize = 100;
@@ -69,7 +69,7 @@ pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
             Json(json!({
                 "status": if health.degraded { "degraded" } else { "ok" },
                 "backend": health.backend,
-                "latency_ms": health.latency.as_secs_f64() * 1000.0,
+                "latency_ms": milliseconds(health.latency),
                 "store": readings,
             }))
             .into_response()
@@ -84,6 +84,14 @@ pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// `duration` in milliseconds rounded to the nearest microsecond (3 decimals), so
+/// JSON carries `0.822`, not the float noise of `0.8217640000000001`.
+pub fn milliseconds(duration: Duration) -> f64 {
+    let micros = duration.as_nanos().saturating_add(500) / 1000;
+    let micros = u32::try_from(micros).unwrap_or(u32::MAX);
+    f64::from(micros) / 1000.0
 }
 
 /// `GET /metrics`: the OpenMetrics text format (which Prometheus scrapes),
@@ -172,19 +180,32 @@ pub async fn show_session(
     let limit = params.limit.unwrap_or(DEFAULT_PAGE).min(MAX_FRAME_PAGE);
     let session: Session = app.store.get(&id).await?;
     let frames = app.store.read_frames(&id, after, limit).await?;
-    // A page is bounded by bytes too (max_read_bytes): a shorter one may still
-    // have frames after it.
-    let last = frames.last().map(|frame| frame.id);
-    let next_after = match last {
-        Some(last) if frames.len() == limit => Some(last),
-        Some(last) if !app.store.read_frames(&id, Some(last), 1).await?.is_empty() => Some(last),
-        _ => None,
-    }
-    .map(|id| id.to_string());
+    let next_after = next_after(app.store.as_ref(), &id, &frames, limit)
+        .await?
+        .map(|id| id.to_string());
     let frames: Vec<FrameView> = frames.into_iter().map(FrameView::from).collect();
     Ok(Json(json!({
         "session": session,
         "frames": frames,
         "next_after": next_after,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_whole_microseconds_in_milliseconds() {
+        for (nanos, text) in [
+            (821_764_123, "821.764"),
+            (1_234_567, "1.235"),
+            (300_000, "0.3"),
+            (999, "0.001"),
+            (0, "0.0"),
+        ] {
+            let json = serde_json::json!(milliseconds(Duration::from_nanos(nanos))).to_string();
+            assert_eq!(json, text, "{nanos} ns");
+        }
+    }
 }

@@ -39,7 +39,7 @@ pub const PROXY_KEY: &str = "proxy";
 pub const PROXY_ENV_PREFIX: &str = "MCP_PROXY_";
 
 /// Keys of `[proxy]`, as written in the file (and, upper-cased, in the environment).
-const PROXY_KEYS: &[&str] = &[
+pub(crate) const PROXY_KEYS: &[&str] = &[
     "listen",
     "upstream",
     "endpoint_path",

@@ -1,6 +1,6 @@
 //! GET on the MCP endpoint: the server-to-client SSE stream, live from the
 //! upstream, or resumed after `Last-Event-ID` from the store (see
-//! [`replay`](crate::replay)).
+//! [`replay`]).
 
 use std::{net::SocketAddr, sync::Arc};
 

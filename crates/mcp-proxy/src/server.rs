@@ -92,7 +92,8 @@ pub async fn run(config: ProxyConfig) -> Result<(), String> {
     announce(
         "mcp-proxy listening",
         &listener,
-        config.storage.backend.as_str(),
+        "mcp",
+        Some(config.storage.backend.as_str()),
     );
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(serve(
@@ -103,7 +104,7 @@ pub async fn run(config: ProxyConfig) -> Result<(), String> {
         stopping.clone(),
     ));
     if let Some(admin_listener) = admin_listener {
-        announce("mcp-proxy admin listening", &admin_listener, "admin");
+        announce("mcp-proxy admin listening", &admin_listener, "admin", None);
         servers.spawn(serve(
             admin_listener,
             admin_router(state.clone()),
@@ -325,11 +326,13 @@ pub fn disable_nagle(connection: &TcpStream) {
 
 /// Prints `<what> on <addr>` on stdout: one machine-readable line for scripts and
 /// tests that start with port 0.
-fn announce(what: &str, listener: &TcpListener, backend: &str) {
+/// Logs and prints that `listener` (`mcp` or `admin`) accepts connections;
+/// `backend`: the session store's, on the MCP listener's line.
+fn announce(what: &str, listener: &TcpListener, name: &'static str, backend: Option<&str>) {
     let Ok(address) = listener.local_addr() else {
         return;
     };
-    tracing::info!(%address, backend, "{what}");
+    tracing::info!(%address, listener = name, backend, "{what}");
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "{what} on {address}");
     let _ = stdout.flush();

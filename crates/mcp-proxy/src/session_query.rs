@@ -4,7 +4,10 @@
 //! that lists sessions for people.
 
 use serde::Deserialize;
-use session_store::{Cursor, Session, SessionStatus, SessionStore, MAX_PAGE_SIZE};
+use session_store::{
+    Cursor, FrameId, Result, Session, SessionId, SessionStatus, SessionStore, StoredFrame,
+    MAX_PAGE_SIZE,
+};
 
 use crate::binding::BINDING_TAG;
 
@@ -80,4 +83,25 @@ pub async fn for_each_session(
             None => return Ok(visited),
         }
     }
+}
+
+/// The cursor after a page of `limit` frames of session `id` read with
+/// `read_frames`: the page's last id when frames follow it, `None` at the end.
+/// A page is bounded by bytes too (`max_read_bytes`), so a page shorter than
+/// `limit` may still have frames after it: then one more frame is read to tell.
+///
+/// Errors: the store's.
+pub async fn next_after(
+    store: &dyn SessionStore,
+    id: &SessionId,
+    page: &[StoredFrame],
+    limit: usize,
+) -> Result<Option<FrameId>> {
+    let Some(last) = page.last().map(|frame| frame.id) else {
+        return Ok(None);
+    };
+    if page.len() >= limit || !store.read_frames(id, Some(last), 1).await?.is_empty() {
+        return Ok(Some(last));
+    }
+    Ok(None)
 }

@@ -397,7 +397,11 @@ async fn tail_prints_the_newest_frames_then_a_new_one() {
     let text = String::from_utf8(out).unwrap();
     println!("{text}");
     assert_eq!(printed, 1);
-    assert_eq!(text.lines().count(), 3, "two old frames, one new");
+    assert_eq!(
+        text.lines().count(),
+        4,
+        "the header, two old frames, one new"
+    );
     assert!(text
         .lines()
         .last()
@@ -474,7 +478,13 @@ async fn check_config_redacts_every_secret_and_names_the_unreachable_store() {
     let config = ProxyConfig::from_toml_str(toml, &Overrides::default()).unwrap();
     let printed = effective_settings(&config);
     assert!(!printed.contains("s3cret"), "{printed}");
-    assert!(printed.contains("***"), "{printed}");
+    for line in [
+        "admin_token = \"***\"",
+        "binding_secret = \"***\"",
+        "password = \"***\"",
+    ] {
+        assert!(printed.lines().any(|l| l == line), "{line} in {printed}");
+    }
 
     let mut out = Vec::new();
     let report = check(&config, &CheckConfigArgs { offline: false }, &mut out)
@@ -509,7 +519,14 @@ fn the_deploy_config_passes_check_config() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("configuration: valid"), "{stdout}");
-    assert!(stdout.contains("backend: Redis"), "{stdout}");
+    assert!(
+        stdout.contains("\n[storage]\nbackend = \"redis\"\n"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("ProxySettings {") && !stdout.contains("Some("),
+        "a readable listing, not Rust's Debug form: {stdout}"
+    );
 }
 
 #[test]
@@ -599,4 +616,106 @@ async fn an_export_cut_short_or_of_another_format_is_refused_naming_the_line() {
             .unwrap_or_else(|| panic!("{input:?} was accepted"));
         assert!(error.to_string().contains(expected), "{error} / {expected}");
     }
+}
+
+/// A session whose frames carry the stream ids the proxy records (`r<frame id>`,
+/// `g<16 hex>`) and long method names, in a store whose read pages are cut by
+/// `max_read_bytes` after two or three frames.
+async fn store_with_long_columns_and_short_pages() -> (Arc<dyn SessionStore>, SessionId, usize) {
+    let settings = StoreSettings {
+        max_read_bytes: 200,
+        ..StoreSettings::default()
+    };
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(settings).unwrap());
+    let id = SessionId::random().unwrap();
+    store.create(NewSession::new(id.clone())).await.unwrap();
+    let methods = [
+        "initialize",
+        "notifications/resources/list_changed",
+        "tools/call",
+        "notifications/message",
+    ];
+    let frames = 12;
+    for n in 0..frames {
+        let method = methods[n % methods.len()];
+        let message = format!(r#"{{"jsonrpc":"2.0","id":{n},"method":"{method}"}}"#);
+        let stream = if n % 2 == 0 {
+            format!("r{}-{n}", now().as_millis())
+        } else {
+            "g0123456789abcdef".to_owned()
+        };
+        let frame = Frame::new(Direction::ServerToClient, now(), message).with_stream_id(stream);
+        store.append_frame(&id, frame).await.unwrap();
+    }
+    (store, id, frames)
+}
+
+#[tokio::test]
+async fn show_lines_up_its_columns_and_reads_past_pages_cut_short_by_bytes() {
+    let (store, id, frames) = store_with_long_columns_and_short_pages().await;
+    let first_page = store.read_frames(&id, None, 1_000).await.unwrap().len();
+    assert!(first_page < frames, "pages are cut by bytes: {first_page}");
+
+    let mut out = Vec::new();
+    let args = ShowArgs {
+        id: id.to_string(),
+        payload: false,
+    };
+    sessions::show(store.as_ref(), &args, &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    println!("{text}");
+    let header = text
+        .lines()
+        .find(|line| line.starts_with("FRAME"))
+        .unwrap_or_else(|| panic!("no header: {text}"));
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|line| !line.starts_with("FRAME"))
+        .skip(1)
+        .collect();
+    println!("first page {first_page} frames; {} rows shown", rows.len());
+    assert_eq!(rows.len(), frames, "every frame, not only the first page");
+    // Left-aligned columns start where their header word starts; SIZE ends where
+    // each size ends.
+    let starts: Vec<usize> = ["DIRECTION", "STREAM", "TIME", "MESSAGE"]
+        .iter()
+        .map(|word| header.find(word).unwrap())
+        .collect();
+    let size_end = header.find("SIZE").unwrap() + "SIZE".len();
+    for row in &rows {
+        for &start in &starts {
+            assert!(
+                row.as_bytes()[start - 1] == b' ' && row.as_bytes()[start] != b' ',
+                "column at {start} of {row:?} under {header:?}"
+            );
+        }
+        assert_eq!(&row[size_end - 2..=size_end], " B ", "{row:?}");
+    }
+}
+
+#[tokio::test]
+async fn export_and_tail_read_past_pages_cut_short_by_bytes() {
+    let (store, id, frames) = store_with_long_columns_and_short_pages().await;
+    let exported = export_bytes(store.as_ref()).await;
+    let frame_lines = body_lines(&exported)
+        .iter()
+        .filter(|line| line.contains("\"type\":\"frame\""))
+        .count();
+    assert_eq!(frame_lines, frames);
+
+    let args = TailArgs {
+        id: id.to_string(),
+        lines: frames,
+        interval: Duration::from_millis(20),
+        count: Some(0),
+        payload: false,
+    };
+    let mut out = Vec::new();
+    sessions::tail(store.as_ref(), &args, &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), 1 + frames, "{text}");
 }

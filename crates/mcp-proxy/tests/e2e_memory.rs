@@ -328,6 +328,35 @@ async fn health_and_metrics_report_the_store_and_the_traffic() {
     let health: Value = serde_json::from_slice(&health.bytes().await.unwrap()).unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["backend"], "memory");
+    // Whole microseconds: at most 3 decimals of a millisecond, no float noise.
+    let latency = health["latency_ms"].to_string();
+    assert!(
+        latency
+            .split_once('.')
+            .is_none_or(|(_, decimals)| decimals.len() <= 3),
+        "{latency}"
+    );
+    // Each listener's start line names the listener; only the MCP one a backend.
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    let line = |what: &str| {
+        log.lines()
+            .find(|line| line.contains(what))
+            .unwrap_or_else(|| panic!("no `{what}` line in\n{log}"))
+            .to_owned()
+    };
+    let (mcp, admin) = (
+        line("mcp-proxy listening"),
+        line("mcp-proxy admin listening"),
+    );
+    println!("start lines:\n{mcp}\n{admin}");
+    assert!(
+        mcp.contains("listener=\"mcp\"") && mcp.contains("backend=\"memory\""),
+        "{mcp}"
+    );
+    assert!(
+        admin.contains("listener=\"admin\"") && !admin.contains("backend"),
+        "{admin}"
+    );
 
     let metrics = reqwest::get(proxy.admin_url("/metrics"))
         .await

@@ -7,9 +7,12 @@ use std::io::Write;
 
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use clap::Args;
-use session_store::Backend;
+use session_store::{Backend, RedisUrl};
 
-use super::{open_store, CommandError};
+use super::{
+    listing::{listing, name_of},
+    open_store, CommandError,
+};
 use crate::{
     config::ProxyConfig,
     upstream::{without_credentials, Upstream},
@@ -32,8 +35,9 @@ pub struct CheckReport {
 }
 
 /// Prints the effective settings (secrets shown as `***`: `admin_token`,
-/// `binding_secret`, Redis passwords in URLs and `password`, credentials in the
-/// upstream and public URLs), then, unless `--offline`, checks the store
+/// `binding_secret`, `bridge_request_state_keys`, Redis passwords in URLs and
+/// `password`; credentials in the upstream and public URLs left out), then,
+/// unless `--offline`, checks the store
 /// (connect and health) and the upstream (any HTTP answer below 500 means
 /// reachable: the check sends no MCP request, so 4xx is expected).
 ///
@@ -70,8 +74,8 @@ pub async fn check(
 }
 
 /// The `[proxy]` and `[storage]` settings as the proxy would use them, secrets
-/// redacted (their `Debug` forms print `***`; URLs lose their credentials): a
-/// summary of what is most often wrong, then every setting.
+/// redacted: a summary of what is most often wrong, then every key in the
+/// configuration file's syntax ([`listing`]).
 pub fn effective_settings(config: &ProxyConfig) -> String {
     let mut proxy = config.proxy.clone();
     proxy.upstream = without_credentials(&proxy.upstream);
@@ -81,9 +85,17 @@ pub fn effective_settings(config: &ProxyConfig) -> String {
         Backend::Memory => "memory (sessions end with the process)".to_owned(),
         Backend::Redis => {
             let redis = &storage.redis;
+            let nodes = |nodes: &[RedisUrl]| {
+                let nodes: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+                nodes.join(", ")
+            };
             let topology = match (&redis.cluster, &redis.sentinel) {
-                (Some(cluster), _) => format!("cluster {:?}", cluster.nodes),
-                (None, Some(sentinel)) => format!("sentinel {:?}", sentinel.nodes),
+                (Some(cluster), _) => format!("cluster {}", nodes(&cluster.nodes)),
+                (None, Some(sentinel)) => format!(
+                    "sentinel `{}` of {}",
+                    sentinel.service_name,
+                    nodes(&sentinel.nodes)
+                ),
                 (None, None) => redis.url.to_string(),
             };
             format!(
@@ -99,16 +111,17 @@ pub fn effective_settings(config: &ProxyConfig) -> String {
     };
     format!(
         "listen:        {}\nupstream:      {}\nadmin listen:  {admin}\nstore:         {store}\n\
-         binding:       {:?}, key {}\n\n[proxy] {proxy:#?}\n[storage] {storage:#?}",
+         binding:       {}, key {}\n\n{}",
         proxy.listen,
         proxy.upstream,
-        proxy.session_binding,
+        name_of(&proxy.session_binding),
         match proxy.binding_key {
             crate::client_config::BindingKey::Configured(_) => "binding_secret (set)",
             crate::client_config::BindingKey::Derived(_) => {
                 "derived from the deployment (set binding_secret)"
             }
         },
+        listing(&proxy, storage),
     )
 }
 

@@ -261,9 +261,11 @@ async fn export_session(
             write_line(out, &Line::Frame(FrameLine::of(&id, stored)))?;
             frames += 1;
         }
+        // A page may be short of FRAME_PAGE (bounded by bytes): read on until
+        // one is empty.
         match page.last() {
-            Some(last) if page.len() == FRAME_PAGE => after = Some(last.id),
-            _ => return Ok(Some(frames)),
+            Some(last) => after = Some(last.id),
+            None => return Ok(Some(frames)),
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::config::ProxyConfig;
 pub mod check_config;
 pub mod export;
 pub mod import;
+pub mod listing;
 pub mod sessions;
 
 /// What an operator runs instead of serving.

@@ -133,9 +133,10 @@ pub struct ShowArgs {
     pub payload: bool,
 }
 
-/// Prints the session (pretty JSON) and one line per recorded frame: frame id,
-/// direction, stream, time, method (or `result`/`error` and the request id),
-/// size in bytes; with `--payload` each frame's message follows, pretty-printed.
+/// Prints the session (pretty JSON) and a table of its recorded frames, a line
+/// each under a header: frame id, direction, stream, time, size in bytes, and
+/// the method (or `result`/`error` and the request id); with `--payload` each
+/// frame's message follows its line, pretty-printed.
 ///
 /// Errors: [`Error::NotFound`] when the session is gone; the store's; writing.
 pub async fn show(
@@ -148,15 +149,18 @@ pub async fn show(
     let write = || CommandError::io("writing the session");
     let text = serde_json::to_string_pretty(&session).unwrap_or_default();
     writeln!(out, "{text}").map_err(write())?;
+    print_frame_header(out).map_err(write())?;
     let mut after = None;
     loop {
         let frames = store.read_frames(&id, after, FRAME_PAGE).await?;
         for frame in &frames {
             print_frame(out, frame, args.payload).map_err(write())?;
         }
+        // A page may be short of FRAME_PAGE (bounded by bytes): read on until
+        // one is empty.
         match frames.last() {
-            Some(last) if frames.len() == FRAME_PAGE => after = Some(last.id),
-            _ => return Ok(()),
+            Some(last) => after = Some(last.id),
+            None => return Ok(()),
         }
     }
 }
@@ -197,15 +201,17 @@ pub async fn tail(
     let mut after = None;
     loop {
         let frames = store.read_frames(&id, after, FRAME_PAGE).await?;
-        let full = frames.len() == FRAME_PAGE;
+        // A page may be short of FRAME_PAGE (bounded by bytes): read on until
+        // one is empty.
+        if frames.is_empty() {
+            break;
+        }
         after = frames.last().map(|frame| frame.id).or(after);
         newest.extend(frames);
         let keep = newest.len().saturating_sub(args.lines);
         newest.drain(..keep);
-        if !full {
-            break;
-        }
     }
+    print_frame_header(out).map_err(write())?;
     for frame in &newest {
         print_frame(out, frame, args.payload).map_err(write())?;
     }
@@ -239,26 +245,46 @@ pub async fn tail(
     }
 }
 
+/// One line of the frame table: frame id, direction, stream, time, size, and
+/// the message summary last, so a long one shifts no other column. The widths
+/// fit the values the proxy records: frame ids `<13-digit ms>-<seq>`, stream ids
+/// `r<frame id>` or `g`/`u` and 16 hex digits, RFC 3339 times with milliseconds.
+fn frame_columns(
+    id: &str,
+    direction: &str,
+    stream: &str,
+    time: &str,
+    size: &str,
+    message: &str,
+) -> String {
+    format!("{id:<20}  {direction:<16}  {stream:<22}  {time:<24}  {size:>10}  {message}")
+}
+
+fn print_frame_header(out: &mut dyn Write) -> std::io::Result<()> {
+    let header = frame_columns("FRAME", "DIRECTION", "STREAM", "TIME", "SIZE", "MESSAGE");
+    writeln!(out, "{header}")
+}
+
 fn print_frame(out: &mut dyn Write, stored: &StoredFrame, payload: bool) -> std::io::Result<()> {
     let frame = &stored.frame;
     let message: Option<Value> = serde_json::from_slice(&frame.payload).ok();
-    writeln!(
-        out,
-        "{}  {:<16}  {:<12}  {}  {:<28}  {} B",
-        stored.id,
-        serde_json::to_value(frame.direction)
+    let line = frame_columns(
+        &stored.id.to_string(),
+        &serde_json::to_value(frame.direction)
             .ok()
             .and_then(|value| value.as_str().map(str::to_owned))
             .unwrap_or_default(),
         frame.stream_id.as_deref().unwrap_or("-"),
-        humantime::format_rfc3339_millis(
-            std::time::UNIX_EPOCH + Duration::from_millis(frame.timestamp.as_millis())
-        ),
-        message
+        &humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + Duration::from_millis(frame.timestamp.as_millis()),
+        )
+        .to_string(),
+        &format!("{} B", frame.payload.len()),
+        &message
             .as_ref()
             .map_or_else(|| "(not JSON)".to_owned(), summary),
-        frame.payload.len(),
-    )?;
+    );
+    writeln!(out, "{}", line.trim_end())?;
     if payload {
         let text = match &message {
             Some(message) => serde_json::to_string_pretty(message).unwrap_or_default(),

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use session_store::{Cursor, Direction, FrameId, Session, SessionId, StoredFrame};
 
 use crate::{
-    binding::BINDING_TAG, bridge::record::FORM_HEADER, delete, errors::ProxyError, state::AppState,
+    binding::BINDING_TAG, bridge::record::FORM_HEADER, delete, errors::ProxyError,
+    session_query::next_after, state::AppState,
 };
 
 /// Default number of sessions in a page of the list.
@@ -131,7 +132,7 @@ impl From<&Session> for SessionSummary {
 
 /// `GET /ui/api/sessions?q=&status=&protocol=&cursor=&limit=`: the sessions
 /// matching the filter, in the store's order, with `next_cursor` when more may
-/// follow (also when the scan stopped at [`MAX_SCANNED`] sessions).
+/// follow (also when the scan stopped after 5,000 sessions, `MAX_SCANNED`).
 pub async fn list(
     State(app): State<Arc<AppState>>,
     Query(query): Query<ListQuery>,
@@ -263,9 +264,9 @@ pub async fn show(
     let limit = query.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     let session = app.store.get(&id).await?;
     let frames = app.store.read_frames(&id, after, limit).await?;
-    let next_after = (frames.len() == limit)
-        .then(|| frames.last().map(|frame| frame.id.to_string()))
-        .flatten();
+    let next_after = next_after(app.store.as_ref(), &id, &frames, limit)
+        .await?
+        .map(|id| id.to_string());
     let frames: Vec<TimelineFrame> = frames.into_iter().map(TimelineFrame::from).collect();
     Ok(Json(json!({
         "session": SessionSummary::from(&session),
@@ -298,7 +299,7 @@ pub async fn end(
 
 /// `POST /ui/api/sessions/{id}/revoke`: ends every session bound to the same
 /// principal as this one (its `binding` tag), on every instance (they share
-/// the store), at most [`MAX_REVOKED`] per call. A session without a binding
+/// the store), at most 10,000 (`MAX_REVOKED`) per call. A session without a binding
 /// is ended alone.
 pub async fn revoke(
     State(app): State<Arc<AppState>>,

@@ -103,7 +103,7 @@ pub struct TailQuery {
 /// `GET /ui/api/sessions/{id}/tail?ticket=&after=`: SSE, one `frame` event per
 /// new frame (data: the timeline entry as JSON, id: the frame id), an `ended`
 /// event when the session is gone, keep-alive comments meanwhile. Lasts at most
-/// [`TAIL_LIFETIME`] and ends when the proxy shuts down.
+/// 10 minutes (`TAIL_LIFETIME`) and ends when the proxy shuts down.
 pub async fn tail(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -140,9 +140,10 @@ async fn last_frame_id(app: &AppState, id: &SessionId) -> Result<FrameId, ProxyE
     let mut after = FrameId::ZERO;
     loop {
         let page = app.store.read_frames(id, Some(after), POLL_FRAMES).await?;
+        // A page may be short of POLL_FRAMES (bounded by bytes): read on until
+        // one is empty.
         match page.last() {
-            Some(last) if page.len() == POLL_FRAMES => after = last.id,
-            Some(last) => return Ok(last.id),
+            Some(last) => after = last.id,
             None => return Ok(after),
         }
     }
