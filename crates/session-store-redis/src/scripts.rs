@@ -304,43 +304,64 @@ redis.call('HSET', KEYS[1], 'dk', prefix .. string.format('%d', n), 'fb', '0')
 return {'OK', string.format('%d', n)}
 "#;
 
-/// KEYS: meta, frames. ARGV: now, encoded frame, max_frames, ttl, max_life, append
-/// key, keys to remember, max_session_frame_bytes.
-/// The id follows `lfid`, not the stream's last entry, so it keeps increasing after
-/// the frames were deleted. A key already in `rk` means this append was stored
-/// before (its reply was lost): the stored id is returned and nothing is added.
+/// KEYS: meta, frames. ARGV: now, max_frames, ttl, max_life, keys to remember,
+/// max_session_frame_bytes, then one (append key, encoded frame) pair per frame,
+/// oldest first (at least one).
+/// Appends the batch: each frame's id follows `lfid` (not the stream's last
+/// entry, so ids keep increasing after the frames were deleted), all in this
+/// call's millisecond (`<now>-0`, `<now>-1`, ... or after `lfid` when the clock is
+/// behind it); `fc` grows by the batch's length, `fb` by its bytes; one trim
+/// after the batch leaves what trimming frame by frame would (the newest frame
+/// kept), with `tid` the newest id removed. Every frame's key is remembered in
+/// `rk`. The last frame's key already in `rk` means this batch was stored
+/// before (its reply was lost; the script is atomic, so all of it): its ids,
+/// consecutive in one millisecond, are returned and nothing is added.
+/// Replies `{'OK', expires_at, fc, {ids}}`.
 const APPEND: &str = r#"
 local now = tonumber(ARGV[1])
-local max_life = tonumber(ARGV[5])
+local max_life = tonumber(ARGV[4])
+local n = (#ARGV - 6) / 2
 local exp = redis.call('PEXPIRETIME', KEYS[1])
 if exp == -2 then return {'NOTFOUND'} end
 local f = redis.call('HMGET', KEYS[1], 'created', 'lfid', 'rk', 'fc', 'fb')
 local created = tonumber(f[1])
 if created == nil then return {'CORRUPT', 'created'} end
 if not live(exp, created, now, max_life) then return {'NOTFOUND'} end
-local lfid = f[2] or '0-0'
-local last_ms, last_seq = parse_id(lfid)
+local last_ms, last_seq = parse_id(f[2] or '0-0')
 if last_ms == nil or last_seq == nil then return {'CORRUPT', 'lfid'} end
 local rk = f[3] or ''
-local new_exp = string.format('%d', capped(now, tonumber(ARGV[4]), created, max_life))
-local id = recalled(rk, ARGV[6])
-if id ~= nil then
+local new_exp = string.format('%d', capped(now, tonumber(ARGV[3]), created, max_life))
+local ids = {}
+local seen = recalled(rk, ARGV[5 + 2 * n])
+if seen ~= nil then
+  local ms, seq = parse_id(seen)
+  if ms == nil or seq == nil then return {'CORRUPT', 'rk'} end
+  for i = 1, n do ids[i] = string.format('%d-%d', ms, seq - n + i) end
   redis.call('HSET', KEYS[1], 'last', ARGV[1])
   redis.call('PEXPIREAT', KEYS[1], new_exp)
   redis.call('PEXPIREAT', KEYS[2], new_exp)
-  return {'OK', id, new_exp, f[4] or '0'}
+  return {'OK', new_exp, f[4] or '0', ids}
 end
-if now > last_ms then
-  id = string.format('%d-0', now)
-else
-  id = string.format('%d-%d', last_ms, last_seq + 1)
+local keep = tonumber(ARGV[5])
+local fb = tonumber(f[5]) or 0
+for i = 1, n do
+  local body = ARGV[6 + 2 * i]
+  if now > last_ms then
+    last_ms = now
+    last_seq = 0
+  else
+    last_seq = last_seq + 1
+  end
+  local id = string.format('%d-%d', last_ms, last_seq)
+  redis.call('XADD', KEYS[2], id, 'f', body)
+  fb = fb + #body
+  rk = remember(rk, ARGV[5 + 2 * i], id, keep)
+  ids[i] = id
 end
-redis.call('XADD', KEYS[2], id, 'f', ARGV[2])
-local fb, removed = trim_frames(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[8]),
-  (tonumber(f[5]) or 0) + #ARGV[2], #ARGV[2])
-local fc = redis.call('HINCRBY', KEYS[1], 'fc', 1)
-local fields = {'last', ARGV[1], 'lfid', id, 'fb', string.format('%d', fb),
-  'rk', remember(rk, ARGV[6], id, tonumber(ARGV[7]))}
+local removed
+fb, removed = trim_frames(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[6]), fb, #ARGV[6 + 2 * n])
+local fc = redis.call('HINCRBY', KEYS[1], 'fc', n)
+local fields = {'last', ARGV[1], 'lfid', ids[n], 'fb', string.format('%d', fb), 'rk', rk}
 if removed ~= nil then
   table.insert(fields, 'tid')
   table.insert(fields, removed)
@@ -348,7 +369,7 @@ end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('PEXPIREAT', KEYS[1], new_exp)
 redis.call('PEXPIREAT', KEYS[2], new_exp)
-return {'OK', id, new_exp, fc}
+return {'OK', new_exp, fc, ids}
 "#;
 
 /// KEYS: meta, frames. ARGV: start (`-` or `(<id>`), most entries, most bytes.
