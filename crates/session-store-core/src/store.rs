@@ -148,20 +148,14 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// ids greater than `after` were removed (trimmed or deleted) before this
     /// read: [`FramePage::gap`] names the lost range, so a replay can tell its
     /// client it missed events. No gap is reported when `after` is `None`.
-    ///
-    /// The default reports no gap: it is for backends that never remove frames;
-    /// every backend that trims overrides it, and wrappers forward it.
+    /// Every backend implements it (there is no default: a backend that trims
+    /// must report what it trimmed), and wrappers forward it.
     async fn read_frames_page(
         &self,
         id: &SessionId,
         after: Option<FrameId>,
         limit: usize,
-    ) -> Result<FramePage> {
-        Ok(FramePage {
-            frames: self.read_frames(id, after, limit).await?,
-            gap: None,
-        })
-    }
+    ) -> Result<FramePage>;
 
     /// How many frames are stored for the session now (after trimming).
     async fn count_frames(&self, id: &SessionId) -> Result<u64>;
