@@ -55,7 +55,10 @@ pub fn create(f: &Arc<Fixture>) -> Vec<Spec> {
             .map_err(|e| e.to_string())
     });
     let peer = on(f, |f, t| async move {
+        // A fresh id: the peer's create of a taken id fails to parse the
+        // `SET NX` reply instead of picking another.
         let mut record = f.tasks[t].record.clone();
+        record.id = Default::default();
         f.peer
             .create(&mut record)
             .await
