@@ -92,6 +92,19 @@ impl SessionStore for MeteredStore {
         Ok(frame_id)
     }
 
+    /// Timed as one operation, `append_frames` (one store round trip for the
+    /// batch); every frame counts in the frames-appended metric.
+    async fn append_frames(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>> {
+        let directions: Vec<_> = frames.iter().map(|frame| frame.direction).collect();
+        let frame_ids = self
+            .timed("append_frames", self.inner.append_frames(id, frames))
+            .await?;
+        for direction in directions {
+            self.metrics.frame_appended(direction);
+        }
+        Ok(frame_ids)
+    }
+
     async fn read_frames(
         &self,
         id: &SessionId,

@@ -111,22 +111,26 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId>;
 
     /// Appends `frames` in order, as [`append_frame`](Self::append_frame) would one
-    /// after another, and returns their ids, ascending. A backend sends the batch in
-    /// one round trip where it can: a relay hands over the events that arrived
-    /// together and pays one store round trip for all of them. An empty batch
-    /// stores nothing and returns no ids.
+    /// after another, and returns their ids, ascending and greater than every
+    /// earlier id of this session. `frame_count` grows by the batch's length,
+    /// `last_activity` becomes now and the expiry slides; trimming by
+    /// `max_frames_per_session` and `max_session_frame_bytes` applies across the
+    /// batch as it would frame by frame (the newest frame is always kept, older
+    /// frames of the same batch may be trimmed). A backend sends the batch in one
+    /// round trip: a relay hands over the events that arrived together and pays
+    /// one store round trip for all of them.
     ///
-    /// Errors: as [`append_frame`](Self::append_frame); on an error a prefix of the
-    /// batch may have been stored (each frame is stored whole or not at all).
+    /// An empty batch stores nothing, returns no ids and asks the backend
+    /// nothing (it does not check that the session exists).
     ///
-    /// The default appends one frame at a time; backends override it.
-    async fn append_frames(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>> {
-        let mut ids = Vec::with_capacity(frames.len());
-        for frame in frames {
-            ids.push(self.append_frame(id, frame).await?);
-        }
-        Ok(ids)
-    }
+    /// Atomic for the errors the caller can act on: the batch is checked before
+    /// anything is stored, so [`InvalidInput`](crate::Error::InvalidInput) (a
+    /// frame anywhere in the batch exceeds `max_frame_bytes`) and
+    /// [`NotFound`](crate::Error::NotFound) (the session is gone) store nothing
+    /// of it. After [`Unavailable`](crate::Error::Unavailable) the ids are
+    /// unknown: a prefix of the batch may have been stored, each frame whole or
+    /// not at all.
+    async fn append_frames(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>>;
 
     /// Up to `limit` frames with ids greater than `after` (from the first when
     /// `None`), oldest first, together at most `max_read_bytes` (but at least
@@ -144,20 +148,14 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// ids greater than `after` were removed (trimmed or deleted) before this
     /// read: [`FramePage::gap`] names the lost range, so a replay can tell its
     /// client it missed events. No gap is reported when `after` is `None`.
-    ///
-    /// The default reports no gap: it is for backends that never remove frames;
-    /// every backend that trims overrides it, and wrappers forward it.
+    /// Every backend implements it (there is no default: a backend that trims
+    /// must report what it trimmed), and wrappers forward it.
     async fn read_frames_page(
         &self,
         id: &SessionId,
         after: Option<FrameId>,
         limit: usize,
-    ) -> Result<FramePage> {
-        Ok(FramePage {
-            frames: self.read_frames(id, after, limit).await?,
-            gap: None,
-        })
-    }
+    ) -> Result<FramePage>;
 
     /// How many frames are stored for the session now (after trimming).
     async fn count_frames(&self, id: &SessionId) -> Result<u64>;

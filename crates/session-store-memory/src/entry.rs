@@ -133,19 +133,23 @@ impl SessionEntry {
         Ok(self.with_times(state.session.clone()))
     }
 
-    /// Appends a frame at `now`, trims the oldest beyond the count and byte limits
-    /// (never the new one), and returns its id.
-    pub(crate) fn append_frame(
+    /// Appends `frames` in order at `now` under one lock, trims the oldest beyond
+    /// the count and byte limits (never the newest), and returns their ids.
+    pub(crate) fn append_frames(
         &self,
-        frame: Frame,
+        frames: Vec<Frame>,
         now: Timestamp,
         settings: &StoreSettings,
-    ) -> FrameId {
+    ) -> Vec<FrameId> {
         let mut state = self.state.lock();
-        let id = FrameId::next_after(state.last_frame_id, now);
-        state.last_frame_id = id;
-        state.frame_bytes = state.frame_bytes.saturating_add(frame_size(&frame));
-        state.frames.push_back(StoredFrame { id, frame });
+        let mut ids = Vec::with_capacity(frames.len());
+        for frame in frames {
+            let id = FrameId::next_after(state.last_frame_id, now);
+            state.last_frame_id = id;
+            state.frame_bytes = state.frame_bytes.saturating_add(frame_size(&frame));
+            state.frames.push_back(StoredFrame { id, frame });
+            ids.push(id);
+        }
         let keep = usize::try_from(settings.max_frames_per_session).unwrap_or(usize::MAX);
         while state.frames.len() > 1
             && (state.frames.len() > keep || state.frame_bytes > settings.max_session_frame_bytes)
@@ -155,11 +159,12 @@ impl SessionEntry {
                 state.removed_through = dropped.id;
             }
         }
-        state.session.frame_count = state.session.frame_count.saturating_add(1);
+        let added = u64::try_from(ids.len()).unwrap_or(u64::MAX);
+        state.session.frame_count = state.session.frame_count.saturating_add(added);
         // Inside the lock, so a reader never sees the new frame count with the old
         // activity time.
         self.mark_activity(now, settings);
-        id
+        ids
     }
 
     /// Up to `limit` frames with ids greater than `after`, oldest first, at most

@@ -277,9 +277,23 @@ impl SessionStore for MemoryStore {
     }
 
     async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId> {
-        self.settings.check_frame(&frame)?;
+        let ids = self.append_frames(id, vec![frame]).await?;
+        ids.first().copied().ok_or_else(|| {
+            Error::corrupt(format!("appending to session `{id}` returned no frame id"))
+        })
+    }
+
+    /// Checks every frame first, then appends them all under the session's
+    /// lock (one shard read lock, one session lock).
+    async fn append_frames(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>> {
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        for frame in &frames {
+            self.settings.check_frame(frame)?;
+        }
         self.with_live(id, |entry, now| {
-            Ok(entry.append_frame(frame, now, &self.settings))
+            Ok(entry.append_frames(frames, now, &self.settings))
         })
     }
 

@@ -9,7 +9,7 @@ use crate::AppendKey;
 use crate::{
     append_key::REMEMBERED_APPEND_KEYS,
     batch::{arg, num, raw, to_array, to_bytes, to_text, Batch},
-    sessions::{numbers, ok_values},
+    script_reply::{numbers, ok_values},
     RedisStore,
 };
 
@@ -31,7 +31,36 @@ impl RedisStore {
         frame: &Frame,
         key: &AppendKey,
     ) -> Result<FrameId> {
-        self.append(id, frame, key).await
+        let ids = self.append(id, std::iter::once((frame, key))).await?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| Error::corrupt(format!("append to session `{id}`: no frame id")))
+    }
+
+    /// Appends `frames` in order, each under its own key, with one `EVALSHA`
+    /// (see [`append_frames`](session_store_core::SessionStore::append_frames)).
+    /// Sending the same batch with the same keys again stores nothing new and
+    /// returns the first attempt's ids, as long as fewer than
+    /// [`REMEMBERED_APPEND_KEYS`](crate::REMEMBERED_APPEND_KEYS) other appends
+    /// reached the session in between.
+    ///
+    /// Errors as `append_frames`; InvalidInput also when `frames` and `keys`
+    /// differ in length.
+    pub async fn append_frames_with_keys(
+        &self,
+        id: &SessionId,
+        frames: &[Frame],
+        keys: &[AppendKey],
+    ) -> Result<Vec<FrameId>> {
+        if frames.len() != keys.len() {
+            return Err(Error::invalid_input(format!(
+                "{} frames need {} append keys, got {}",
+                frames.len(),
+                frames.len(),
+                keys.len()
+            )));
+        }
+        self.append(id, frames.iter().zip(keys)).await
     }
 
     /// A fresh append key from this store's generator, for callers that keep it
@@ -40,49 +69,66 @@ impl RedisStore {
         self.append_keys.next_key()
     }
 
-    pub(crate) async fn append(
+    /// Appends (frame, key) pairs with one `EVALSHA` of the append script. Every
+    /// frame is checked and encoded before anything is sent, so a frame over
+    /// `max_frame_bytes` stores nothing of the batch.
+    pub(crate) async fn append<'a>(
         &self,
         id: &SessionId,
-        frame: &Frame,
-        key: &AppendKey,
-    ) -> Result<FrameId> {
-        self.settings.check_frame(frame)?;
-        let encoded = codec::encode(frame)?;
+        batch: impl ExactSizeIterator<Item = (&'a Frame, &'a AppendKey)>,
+    ) -> Result<Vec<FrameId>> {
+        let count = batch.len();
+        if count == 0 {
+            return Ok(Vec::new());
+        }
         let now = self.now_ms();
+        let mut args = Vec::with_capacity(6 + 2 * count);
+        args.extend([
+            num(now),
+            num(self.settings.max_frames_per_session),
+            num(self.lifetime.ttl_ms),
+            num(self.lifetime.max_life_ms),
+            num(REMEMBERED_APPEND_KEYS as u64),
+            num(self.settings.max_session_frame_bytes),
+        ]);
+        for (frame, key) in batch {
+            self.settings.check_frame(frame)?;
+            args.push(arg(key.as_str()));
+            args.push(raw(codec::encode(frame)?));
+        }
         let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
-        let what = format!("append to `{meta}` and `{frames}`");
+        let what = format!("append of {count} frame(s) to `{meta}` and `{frames}`");
 
-        // The key makes the script safe to send again, so the batch is retried.
+        // The keys make the script safe to send again, so the batch is retried.
         // No index write: the expiry index lags (never leads) the real expiry;
         // purge and count re-file entries that come due.
         let mut batch = Batch::retry_safe();
-        let script = batch.push_script(
-            &self.scripts.append,
-            vec![meta.clone(), frames],
-            vec![
-                num(now),
-                raw(encoded),
-                num(self.settings.max_frames_per_session),
-                num(self.lifetime.ttl_ms),
-                num(self.lifetime.max_life_ms),
-                arg(key.as_str()),
-                num(REMEMBERED_APPEND_KEYS as u64),
-                num(self.settings.max_session_frame_bytes),
-            ],
-        );
+        let script = batch.push_script(&self.scripts.append, vec![meta.clone(), frames], args);
         let wait = self.push_replica_wait(&mut batch, &meta);
         let mut replies = self.run(&batch, &what).await?;
 
         let rest = ok_values(replies.take(script, &what)?, id, &meta, &what)?;
         self.check_replica_wait(&mut replies, wait, &what)?;
-        let mut rest = rest.into_iter();
-        let frame_id = rest
-            .next()
-            .and_then(to_text)
-            .ok_or_else(|| Error::corrupt(format!("{what}: script reply has no frame id")))?
-            .parse::<FrameId>()
-            .map_err(|e| Error::corrupt(format!("{what}: {e}")))?;
-        Ok(frame_id)
+        let ids = rest
+            .into_iter()
+            .nth(2)
+            .ok_or_else(|| Error::corrupt(format!("{what}: script reply has no frame ids")))?;
+        let ids = to_array(ids, &what)?
+            .into_iter()
+            .map(|frame_id| {
+                to_text(frame_id)
+                    .ok_or_else(|| Error::corrupt(format!("{what}: a frame id is not text")))?
+                    .parse::<FrameId>()
+                    .map_err(|e| Error::corrupt(format!("{what}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if ids.len() != count {
+            return Err(Error::corrupt(format!(
+                "{what}: script replied {} frame ids",
+                ids.len()
+            )));
+        }
+        Ok(ids)
     }
 
     /// A page of frames after `after` (see

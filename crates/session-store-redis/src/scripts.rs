@@ -28,31 +28,52 @@ local function capped(now, ttl, created, max_life)
 end
 "#;
 
-/// The `body` field in chunks of at most 64 bytes (`BODY_CHUNK`, Redis's default
+/// Long meta values in chunks of at most 64 bytes (Redis's default
 /// `hash-max-listpack-value`), so the meta hash keeps its compact listpack
-/// encoding: `body` holds the first chunk, `b2`..`bN` the rest and `bn` = N when
-/// N > 1. `body_fields` returns the field/value pairs for one `HSET`;
-/// `drop_chunks` removes the chunks (and `bn`) an older, longer body left.
+/// encoding: field `<first>` holds the first chunk, `<prefix>2`..`<prefix>N`
+/// the rest and `<prefix>n` = N when N > 1. The `body` is chunked as `body`,
+/// `b2`..`bN`, `bn`; the append keys as `rk`, `k2`..`kN`, `kn`. `chunk_fields`
+/// returns the field/value pairs for one `HSET`; `drop_chunk_fields` removes
+/// the chunks (and the count) an older, longer value left; `joined` reads a
+/// value back from its first chunk and count (already read) and the rest.
 const BODY: &str = r#"
-local function body_fields(body)
-  local n = math.max(1, math.ceil(#body / 64))
-  local out = {'body', string.sub(body, 1, 64)}
+local function chunk_fields(value, first, prefix)
+  local n = math.max(1, math.ceil(#value / 64))
+  local out = {first, string.sub(value, 1, 64)}
   for i = 2, n do
-    out[#out + 1] = 'b' .. string.format('%d', i)
-    out[#out + 1] = string.sub(body, (i - 1) * 64 + 1, i * 64)
+    out[#out + 1] = prefix .. string.format('%d', i)
+    out[#out + 1] = string.sub(value, (i - 1) * 64 + 1, i * 64)
   end
   if n > 1 then
-    out[#out + 1] = 'bn'
+    out[#out + 1] = prefix .. 'n'
     out[#out + 1] = string.format('%d', n)
   end
   return out, n
 end
-local function drop_chunks(key, n, old_n)
+local function drop_chunk_fields(key, prefix, n, old_n)
   if old_n <= n then return end
   local stale = {}
-  if n == 1 then stale[1] = 'bn' end
-  for i = n + 1, old_n do stale[#stale + 1] = 'b' .. string.format('%d', i) end
+  if n == 1 then stale[1] = prefix .. 'n' end
+  for i = n + 1, old_n do stale[#stale + 1] = prefix .. string.format('%d', i) end
   redis.call('HDEL', key, unpack(stale))
+end
+local function joined(key, prefix, head, count)
+  local n = tonumber(count) or 1
+  local value = head or ''
+  if n > 1 then
+    local names = {}
+    for i = 2, n do names[#names + 1] = prefix .. string.format('%d', i) end
+    for _, part in ipairs(redis.call('HMGET', key, unpack(names))) do
+      if part then value = value .. part end
+    end
+  end
+  return value, n
+end
+local function body_fields(body)
+  return chunk_fields(body, 'body', 'b')
+end
+local function drop_chunks(key, n, old_n)
+  drop_chunk_fields(key, 'b', n, old_n)
 end
 "#;
 
@@ -76,6 +97,11 @@ local function remember(rk, key, id, keep)
     if pos == nil then return list end
   end
   return string.sub(list, 1, pos)
+end
+local function keys_fields(key, rk, old_n)
+  local out, n = chunk_fields(rk, 'rk', 'k')
+  drop_chunk_fields(key, 'k', n, old_n)
+  return out
 end
 local function parse_id(text)
   local dash = string.find(text, '-', 1, true)
@@ -304,51 +330,75 @@ redis.call('HSET', KEYS[1], 'dk', prefix .. string.format('%d', n), 'fb', '0')
 return {'OK', string.format('%d', n)}
 "#;
 
-/// KEYS: meta, frames. ARGV: now, encoded frame, max_frames, ttl, max_life, append
-/// key, keys to remember, max_session_frame_bytes.
-/// The id follows `lfid`, not the stream's last entry, so it keeps increasing after
-/// the frames were deleted. A key already in `rk` means this append was stored
-/// before (its reply was lost): the stored id is returned and nothing is added.
+/// KEYS: meta, frames. ARGV: now, max_frames, ttl, max_life, keys to remember,
+/// max_session_frame_bytes, then one (append key, encoded frame) pair per frame,
+/// oldest first (at least one).
+/// Appends the batch: each frame's id follows `lfid` (not the stream's last
+/// entry, so ids keep increasing after the frames were deleted), all in this
+/// call's millisecond (`<now>-0`, `<now>-1`, ... or after `lfid` when the clock is
+/// behind it); `fc` grows by the batch's length, `fb` by its bytes; one trim
+/// after the batch leaves what trimming frame by frame would (the newest frame
+/// kept), with `tid` the newest id removed. Every frame's key is remembered in
+/// `rk`. The last frame's key already in `rk` means this batch was stored
+/// before (its reply was lost; the script is atomic, so all of it): its ids,
+/// consecutive in one millisecond, are returned and nothing is added.
+/// Replies `{'OK', expires_at, fc, {ids}}`.
 const APPEND: &str = r#"
 local now = tonumber(ARGV[1])
-local max_life = tonumber(ARGV[5])
+local max_life = tonumber(ARGV[4])
+local n = (#ARGV - 6) / 2
 local exp = redis.call('PEXPIRETIME', KEYS[1])
 if exp == -2 then return {'NOTFOUND'} end
-local f = redis.call('HMGET', KEYS[1], 'created', 'lfid', 'rk', 'fc', 'fb')
+local f = redis.call('HMGET', KEYS[1], 'created', 'lfid', 'rk', 'fc', 'fb', 'kn')
 local created = tonumber(f[1])
 if created == nil then return {'CORRUPT', 'created'} end
 if not live(exp, created, now, max_life) then return {'NOTFOUND'} end
-local lfid = f[2] or '0-0'
-local last_ms, last_seq = parse_id(lfid)
+local last_ms, last_seq = parse_id(f[2] or '0-0')
 if last_ms == nil or last_seq == nil then return {'CORRUPT', 'lfid'} end
-local rk = f[3] or ''
-local new_exp = string.format('%d', capped(now, tonumber(ARGV[4]), created, max_life))
-local id = recalled(rk, ARGV[6])
-if id ~= nil then
+local rk, rk_chunks = joined(KEYS[1], 'k', f[3], f[6])
+local new_exp = string.format('%d', capped(now, tonumber(ARGV[3]), created, max_life))
+local ids = {}
+local seen = recalled(rk, ARGV[5 + 2 * n])
+if seen ~= nil then
+  local ms, seq = parse_id(seen)
+  if ms == nil or seq == nil then return {'CORRUPT', 'rk'} end
+  for i = 1, n do ids[i] = string.format('%d-%d', ms, seq - n + i) end
   redis.call('HSET', KEYS[1], 'last', ARGV[1])
   redis.call('PEXPIREAT', KEYS[1], new_exp)
   redis.call('PEXPIREAT', KEYS[2], new_exp)
-  return {'OK', id, new_exp, f[4] or '0'}
+  return {'OK', new_exp, f[4] or '0', ids}
 end
-if now > last_ms then
-  id = string.format('%d-0', now)
-else
-  id = string.format('%d-%d', last_ms, last_seq + 1)
+local keep = tonumber(ARGV[5])
+local fb = tonumber(f[5]) or 0
+for i = 1, n do
+  local body = ARGV[6 + 2 * i]
+  if now > last_ms then
+    last_ms = now
+    last_seq = 0
+  else
+    last_seq = last_seq + 1
+  end
+  local id = string.format('%d-%d', last_ms, last_seq)
+  redis.call('XADD', KEYS[2], id, 'f', body)
+  fb = fb + #body
+  rk = remember(rk, ARGV[5 + 2 * i], id, keep)
+  ids[i] = id
 end
-redis.call('XADD', KEYS[2], id, 'f', ARGV[2])
-local fb, removed = trim_frames(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[8]),
-  (tonumber(f[5]) or 0) + #ARGV[2], #ARGV[2])
-local fc = redis.call('HINCRBY', KEYS[1], 'fc', 1)
-local fields = {'last', ARGV[1], 'lfid', id, 'fb', string.format('%d', fb),
-  'rk', remember(rk, ARGV[6], id, tonumber(ARGV[7]))}
+local removed
+fb, removed = trim_frames(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[6]), fb, #ARGV[6 + 2 * n])
+local fc = redis.call('HINCRBY', KEYS[1], 'fc', n)
+local fields = keys_fields(KEYS[1], rk, rk_chunks)
+for _, v in ipairs({'last', ARGV[1], 'lfid', ids[n], 'fb', string.format('%d', fb)}) do
+  fields[#fields + 1] = v
+end
 if removed ~= nil then
-  table.insert(fields, 'tid')
-  table.insert(fields, removed)
+  fields[#fields + 1] = 'tid'
+  fields[#fields + 1] = removed
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('PEXPIREAT', KEYS[1], new_exp)
 redis.call('PEXPIREAT', KEYS[2], new_exp)
-return {'OK', id, new_exp, fc}
+return {'OK', new_exp, fc, ids}
 "#;
 
 /// KEYS: meta, frames. ARGV: start (`-` or `(<id>`), most entries, most bytes.
@@ -444,13 +494,13 @@ elseif ARGV[14] == '1' and ARGV[8] == '1' then
     conflict = string.format('%d', rev)
   end
 end
-local f = redis.call('HMGET', KEYS[1], 'lfid', 'rk', 'last', 'fb', 'tid')
+local f = redis.call('HMGET', KEYS[1], 'lfid', 'rk', 'last', 'fb', 'tid', 'kn')
 local fb = tonumber(f[4]) or 0
 local tid = f[5] or '0-0'
 local last_ms, last_seq = parse_id(f[1] or '0-0')
 if last_ms == nil or last_seq == nil then return {'CORRUPT', 'lfid'} end
 local top_ms, top_seq = last_ms, last_seq
-local rk = f[2] or ''
+local rk, rk_chunks = joined(KEYS[1], 'k', f[2], f[6])
 local added, skipped, interleaved = 0, 0, 0
 local ids = {}
 for i = 19, #ARGV, 3 do
@@ -507,8 +557,12 @@ end
 local last = tonumber(f[3]) or 0
 if tonumber(ARGV[11]) > last then last = tonumber(ARGV[11]) end
 if outcome == 'MERGED' and ARGV[16] == '1' then redis.call('HINCRBY', KEYS[1], 'fc', added) end
-redis.call('HSET', KEYS[1], 'last', string.format('%d', last), 'rk', rk,
-  'lfid', string.format('%d-%d', top_ms, top_seq), 'fb', string.format('%d', fb), 'tid', tid)
+local fields = keys_fields(KEYS[1], rk, rk_chunks)
+for _, v in ipairs({'last', string.format('%d', last), 'lfid', string.format('%d-%d', top_ms, top_seq),
+    'fb', string.format('%d', fb), 'tid', tid}) do
+  fields[#fields + 1] = v
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 local new_exp = tonumber(ARGV[13])
 if exp > new_exp then new_exp = exp end
 new_exp = string.format('%d', new_exp)

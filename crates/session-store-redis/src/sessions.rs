@@ -13,7 +13,7 @@ use crate::{
 };
 
 // Where frames.rs finds them; their home is `script_reply`.
-pub(crate) use crate::script_reply::{numbers, ok_values};
+use crate::script_reply::numbers;
 
 impl RedisStore {
     pub(crate) async fn create_session(&self, new: NewSession) -> Result<Session> {

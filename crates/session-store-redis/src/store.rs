@@ -432,7 +432,15 @@ impl SessionStore for RedisStore {
     /// retries never store the frame twice.
     async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId> {
         let key = self.append_keys.next_key();
-        self.append(id, &frame, &key).await
+        self.append_frame_with_key(id, &frame, &key).await
+    }
+
+    /// One `EVALSHA` for the whole batch, each frame under a fresh
+    /// [`AppendKey`](crate::AppendKey), so the store's own retries never store
+    /// the batch twice.
+    async fn append_frames(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>> {
+        let keys: Vec<_> = frames.iter().map(|_| self.append_keys.next_key()).collect();
+        self.append(id, frames.iter().zip(&keys)).await
     }
 
     async fn read_frames(

@@ -92,6 +92,56 @@ async fn append_sent_twice_with_one_key_is_stored_once_with_one_id() {
 
 #[tokio::test]
 #[ignore = "needs Redis: cargo xtask integration"]
+async fn a_batch_sent_twice_with_its_keys_is_stored_once_with_its_ids() {
+    let (store, clock) = store().await;
+    let id = SessionId::random().unwrap();
+    store.create(NewSession::new(id.clone())).await.unwrap();
+    store
+        .append_frame(&id, frame(&clock, "before"))
+        .await
+        .unwrap();
+    // Longer than the remembered keys: the repeat is told by the last frame's key.
+    let count = REMEMBERED_APPEND_KEYS + 3;
+    let frames: Vec<Frame> = (0..count)
+        .map(|n| frame(&clock, &format!("batch {n}")))
+        .collect();
+    let keys: Vec<AppendKey> = frames.iter().map(|_| store.new_append_key()).collect();
+    let first = store
+        .append_frames_with_keys(&id, &frames, &keys)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_millis(5));
+    let again = store
+        .append_frames_with_keys(&id, &frames, &keys)
+        .await
+        .unwrap();
+    println!("batch ids {first:?}");
+    assert_eq!(first, again, "the repeat returns the stored ids");
+    assert_eq!(store.count_frames(&id).await.unwrap(), 1 + count as u64);
+    assert_eq!(store.get(&id).await.unwrap().frame_count, 1 + count as u64);
+    let stored = payloads(&store, &id).await;
+    assert_eq!(
+        stored[1..].iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        first
+    );
+    // The keys of the batch's newest frames are remembered one by one (what a
+    // fallback write-back of one of those frames looks up).
+    let last = count - 1;
+    let single = store
+        .append_frame_with_key(&id, &frames[last], &keys[last])
+        .await
+        .unwrap();
+    assert_eq!(single, first[last]);
+    assert!(matches!(
+        store
+            .append_frames_with_keys(&id, &frames, &keys[1..])
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
 async fn a_key_is_remembered_across_the_documented_number_of_other_appends() {
     let (store, clock) = store().await;
     let id = SessionId::random().unwrap();

@@ -126,6 +126,70 @@ async fn an_idle_session_meta_stays_a_listpack_within_400_bytes() {
 
 #[tokio::test]
 #[ignore = "needs Redis: cargo xtask integration"]
+async fn a_session_with_frames_keeps_a_listpack_meta_and_its_append_keys() {
+    use session_store_core::{Direction, Frame};
+    let (store, client, clock, prefix) = store_and_client().await;
+    let id = SessionId::random().unwrap();
+    let (before, _) = meta_footprint(&store, &client, &prefix, idle(&id)).await;
+    let frame = |n: usize| {
+        Frame::new(
+            Direction::ServerToClient,
+            clock.now(),
+            format!("{{\"n\":{n}}}").into_bytes(),
+        )
+    };
+    let meta = meta_key(&prefix, &id);
+    let key = store.new_append_key();
+    let first = store
+        .append_frame_with_key(&id, &frame(0), &key)
+        .await
+        .unwrap();
+    for n in 1..30 {
+        if n % 10 == 0 {
+            store
+                .append_frames(&id, (0..5).map(frame).collect())
+                .await
+                .unwrap();
+        } else {
+            store.append_frame(&id, frame(n)).await.unwrap();
+        }
+    }
+    let usage = match raw(&client, "MEMORY", vec![text("USAGE"), text(&meta)]).await {
+        Value::Integer(n) => n,
+        other => panic!("MEMORY USAGE: {other:?}"),
+    };
+    let encoding = raw(&client, "OBJECT", vec![text("ENCODING"), text(&meta)]).await;
+    println!(
+        "session with 38 frames appended: meta MEMORY USAGE {usage} B ({before} B idle), \
+         {encoding:?}"
+    );
+    assert_eq!(
+        encoding.as_string().as_deref(),
+        Some("listpack"),
+        "the append keys are chunked like the body"
+    );
+    // The newest keys are still recognised after the list was chunked and
+    // trimmed; the first key was pushed out by the appends since.
+    let last_key = store.new_append_key();
+    let last = store
+        .append_frame_with_key(&id, &frame(99), &last_key)
+        .await
+        .unwrap();
+    let again = store
+        .append_frame_with_key(&id, &frame(99), &last_key)
+        .await
+        .unwrap();
+    assert_eq!(again, last, "a repeated key answers the stored id");
+    let forgotten = store
+        .append_frame_with_key(&id, &frame(0), &key)
+        .await
+        .unwrap();
+    assert!(forgotten > first, "a key pushed out is a new append");
+    assert_eq!(store.get(&id).await.unwrap().frame_count, 40);
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
 async fn a_body_that_shrinks_or_grows_across_chunks_reads_back_whole() {
     let (store, client, _clock, prefix) = store_and_client().await;
     let id = SessionId::random().unwrap();

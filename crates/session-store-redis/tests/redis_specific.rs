@@ -530,6 +530,26 @@ async fn each_operation_sends_the_documented_commands() {
             ]),
         ),
         (
+            "append_frames",
+            measure(&client, async {
+                let batch = (0..10).map(|_| frame(&clock)).collect();
+                store.append_frames(&id, batch).await.unwrap()
+            })
+            .await,
+            // a batch of 10 frames: sent: one EVALSHA; in the script:
+            // PEXPIRETIME, HMGET, 10 XADD, one XLEN, HINCRBY, HSET, 2 PEXPIREAT
+            calls(&[
+                ("evalsha", 1),
+                ("pexpiretime", 1),
+                ("hmget", 1),
+                ("xadd", 10),
+                ("xlen", 1),
+                ("hincrby", 1),
+                ("hset", 1),
+                ("pexpireat", 2),
+            ]),
+        ),
+        (
             "read_frames",
             measure(&client, async {
                 store.read_frames(&id, None, 10).await.unwrap()

@@ -19,9 +19,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use session_store::{
     BreakerState, Clock, Cursor, Direction, Error, FallbackPrimary, FallbackSettings,
-    FallbackStore, Frame, FrameId, Health, KvCondition, KvEntry, KvKey, KvPut, ManualClock,
-    MemoryStore, NewSession, Page, Result, Session, SessionId, SessionStore, StoreSettings,
-    StoredFrame,
+    FallbackStore, Frame, FrameId, FramePage, Health, KvCondition, KvEntry, KvKey, KvPut,
+    ManualClock, MemoryStore, NewSession, Page, Result, Session, SessionId, SessionStore,
+    StoreSettings, StoredFrame,
 };
 use session_store_core::testing::{behaviours, StoreFactory};
 use session_store_redis::{AppendKey, AppendKeys, SessionWriteBack, WriteBackReport};
@@ -120,6 +120,10 @@ impl SessionStore for SwitchablePrimary {
         self.check()?;
         self.store.append_frame(id, frame).await
     }
+    async fn append_frames(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>> {
+        self.check()?;
+        self.store.append_frames(id, frames).await
+    }
     async fn read_frames(
         &self,
         id: &SessionId,
@@ -128,6 +132,15 @@ impl SessionStore for SwitchablePrimary {
     ) -> Result<Vec<StoredFrame>> {
         self.check()?;
         self.store.read_frames(id, after, limit).await
+    }
+    async fn read_frames_page(
+        &self,
+        id: &SessionId,
+        after: Option<FrameId>,
+        limit: usize,
+    ) -> Result<FramePage> {
+        self.check()?;
+        self.store.read_frames_page(id, after, limit).await
     }
     async fn count_frames(&self, id: &SessionId) -> Result<u64> {
         self.check()?;
@@ -177,6 +190,14 @@ impl FallbackPrimary for SwitchablePrimary {
         _key: &AppendKey,
     ) -> Result<FrameId> {
         self.append_frame(id, frame.clone()).await
+    }
+    async fn append_frames_with_keys(
+        &self,
+        id: &SessionId,
+        frames: &[Frame],
+        _keys: &[AppendKey],
+    ) -> Result<Vec<FrameId>> {
+        self.append_frames(id, frames.to_vec()).await
     }
     async fn write_back(&self, write_back: &SessionWriteBack) -> Result<WriteBackReport> {
         self.check()?;
@@ -764,6 +785,12 @@ while_open! {
     read_frames_after_id_with_limit_pages_without_gaps
     concurrent_appends_get_unique_increasing_ids_and_exact_count
     frames_are_trimmed_to_max_frames_per_session
+    append_frames_returns_ascending_ids_after_earlier_ones_and_bumps_frame_count
+    append_frames_reads_back_equal_and_in_order
+    append_frames_trims_across_the_batch_by_count
+    append_frames_trims_across_the_batch_by_bytes
+    append_frames_of_an_empty_batch_stores_nothing
+    append_frames_with_an_oversized_frame_is_invalid_input_and_stores_nothing
     frames_beyond_max_session_frame_bytes_are_trimmed_oldest_first
     read_frames_pages_are_bounded_by_max_read_bytes
     a_frame_larger_than_max_read_bytes_is_read_alone

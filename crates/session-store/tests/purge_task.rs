@@ -13,9 +13,9 @@ use std::{
 
 use async_trait::async_trait;
 use session_store::{
-    build_with_clock, Cursor, Error, Frame, FrameId, Health, KvCondition, KvEntry, KvKey, KvPut,
-    ManualClock, NewSession, Page, PurgeTask, Result, Session, SessionId, SessionStore,
-    StorageConfig, StoredFrame,
+    build_with_clock, Cursor, Error, Frame, FrameId, FramePage, Health, KvCondition, KvEntry,
+    KvKey, KvPut, ManualClock, NewSession, Page, PurgeTask, Result, Session, SessionId,
+    SessionStore, StorageConfig, StoredFrame,
 };
 use tokio::sync::mpsc;
 
@@ -59,6 +59,9 @@ impl SessionStore for ObservedStore {
     async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId> {
         self.inner.append_frame(id, frame).await
     }
+    async fn append_frames(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>> {
+        self.inner.append_frames(id, frames).await
+    }
     async fn read_frames(
         &self,
         id: &SessionId,
@@ -66,6 +69,14 @@ impl SessionStore for ObservedStore {
         limit: usize,
     ) -> Result<Vec<StoredFrame>> {
         self.inner.read_frames(id, after, limit).await
+    }
+    async fn read_frames_page(
+        &self,
+        id: &SessionId,
+        after: Option<FrameId>,
+        limit: usize,
+    ) -> Result<FramePage> {
+        self.inner.read_frames_page(id, after, limit).await
     }
     async fn count_frames(&self, id: &SessionId) -> Result<u64> {
         self.inner.count_frames(id).await

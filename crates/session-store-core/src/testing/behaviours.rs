@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+pub use super::batch::*;
 pub use super::budget::*;
 pub use super::kv::*;
 use super::{suite_settings, StoreFactory};

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 
 use crate::{ManualClock, SessionStore, StoreSettings};
 
+pub mod batch;
 pub mod behaviours;
 pub mod budget;
 pub mod kv;
@@ -103,6 +104,13 @@ macro_rules! __conformance_tests_for {
             read_frames_of_missing_session_is_not_found
             concurrent_appends_get_unique_increasing_ids_and_exact_count
             frames_are_trimmed_to_max_frames_per_session
+            append_frames_returns_ascending_ids_after_earlier_ones_and_bumps_frame_count
+            append_frames_reads_back_equal_and_in_order
+            append_frames_trims_across_the_batch_by_count
+            append_frames_trims_across_the_batch_by_bytes
+            append_frames_of_an_empty_batch_stores_nothing
+            append_frames_to_a_missing_session_is_not_found_and_stores_nothing
+            append_frames_with_an_oversized_frame_is_invalid_input_and_stores_nothing
             delete_frames_keeps_session_and_ids_keep_increasing
             count_frames_of_missing_session_is_not_found
             frames_beyond_max_session_frame_bytes_are_trimmed_oldest_first

@@ -5,12 +5,17 @@ pub mod ops;
 pub mod report;
 pub mod rows;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use fred::clients::Pool;
 use session_store_core::{
-    codec, Direction, Frame, NewSession, SessionId, SessionStore, StoreSettings, SystemClock,
+    codec, Direction, Frame, NewSession, Session, SessionId, SessionStore, StoreSettings,
+    SystemClock,
 };
 use session_store_redis::{RedisConfig, RedisStore, Topology};
 use time::OffsetDateTime;
@@ -27,6 +32,8 @@ pub const PAYLOAD_BYTES: usize = 1024;
 pub const FRAMES_PER_SESSION: usize = 100;
 /// Frame cap, so 64 appending sessions reach the append-and-trim steady state.
 pub const MAX_FRAMES: u64 = 1_000;
+/// Frames of one `append_frames` row's batch.
+pub const BATCH: usize = 8;
 /// Index shards, as `RedisConfig::default()`.
 pub const INDEX_SHARDS: u16 = 16;
 pub const TTL: Duration = Duration::from_secs(3_600);
@@ -44,6 +51,9 @@ pub struct TaskKeys {
     pub stream: String,
     /// The peer's record.
     pub record: Record,
+    /// The session as last stored, for the update rows (only this task
+    /// updates it, so its revision is always current).
+    pub session: Mutex<Session>,
 }
 
 /// Everything the rows of one pool size share.
@@ -63,6 +73,8 @@ pub struct Fixture {
     pub touch_sha: String,
     pub ttl_ms: u64,
     pub max_life_ms: u64,
+    /// The store's `max_session_frame_bytes`, as its append sends it.
+    pub max_session_frame_bytes: u64,
 }
 
 impl Fixture {
@@ -78,6 +90,7 @@ impl Fixture {
         let max_life_ms = settings
             .max_lifetime
             .map_or(0, session_store_core::duration_millis);
+        let max_session_frame_bytes = settings.max_session_frame_bytes;
         let config = RedisConfig {
             topology: Topology::Standalone {
                 url: url.to_owned(),
@@ -105,8 +118,8 @@ impl Fixture {
         let mut tasks = Vec::with_capacity(TASKS);
         for task in 0..TASKS {
             let id = SessionId::random().map_err(|e| format!("session id: {e}"))?;
-            store
-                .create(NewSession::new(id.clone()).with_protocol_version("2025-06-18"))
+            let session = store
+                .create(new_session(id.clone()))
                 .await
                 .map_err(|e| format!("create: {e}"))?;
             let mut record = Record {
@@ -137,6 +150,7 @@ impl Fixture {
                 string,
                 id,
                 record,
+                session: Mutex::new(session),
             });
         }
         let store = Arc::new(store);
@@ -159,8 +173,17 @@ impl Fixture {
             touch_sha,
             ttl_ms: session_store_core::duration_millis(TTL),
             max_life_ms,
+            max_session_frame_bytes,
         })
     }
+}
+
+/// A session as the rows create it: a protocol version and client info, as
+/// the proxy's.
+pub fn new_session(id: SessionId) -> NewSession {
+    let mut new = NewSession::new(id).with_protocol_version("2025-06-18");
+    new.client_info = Some(serde_json::json!({"name": "bench-client", "version": "1.0.0"}));
+    new
 }
 
 /// Appends `FRAMES_PER_SESSION` frames to every session, all sessions at once.

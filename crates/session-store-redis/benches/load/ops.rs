@@ -13,20 +13,35 @@ use crate::common::measure::{operation, Operation};
 /// The store operation a row belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
+    Create,
     Get,
     Touch,
+    Update,
     Append,
+    /// `append_frames` of [`BATCH`](super::BATCH) frames.
+    AppendBatch,
     Read,
 }
 
 impl Op {
-    pub const ALL: [Op; 4] = [Op::Get, Op::Touch, Op::Append, Op::Read];
+    pub const ALL: [Op; 7] = [
+        Op::Create,
+        Op::Get,
+        Op::Touch,
+        Op::Update,
+        Op::Append,
+        Op::AppendBatch,
+        Op::Read,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
+            Op::Create => "create",
             Op::Get => "get",
             Op::Touch => "touch",
+            Op::Update => "update",
             Op::Append => "append 1 KiB",
+            Op::AppendBatch => "append_frames 8",
             Op::Read => "read 100 frames",
         }
     }

@@ -4,10 +4,11 @@
 //!
 //! The raw rows mirror `src/store.rs` `send`: one pipeline on the pool's next
 //! client with the store's options, each command typed when `src/typed.rs` has a
-//! typed form for it (`PEXPIRETIME`, `HGET`, `ZADD`), else `custom` (`EVALSHA`,
+//! typed form for it (`PEXPIRETIME`, `HGET`), else `custom` (`EVALSHA`,
 //! `XRANGE`). get and touch are one `EVALSHA` each, of copies of the store's
 //! scripts (`Fixture::get_sha`, `touch_sha`); their previous forms (two and four
-//! commands) stay as historical rows.
+//! commands) stay as historical rows. append and `append_frames` are one
+//! `EVALSHA` of the store's own append script, with one or [`BATCH`] frames.
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -15,22 +16,21 @@ use std::sync::{
 };
 
 use fred::{
-    interfaces::{
-        ClientLike, HashesInterface, KeysInterface, SortedSetsInterface, StreamsInterface,
-    },
-    types::{ClusterHash, SetOptions, Value},
+    interfaces::{ClientLike, HashesInterface, KeysInterface, StreamsInterface},
+    types::{ClusterHash, Value},
 };
-use session_store_core::SessionStore;
+use session_store_core::{SessionId, SessionStore};
 use session_store_redis::REMEMBERED_APPEND_KEYS;
 use tower_sessions_core::SessionStore as _;
 
 use super::{
+    new_session,
     ops::{now_ms, on, spec, Op, Spec, Variant},
-    Fixture, TaskKeys, FRAMES_PER_SESSION, MAX_FRAMES,
+    Fixture, TaskKeys, BATCH, FRAMES_PER_SESSION, MAX_FRAMES,
 };
 use crate::common::raw::{self, number, store_options, store_pipeline, text, Command};
 
-/// Append keys the raw append sends (`ARGV[6]`), each used once as the store's are.
+/// Append keys the raw append sends, each used once as the store's are.
 static APPEND_KEY: AtomicU64 = AtomicU64::new(1);
 
 fn queueing(error: fred::error::Error) -> String {
@@ -40,6 +40,66 @@ fn queueing(error: fred::error::Error) -> String {
 /// Milliseconds as the `i64` fred's typed `PEXPIREAT` takes.
 fn at(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// `create` of a new session with a protocol version and client info; the
+/// peer's `create` of a record of 1 KiB. No raw row: the store's create body
+/// encoding is internal.
+pub fn create(f: &Arc<Fixture>) -> Vec<Spec> {
+    let ours = on(f, |f, _| async move {
+        let id = SessionId::random().map_err(|e| e.to_string())?;
+        f.store
+            .create(new_session(id))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    let peer = on(f, |f, t| async move {
+        // A fresh id: the peer's create of a taken id fails to parse the
+        // `SET NX` reply instead of picking another.
+        let mut record = f.tasks[t].record.clone();
+        record.id = Default::default();
+        f.peer
+            .create(&mut record)
+            .await
+            .map_err(|e| format!("peer create: {e}"))
+    });
+    vec![
+        spec(Op::Create, Variant::Ours, "create", ours),
+        spec(Op::Create, Variant::Peer, "peer create 1 KiB", peer),
+    ]
+}
+
+/// `update` of the task's own session (its stored revision, so never a
+/// Conflict); the peer's `save` is its only write. No raw row, as create.
+pub fn update(f: &Arc<Fixture>) -> Vec<Spec> {
+    let ours = on(f, |f, t| async move {
+        let keys = &f.tasks[t];
+        let mut session = keys
+            .session
+            .lock()
+            .map_err(|_| "session lock poisoned".to_owned())?
+            .clone();
+        session
+            .tags
+            .insert("bench".to_owned(), session.revision.to_string());
+        let stored = f.store.update(&session).await.map_err(|e| e.to_string())?;
+        *keys
+            .session
+            .lock()
+            .map_err(|_| "session lock poisoned".to_owned())? = stored;
+        Ok(())
+    });
+    let peer = on(f, |f, t| async move {
+        f.peer
+            .save(&f.tasks[t].record)
+            .await
+            .map_err(|e| format!("peer save: {e}"))
+    });
+    vec![
+        spec(Op::Update, Variant::Ours, "update (a tag)", ours),
+        spec(Op::Update, Variant::Peer, "peer save 1 KiB", peer),
+    ]
 }
 
 pub fn get(f: &Arc<Fixture>) -> Vec<Spec> {
@@ -237,53 +297,34 @@ pub fn touch(f: &Arc<Fixture>) -> Vec<Spec> {
     ]
 }
 
-/// The store's append: `EVALSHA` of its append script (always `custom`: fred
-/// flushes `EVALSHA` anyway) and `ZADD XX` of the expiry index, typed or `custom`.
-async fn raw_append(f: Arc<Fixture>, t: usize, typed_zadd: bool) -> Result<(), String> {
+/// The store's append of `count` frames: one `EVALSHA` of its append script
+/// (always `custom`: fred flushes `EVALSHA` anyway) with `count` (key, frame)
+/// pairs, each key used once as the store's are. No index write, as the store.
+async fn raw_append(f: Arc<Fixture>, t: usize, count: usize) -> Result<(), String> {
     let keys = &f.tasks[t];
-    let now = now_ms();
-    let sliding = now + f.ttl_ms;
     let p = store_pipeline(&f.raw);
     let slot = ClusterHash::Custom(fred::util::redis_keyslot(keys.meta.as_bytes()));
-    let script_args = vec![
+    let mut script_args = vec![
         text(&f.append_sha),
         number(2),
         text(&keys.meta),
         text(&keys.frames),
-        number(now),
-        Value::Bytes(f.encoded_frame.clone()),
+        number(now_ms()),
         number(MAX_FRAMES),
         number(f.ttl_ms),
         number(f.max_life_ms),
-        text(format!(
+        number(REMEMBERED_APPEND_KEYS as u64),
+        number(f.max_session_frame_bytes),
+    ];
+    for _ in 0..count {
+        script_args.push(text(format!(
             "{:016x}",
             APPEND_KEY.fetch_add(1, Ordering::Relaxed)
-        )),
-        number(REMEMBERED_APPEND_KEYS as u64),
-    ];
-    raw::queue_custom(&p, slot, ("EVALSHA", script_args)).await?;
-    if typed_zadd {
-        let _: Value = p
-            .zadd(
-                &keys.index,
-                Some(SetOptions::XX),
-                None,
-                false,
-                false,
-                (sliding as f64, keys.id.as_str()),
-            )
-            .await
-            .map_err(queueing)?;
-    } else {
-        let zadd = vec![
-            text(&keys.index),
-            text("XX"),
-            number(sliding),
-            text(keys.id.as_str()),
-        ];
-        raw::queue_custom(&p, ClusterHash::FirstKey, ("ZADD", zadd)).await?;
+        )));
+        script_args.push(Value::Bytes(f.encoded_frame.clone()));
     }
-    let replies = raw::send(p, 2, "append").await?;
+    raw::queue_custom(&p, slot, ("EVALSHA", script_args)).await?;
+    let replies = raw::send(p, 1, "append").await?;
     match replies.first() {
         Some(Value::Array(reply))
             if reply.first().and_then(|v| v.as_str()).as_deref() == Some("OK") =>
@@ -302,8 +343,7 @@ pub fn append(f: &Arc<Fixture>) -> Vec<Spec> {
             .map(drop)
             .map_err(|e| e.to_string())
     });
-    let raw = on(f, |f, t| raw_append(f, t, true));
-    let custom = on(f, |f, t| raw_append(f, t, false));
+    let raw = on(f, |f, t| raw_append(f, t, 1));
     let floor = on(f, |f, t| async move {
         let _: Value = f
             .raw
@@ -322,19 +362,57 @@ pub fn append(f: &Arc<Fixture>) -> Vec<Spec> {
     });
     vec![
         spec(Op::Append, Variant::Ours, "append 1 KiB", ours),
+        spec(Op::Append, Variant::Raw, "raw EVALSHA append", raw),
+        spec(Op::Append, Variant::Floor, "floor XADD 1 KiB", floor),
+    ]
+}
+
+/// `append_frames` of [`BATCH`] frames of 1 KiB: one round trip per batch
+/// (rows count batches; frames/s is `BATCH` times that).
+pub fn append_batch(f: &Arc<Fixture>) -> Vec<Spec> {
+    let ours = on(f, |f, t| async move {
+        let frames = vec![f.frame.clone(); BATCH];
+        let ids = f
+            .store
+            .append_frames(&f.tasks[t].id, frames)
+            .await
+            .map_err(|e| e.to_string())?;
+        if ids.len() == BATCH {
+            Ok(())
+        } else {
+            Err(format!("append_frames returned {} ids", ids.len()))
+        }
+    });
+    let raw = on(f, |f, t| raw_append(f, t, BATCH));
+    // What a relay paid before `append_frames`: one awaited append per frame.
+    let one_by_one = on(f, |f, t| async move {
+        for _ in 0..BATCH {
+            f.store
+                .append_frame(&f.tasks[t].id, f.frame.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    });
+    vec![
         spec(
-            Op::Append,
+            Op::AppendBatch,
+            Variant::Ours,
+            "append_frames 8 x 1 KiB",
+            ours,
+        ),
+        spec(
+            Op::AppendBatch,
             Variant::Raw,
-            "raw EVALSHA append + ZADD XX",
+            "raw EVALSHA append, 8 frames",
             raw,
         ),
         spec(
-            Op::Append,
-            Variant::Custom,
-            "custom EVALSHA append + ZADD XX",
-            custom,
+            Op::AppendBatch,
+            Variant::Alternative,
+            "8 x append_frame in turn",
+            one_by_one,
         ),
-        spec(Op::Append, Variant::Floor, "floor XADD 1 KiB", floor),
     ]
 }
 
@@ -428,9 +506,12 @@ pub fn read(f: &Arc<Fixture>) -> Vec<Spec> {
 /// baseline run back to back.
 pub fn specs(f: &Arc<Fixture>) -> Vec<Spec> {
     let mut specs = Vec::new();
+    specs.extend(create(f));
     specs.extend(get(f));
     specs.extend(touch(f));
+    specs.extend(update(f));
     specs.extend(append(f));
+    specs.extend(append_batch(f));
     specs.extend(read(f));
     specs
 }

@@ -117,6 +117,17 @@ impl FallbackPrimary for DeferredRedis {
             .await
     }
 
+    async fn append_frames_with_keys(
+        &self,
+        id: &SessionId,
+        frames: &[Frame],
+        keys: &[AppendKey],
+    ) -> Result<Vec<FrameId>> {
+        self.connected()?
+            .append_frames_with_keys(id, frames, keys)
+            .await
+    }
+
     async fn write_back(&self, write_back: &SessionWriteBack) -> Result<WriteBackReport> {
         self.connected()?.write_back(write_back).await
     }

@@ -21,6 +21,16 @@ pub trait FallbackPrimary: SessionStore {
         key: &AppendKey,
     ) -> Result<FrameId>;
 
+    /// [`append_frames`](SessionStore::append_frames) with one key per frame
+    /// (`keys[i]` for `frames[i]`): sending the same batch with the same keys
+    /// again stores nothing new and returns the first ids.
+    async fn append_frames_with_keys(
+        &self,
+        id: &SessionId,
+        frames: &[Frame],
+        keys: &[AppendKey],
+    ) -> Result<Vec<FrameId>>;
+
     /// Writes back a session served from memory (see
     /// [`RedisStore::write_back`] for the merge rules). Safe to repeat.
     async fn write_back(&self, write_back: &SessionWriteBack) -> Result<WriteBackReport>;
@@ -62,6 +72,15 @@ impl FallbackPrimary for RedisStore {
         key: &AppendKey,
     ) -> Result<FrameId> {
         RedisStore::append_frame_with_key(self, id, frame, key).await
+    }
+
+    async fn append_frames_with_keys(
+        &self,
+        id: &SessionId,
+        frames: &[Frame],
+        keys: &[AppendKey],
+    ) -> Result<Vec<FrameId>> {
+        RedisStore::append_frames_with_keys(self, id, frames, keys).await
     }
 
     async fn write_back(&self, write_back: &SessionWriteBack) -> Result<WriteBackReport> {

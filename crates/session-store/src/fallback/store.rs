@@ -8,6 +8,7 @@ use session_store_core::{
     Cursor, Error, Frame, FrameId, FramePage, Health, KvCondition, KvEntry, KvKey, KvPut,
     NewSession, Page, Result, Session, SessionId, SessionStore, StoredFrame,
 };
+use session_store_redis::REMEMBERED_APPEND_KEYS;
 use tokio::sync::OwnedMutexGuard;
 
 use super::{
@@ -230,17 +231,58 @@ impl<P: FallbackPrimary> Inner<P> {
         Ok(session)
     }
 
+    /// Appends `frames` (checked by the caller) to the journal entry in order,
+    /// each under its key, holding the entry's lock throughout; each frame is
+    /// its own journal change (and disk record).
     fn append_in_memory(
         &self,
         dirty: &mut DirtySession,
-        frame: Frame,
-        key: session_store_redis::AppendKey,
-    ) -> Result<FrameId> {
-        let grows = journal::frame_bytes(&frame);
-        let now = self.clock.now();
-        self.change(dirty, grows, |d| {
-            d.append(frame, key, now, &self.settings, self.tag)
-        })
+        frames: Vec<Frame>,
+        keys: Vec<session_store_redis::AppendKey>,
+    ) -> Result<Vec<FrameId>> {
+        let mut ids = Vec::with_capacity(frames.len());
+        for (frame, key) in frames.into_iter().zip(keys) {
+            let grows = journal::frame_bytes(&frame);
+            let now = self.clock.now();
+            ids.push(self.change(dirty, grows, |d| {
+                d.append(frame, key, now, &self.settings, self.tag)
+            })?);
+        }
+        Ok(ids)
+    }
+
+    /// Appends a batch of at most [`REMEMBERED_APPEND_KEYS`] frames: to the
+    /// primary in one call, each frame under a fresh key, or to the journal
+    /// (under the same keys, so a batch that reached the primary after all is
+    /// not stored twice by the write-back).
+    async fn append_batch(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>> {
+        let keys: Vec<_> = frames
+            .iter()
+            .map(|_| self.primary.new_append_key())
+            .collect();
+        let route = self.breaker.route();
+        if route != Route::Memory {
+            if route == Route::Mixed {
+                if let Some(mut dirty) = self.dirty(id).await {
+                    return self.append_in_memory(&mut dirty, frames, keys);
+                }
+            }
+            let result = self
+                .primary
+                .append_frames_with_keys(id, &frames, &keys)
+                .await;
+            if let Some(result) = self.answer(id, result).await {
+                if let Ok(frame_ids) = &result {
+                    let now = self.clock.now();
+                    for frame_id in frame_ids {
+                        self.known.note_append(id, *frame_id, now, &self.settings);
+                    }
+                }
+                return result;
+            }
+        }
+        let mut dirty = self.dirty_for_write(id).await?;
+        self.append_in_memory(&mut dirty, frames, keys)
     }
 
     fn delete_frames_in_memory(&self, dirty: &mut DirtySession, id: &SessionId) -> Result<u64> {
@@ -431,30 +473,28 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
     }
 
     async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId> {
-        let inner = &self.inner;
-        let key = inner.primary.new_append_key();
-        let now = || inner.clock.now();
-        let route = inner.breaker.route();
-        if route != Route::Memory {
-            if route == Route::Mixed {
-                if let Some(mut dirty) = inner.dirty(id).await {
-                    return inner.append_in_memory(&mut dirty, frame, key);
-                }
-            }
-            let result = inner.primary.append_frame_with_key(id, &frame, &key).await;
-            if let Some(result) = inner.answer(id, result).await {
-                if let Ok(frame_id) = &result {
-                    inner
-                        .known
-                        .note_append(id, *frame_id, now(), &inner.settings);
-                }
-                return result;
-            }
+        let ids = self.inner.append_batch(id, vec![frame]).await?;
+        ids.first().copied().ok_or_else(|| {
+            Error::corrupt(format!("appending to session `{id}` returned no frame id"))
+        })
+    }
+
+    /// Sends the batch to the primary in chunks of at most
+    /// [`REMEMBERED_APPEND_KEYS`] frames (one call each), so every frame of a
+    /// chunk whose reply was lost is still remembered by its key when the
+    /// journal writes it back. Every frame is checked before any is stored.
+    async fn append_frames(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>> {
+        for frame in &frames {
+            self.inner.settings.check_frame(frame)?;
         }
-        // The same key as the attempt above: if that append reached the primary
-        // after all, the write-back will not store it twice.
-        let mut dirty = inner.dirty_for_write(id).await?;
-        inner.append_in_memory(&mut dirty, frame, key)
+        let mut ids = Vec::with_capacity(frames.len());
+        let mut rest = frames;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(REMEMBERED_APPEND_KEYS));
+            let chunk = std::mem::replace(&mut rest, tail);
+            ids.extend(self.inner.append_batch(id, chunk).await?);
+        }
+        Ok(ids)
     }
 
     async fn read_frames(
