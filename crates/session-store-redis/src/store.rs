@@ -102,9 +102,10 @@ impl RedisStore {
     ///
     /// Errors: [`Error::Config`] for an invalid `config` or `settings` (the message
     /// names the key), or when `clock` and the Redis server's `TIME` differ by
-    /// more than `ttl / 10` (more than 1% is logged as a warning);
-    /// [`Error::Unavailable`] naming the address (never the password) when Redis
-    /// cannot be reached within `config.connect_timeout`.
+    /// more than `ttl / 10` (more than 1% is logged as a warning), or when Redis
+    /// refuses the credentials (`WRONGPASS`, `NOAUTH`: an outage would pass, a
+    /// wrong password does not); [`Error::Unavailable`] naming the address (never
+    /// the password) when Redis cannot be reached within `config.connect_timeout`.
     pub async fn connect(
         config: RedisConfig,
         settings: StoreSettings,
@@ -130,6 +131,16 @@ impl RedisStore {
 
         match tokio::time::timeout(config.connect_timeout, pool.init()).await {
             Ok(Ok(_connection_task)) => {}
+            Ok(Err(e)) if refused_credentials(&e) => {
+                // Not an outage that passes: waiting (or a fallback serving
+                // from memory meanwhile) cannot fix a wrong password.
+                stop(&pool, config.connect_timeout);
+                return Err(Error::config(format!(
+                    "redis at {address} refused the credentials: {} \
+                     (check redis.username and redis.password)",
+                    e.details()
+                )));
+            }
             Ok(Err(e)) => {
                 stop(&pool, config.connect_timeout);
                 return Err(Error::unavailable(format!(
@@ -494,4 +505,13 @@ impl SessionStore for RedisStore {
     async fn kv_delete(&self, key: &KvKey, condition: KvCondition) -> Result<bool> {
         self.delete_value(key, condition).await
     }
+}
+
+/// Whether connecting failed because Redis refused the username or password
+/// (a reply `WRONGPASS` or `NOAUTH`, or the client's own authentication error).
+fn refused_credentials(error: &fred::error::Error) -> bool {
+    let details = error.details();
+    *error.kind() == fred::error::ErrorKind::Auth
+        || details.contains("WRONGPASS")
+        || details.contains("NOAUTH")
 }

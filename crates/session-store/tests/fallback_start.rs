@@ -126,3 +126,27 @@ async fn without_fallback_redis_down_at_start_fails_the_build_naming_the_address
         "{text}"
     );
 }
+
+/// A wrong password is not an outage: even with `fallback_to_memory` the build
+/// fails (a fallback serving from memory would wait for Redis forever), naming
+/// the keys to fix and never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn with_fallback_a_wrong_password_fails_the_build_naming_the_credential_keys() {
+    let redis = RedisProcess::start(&["--requirepass", "the-right-one"]);
+    for (what, url) in [
+        (
+            "wrong password",
+            format!("redis://:not-the-right-one@127.0.0.1:{}", redis.port),
+        ),
+        ("no password", redis.url()),
+    ] {
+        let config = config(&url, true, Duration::from_secs(1));
+        let error = build(&config).await.unwrap_err();
+        println!("build with {what}: {error}");
+        assert!(matches!(error, Error::Config(_)), "{what}: {error:?}");
+        let text = error.to_string();
+        assert!(text.contains("redis.password"), "{what}: {text}");
+        assert!(!text.contains("not-the-right-one"), "{what}: {text}");
+    }
+}
