@@ -180,16 +180,14 @@ fn spawn_renewals(store: Arc<dyn SessionStore>, holding: Holding) -> RenewedLeas
     tokio::spawn(async move {
         let mut lease = match holding {
             Holding::Held(lease) => lease,
-            Holding::Taking(key) => {
-                match take_first(store.as_ref(), &key, &mut released).await {
-                    Taken::Lease(lease) => lease,
-                    Taken::HeldByAnother => {
-                        let _ = lost_tx.send(true);
-                        return;
-                    }
-                    Taken::Released => return,
+            Holding::Taking(key) => match take_first(store.as_ref(), &key, &mut released).await {
+                Taken::Lease(lease) => lease,
+                Taken::HeldByAnother => {
+                    let _ = lost_tx.send(true);
+                    return;
                 }
-            }
+                Taken::Released => return,
+            },
         };
         loop {
             tokio::select! {
@@ -235,7 +233,10 @@ async fn take_first(
 ) -> Taken {
     let mut warned = false;
     loop {
-        if !matches!(released.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+        if !matches!(
+            released.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ) {
             return Taken::Released;
         }
         match StreamLease::take_over(store, key).await {
@@ -357,7 +358,10 @@ mod tests {
         let ours = StreamLease::take_in_background(store.clone(), &session, &stream).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !is_held(store.as_ref(), &key).await.unwrap() {
-            assert!(tokio::time::Instant::now() < deadline, "the lease was taken");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the lease was taken"
+            );
             tokio::task::yield_now().await;
         }
         assert!(
@@ -369,7 +373,10 @@ mod tests {
         );
         ours.release();
         while is_held(store.as_ref(), &key).await.unwrap() {
-            assert!(tokio::time::Instant::now() < deadline, "the lease was released");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the lease was released"
+            );
             tokio::task::yield_now().await;
         }
     }

@@ -163,7 +163,15 @@ pub async fn append_batch(
     let mut run = Vec::new();
     for frame in frames {
         if frame.payload.len() > SOLO_FRAME_BYTES {
-            append_run(store, metrics, session, std::mem::take(&mut run), what, &mut ids).await;
+            append_run(
+                store,
+                metrics,
+                session,
+                std::mem::take(&mut run),
+                what,
+                &mut ids,
+            )
+            .await;
             append_run(store, metrics, session, vec![frame], what, &mut ids).await;
         } else {
             run.push(frame);
@@ -208,7 +216,13 @@ async fn append_run(
     }
 }
 
-fn not_recorded(metrics: &Metrics, session: &SessionId, count: usize, error: &StoreError, what: &str) {
+fn not_recorded(
+    metrics: &Metrics,
+    session: &SessionId,
+    count: usize,
+    error: &StoreError,
+    what: &str,
+) {
     for _ in 0..count {
         metrics.frame_not_recorded();
     }

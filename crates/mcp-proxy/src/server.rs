@@ -148,8 +148,14 @@ pub async fn run(config: ProxyConfig) -> Result<(), String> {
         .get()
         .map_or(grace, |at| grace.saturating_sub(at.elapsed()))
         .max(MIN_DRAIN);
-    if tokio::time::timeout(left, state.recorder.flush()).await.is_err() {
-        tracing::warn!(?grace, "replies still being recorded after the shutdown grace period; exiting without them");
+    if tokio::time::timeout(left, state.recorder.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "replies still being recorded after the shutdown grace period; exiting without them"
+        );
     }
     purge.shutdown().await;
     Ok(())

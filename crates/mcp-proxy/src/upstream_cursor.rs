@@ -33,7 +33,9 @@ pub async fn remember(
         return;
     };
     let value = format!("{after} {upstream_event_id}");
-    recorder.put_value(key, value.into_bytes(), CURSOR_TTL).await;
+    recorder
+        .put_value(key, value.into_bytes(), CURSOR_TTL)
+        .await;
 }
 
 /// The remembered resume point: the frame it came after, and the upstream's id.
