@@ -112,7 +112,7 @@ async fn forward_post(
             Answer::SessionLost => return Err(upstream_lost_session(&app, &session.id).await),
         };
         let reply = Reply {
-            target: Some((session.id, stream)),
+            target: Some((session.id.clone(), stream)),
             pending_initialize: None,
             reconnect,
         };
@@ -291,7 +291,7 @@ async fn resolve_and_record(
     headers: &HeaderMap,
     binding: Option<&Principal>,
     body: &Bytes,
-) -> Result<(Session, StreamId), ProxyError> {
+) -> Result<(Arc<Session>, StreamId), ProxyError> {
     // Appending the request is the session's activity mark (it slides the
     // expiry like a touch), so no separate touch is needed.
     let mut unrecorded = None;
@@ -309,7 +309,7 @@ async fn resolve_and_record(
         }
     }
     let session = match session::resolve(app.store.as_ref(), id, headers, binding).await {
-        Ok(session) => session,
+        Ok(session) => Arc::new(session),
         Err(error) => {
             app.near_cache.remove(id);
             return Err(error);
