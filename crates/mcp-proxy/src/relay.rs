@@ -512,19 +512,15 @@ impl Relay {
         }
         .into_iter();
         let mut outgoing = Vec::with_capacity(events.len());
+        // The upstream's resume point when the batch's last event with an
+        // upstream id is a priming event (which is not recorded as a frame).
+        let mut resume_point = None;
         for event in events {
             if event.is_empty() {
                 if let (Some(upstream_id), StreamKind::Request(_)) =
                     (&event.id, target.stream.kind())
                 {
-                    upstream_cursor::remember(
-                        &app.recorder,
-                        &target.session,
-                        &target.stream,
-                        target.cursor,
-                        upstream_id,
-                    )
-                    .await;
+                    resume_point = Some((target.cursor, upstream_id.clone()));
                 }
                 // A priming event: resuming from it replays the whole stream so far.
                 outgoing.push(SseEvent {
@@ -549,7 +545,23 @@ impl Relay {
                 target.cursor = frame_id;
                 proxy_event_id(target, frame_id)
             });
+            if id.is_some() && event.id.is_some() {
+                resume_point = None; // the recorded frame carries a later one
+            }
             outgoing.push(SseEvent { id, ..event });
+        }
+        // Kept for a takeover, which only a stream still open can need.
+        if let (Some((after, upstream_id)), false) = (resume_point, self.stream_complete()) {
+            if let Some(target) = &self.target {
+                upstream_cursor::remember(
+                    &app.recorder,
+                    &target.session,
+                    &target.stream,
+                    after,
+                    &upstream_id,
+                )
+                .await;
+            }
         }
         outgoing
     }
