@@ -14,8 +14,8 @@ use axum::{
     http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode},
     response::Response,
 };
-use bytes::{Bytes, BytesMut};
-use futures::{FutureExt, StreamExt};
+use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use session_store::{Clock, Direction, Frame, FrameId, SessionId, SystemClock};
 use tokio::{sync::mpsc, time::Instant};
@@ -28,7 +28,7 @@ use crate::{
     recorder::append_batch,
     session::complete_initialize,
     sse::is_event_stream,
-    sse::{keep_alive_comment, SseEvent, SseParser},
+    sse::{encode_all, keep_alive_comment, take_ready_events, BatchEnd, SseEvent, SseParser},
     state::AppState,
     upstream::{LAST_EVENT_ID_HEADER, SESSION_ID_HEADER},
     upstream_cursor,
@@ -574,73 +574,6 @@ fn proxy_event_id(target: &StreamTarget, frame: FrameId) -> String {
         stream: target.stream.clone(),
     }
     .to_string()
-}
-
-/// Events taken from the upstream without waiting, at most, to be recorded in
-/// one batch (beyond one chunk's own events).
-const MAX_BATCH_EVENTS: usize = 256;
-
-/// Why a batch was the last of its connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BatchEnd {
-    /// The upstream closed the stream (or it broke off).
-    Closed,
-    /// The upstream sent an invalid or oversized event.
-    Rejected,
-}
-
-/// The events of `chunk` and of every further chunk the upstream has already
-/// delivered (polled without waiting, up to [`MAX_BATCH_EVENTS`]), and how the
-/// connection ended if it did meanwhile. Events parsed before an invalid chunk
-/// are kept.
-fn take_ready_events<S, E>(
-    parser: &mut SseParser,
-    chunks: &mut S,
-    chunk: &[u8],
-) -> (Vec<SseEvent>, Option<BatchEnd>)
-where
-    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    let mut events = match parser.push(chunk) {
-        Ok(events) => events,
-        Err(error) => {
-            tracing::warn!(%error, "upstream SSE stream rejected");
-            return (Vec::new(), Some(BatchEnd::Rejected));
-        }
-    };
-    while events.len() < MAX_BATCH_EVENTS {
-        match chunks.next().now_or_never() {
-            None => break,
-            Some(None) => return (events, Some(BatchEnd::Closed)),
-            Some(Some(Err(error))) => {
-                tracing::warn!(%error, "upstream SSE stream broke off");
-                return (events, Some(BatchEnd::Closed));
-            }
-            Some(Some(Ok(chunk))) => match parser.push(&chunk) {
-                Ok(more) => events.extend(more),
-                Err(error) => {
-                    tracing::warn!(%error, "upstream SSE stream rejected");
-                    return (events, Some(BatchEnd::Rejected));
-                }
-            },
-        }
-    }
-    (events, None)
-}
-
-/// `events` in wire form, as one chunk of the client's body.
-fn encode_all(events: &[SseEvent]) -> Bytes {
-    match events {
-        [event] => event.encode(),
-        _ => {
-            let mut out = BytesMut::new();
-            for event in events {
-                out.extend_from_slice(&event.encode());
-            }
-            out.freeze()
-        }
-    }
 }
 
 /// Resolves when `lease` is lost; never when there is none.
