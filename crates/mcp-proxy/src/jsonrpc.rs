@@ -2,6 +2,7 @@
 //! request ids does it carry, which responses does a reply hold. Payloads are
 //! forwarded and recorded as received; nothing here re-serializes them.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 /// The first protocol revision without sessions (2026-07-28): its requests carry
@@ -88,21 +89,52 @@ pub fn inspect_client_message(body: &[u8]) -> Result<ClientMessage, String> {
 }
 
 /// The ids of the responses (results or errors) in a server message or batch.
-/// Anything unparsable holds no responses.
+/// Anything unparsable holds no responses. Runs on every relayed event, so it
+/// reads only the members it needs: results, params and errors are skipped, not
+/// built.
 pub fn response_ids(payload: &[u8]) -> Vec<Value> {
-    let Ok(value) = serde_json::from_slice::<Value>(payload) else {
-        return Vec::new();
+    let response_id = |message: ResponseProbe| {
+        (!message.method && (message.result || message.error))
+            .then_some(message.id)
+            .flatten()
     };
-    let messages: Vec<&Value> = match &value {
-        Value::Array(items) => items.iter().collect(),
-        other => vec![other],
-    };
-    messages
-        .into_iter()
-        .filter(|m| m.get("method").is_none())
-        .filter(|m| m.get("result").is_some() || m.get("error").is_some())
-        .filter_map(|m| m.get("id").cloned())
-        .collect()
+    match payload.iter().find(|byte| !byte.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice::<Vec<ResponseProbe>>(payload)
+            .map(|messages| messages.into_iter().filter_map(response_id).collect())
+            .unwrap_or_default(),
+        Some(b'{') => serde_json::from_slice::<ResponseProbe>(payload)
+            .ok()
+            .and_then(response_id)
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The members of a JSON-RPC message that tell a response and its id; the
+/// others are skipped while parsing. A member counts as present even when it
+/// is `null` (`"result": null` is a response).
+#[derive(serde::Deserialize)]
+struct ResponseProbe {
+    #[serde(default, deserialize_with = "present")]
+    method: bool,
+    #[serde(default, deserialize_with = "present")]
+    result: bool,
+    #[serde(default, deserialize_with = "present")]
+    error: bool,
+    #[serde(default, deserialize_with = "some_value")]
+    id: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
+}
+
+/// `Some` for any value, `null` included, as `Value::get` would find it.
+fn some_value<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 /// The `initialize` result in a server message, when it answers request `id`.
@@ -172,6 +204,13 @@ mod tests {
         );
         assert!(response_ids(br#"{"jsonrpc":"2.0","method":"notifications/progress"}"#).is_empty());
         assert!(response_ids(b"").is_empty());
+        assert_eq!(
+            response_ids(br#" {"jsonrpc":"2.0","id":"a","result":null}"#),
+            vec![json!("a")],
+            "a null result is a response"
+        );
+        assert!(response_ids(br#"{"jsonrpc":"2.0","id":1,"result":{}"#).is_empty());
+        assert!(response_ids(b"42").is_empty());
     }
 
     #[test]

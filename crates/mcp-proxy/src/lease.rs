@@ -8,6 +8,19 @@
 //! instance resuming the stream for a client then takes it (a put that succeeds
 //! only when no lease is live, so exactly one of several racing instances wins)
 //! and resumes the upstream stream itself (see [`replay`](crate::replay)).
+//!
+//! A new POST reply stream's lease is taken by its renewal task
+//! ([`StreamLease::take_in_background`]), not before the relay starts, so the
+//! client's first bytes wait for no store round trip. That opens a window: from
+//! the moment the client has the stream's priming event until the put lands, an
+//! instance serving a resumption of the stream could find no lease. It looks for
+//! one only after tailing the store for a poll interval (100 ms), so the window
+//! matters only when the put takes longer than that. Then the resuming instance
+//! takes the stream over, and the relay's own put, which succeeds only when no
+//! lease is live, is refused: the relay learns at once that it lost the stream and
+//! stops, exactly as when its renewals were late. Either way one instance at a
+//! time holds the stream; events the first relay recorded after the takeover read
+//! the store may be recorded twice (once by each), as with late renewals.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -72,25 +85,6 @@ pub enum Renewal {
 }
 
 impl StreamLease {
-    /// Takes the lease of a stream this instance has just started relaying (a new
-    /// POST reply stream: nobody else can hold it).
-    pub async fn start(
-        store: &dyn SessionStore,
-        session: &SessionId,
-        stream: &StreamId,
-    ) -> Result<StreamLease> {
-        let key = lease_key(session, stream)?;
-        let token = holder();
-        let put = store
-            .kv_put(&key, token.as_bytes(), LEASE_TTL, KvCondition::Any)
-            .await?;
-        Ok(StreamLease {
-            revision: put.stored_revision().unwrap_or_default(),
-            key,
-            token,
-        })
-    }
-
     /// Takes the lease of a stream when no live lease exists; `None` when another
     /// instance holds it (or won the race for it).
     pub async fn take_over(store: &dyn SessionStore, key: &KvKey) -> Result<Option<StreamLease>> {
@@ -146,35 +140,118 @@ impl StreamLease {
 impl StreamLease {
     /// Renews the lease every [`LEASE_RENEWAL`] in a task of its own until it is
     /// released, lost, or the returned handle is dropped (then it lapses).
-    pub fn keep_renewed(mut self, store: Arc<dyn SessionStore>) -> RenewedLease {
-        let (lost_tx, lost) = watch::channel(false);
-        let (release, mut released) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    outcome = &mut released => {
-                        if outcome.is_ok() {
-                            self.release(store.as_ref()).await;
-                        }
-                        return;
-                    }
-                    () = tokio::time::sleep(LEASE_RENEWAL) => {}
+    pub fn keep_renewed(self, store: Arc<dyn SessionStore>) -> RenewedLease {
+        spawn_renewals(store, Holding::Held(self))
+    }
+
+    /// The lease of a stream this instance has just started relaying (a new POST
+    /// reply stream), taken in the renewal task: the relay does not wait for the
+    /// store. The take is the same put as [`take_over`](Self::take_over) (only
+    /// when no live lease exists), so the rule "at most one live holder" is kept
+    /// in the window before it lands (see the module doc); when the store cannot
+    /// be reached it is tried again every [`LEASE_RENEWAL`]. A stream released
+    /// before the task first runs never touches the store.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`](session_store::Error::InvalidInput) when the session and
+    /// stream ids make no valid key.
+    pub fn take_in_background(
+        store: Arc<dyn SessionStore>,
+        session: &SessionId,
+        stream: &StreamId,
+    ) -> Result<RenewedLease> {
+        let key = lease_key(session, stream)?;
+        Ok(spawn_renewals(store, Holding::Taking(key)))
+    }
+}
+
+/// What a renewal task starts from.
+enum Holding {
+    /// The lease is to be taken first.
+    Taking(KvKey),
+    /// The lease is held.
+    Held(StreamLease),
+}
+
+fn spawn_renewals(store: Arc<dyn SessionStore>, holding: Holding) -> RenewedLease {
+    let (lost_tx, lost) = watch::channel(false);
+    let (release, mut released) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut lease = match holding {
+            Holding::Held(lease) => lease,
+            Holding::Taking(key) => match take_first(store.as_ref(), &key, &mut released).await {
+                Taken::Lease(lease) => lease,
+                Taken::HeldByAnother => {
+                    let _ = lost_tx.send(true);
+                    return;
                 }
-                match self.renew(store.as_ref()).await {
-                    Ok(Renewal::Renewed) => {}
-                    Ok(Renewal::Lost) => {
-                        let _ = lost_tx.send(true);
-                        return;
+                Taken::Released => return,
+            },
+        };
+        loop {
+            tokio::select! {
+                outcome = &mut released => {
+                    if outcome.is_ok() {
+                        lease.release(store.as_ref()).await;
                     }
-                    Err(error) => {
-                        tracing::debug!(key = %self.key, %error, "stream lease not renewed this time");
-                    }
+                    return;
+                }
+                () = tokio::time::sleep(LEASE_RENEWAL) => {}
+            }
+            match lease.renew(store.as_ref()).await {
+                Ok(Renewal::Renewed) => {}
+                Ok(Renewal::Lost) => {
+                    let _ = lost_tx.send(true);
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(key = %lease.key, %error, "stream lease not renewed this time");
                 }
             }
-        });
-        RenewedLease {
-            lost,
-            release: Some(release),
+        }
+    });
+    RenewedLease {
+        lost,
+        release: Some(release),
+    }
+}
+
+/// How taking a new stream's lease in its renewal task ended.
+enum Taken {
+    Lease(StreamLease),
+    /// Another instance took the stream over first.
+    HeldByAnother,
+    /// The stream was released (or its relay dropped) first: nothing to hold.
+    Released,
+}
+
+async fn take_first(
+    store: &dyn SessionStore,
+    key: &KvKey,
+    released: &mut oneshot::Receiver<()>,
+) -> Taken {
+    let mut warned = false;
+    loop {
+        if !matches!(
+            released.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ) {
+            return Taken::Released;
+        }
+        match StreamLease::take_over(store, key).await {
+            Ok(Some(lease)) => return Taken::Lease(lease),
+            Ok(None) => return Taken::HeldByAnother,
+            Err(error) => {
+                if !warned {
+                    tracing::warn!(%key, %error, "reply stream relayed without a lease for now (store trouble); trying again");
+                    warned = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut *released => return Taken::Released,
+            () = tokio::time::sleep(LEASE_RENEWAL) => {}
         }
     }
 }
@@ -237,7 +314,7 @@ mod tests {
         let session = SessionId::new("s1").unwrap();
         let stream = StreamId::for_request(FrameId::new(1, 0));
         let key = lease_key(&session, &stream).unwrap();
-        let mut first = StreamLease::start(&store, &session, &stream).await.unwrap();
+        let mut first = StreamLease::take_over(&store, &key).await.unwrap().unwrap();
         assert!(is_held(&store, &key).await.unwrap());
         assert!(StreamLease::take_over(&store, &key)
             .await
@@ -249,5 +326,58 @@ mod tests {
         assert_eq!(first.renew(&store).await.unwrap(), Renewal::Lost);
         second.release(&store).await;
         assert!(!is_held(&store, &key).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_in_the_background_is_lost_at_once_when_another_instance_took_the_stream_first(
+    ) {
+        let store: Arc<dyn SessionStore> =
+            Arc::new(MemoryStore::new(StoreSettings::default()).unwrap());
+        let session = SessionId::new("s1").unwrap();
+        let stream = StreamId::for_request(FrameId::new(1, 0));
+        let key = lease_key(&session, &stream).unwrap();
+        let other = StreamLease::take_over(store.as_ref(), &key)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut ours = StreamLease::take_in_background(store.clone(), &session, &stream).unwrap();
+        // Bounded: a deadlock guard, not a timing.
+        tokio::time::timeout(Duration::from_secs(30), ours.lost())
+            .await
+            .expect("the relay learns it does not hold the stream");
+        other.release(store.as_ref()).await;
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_in_the_background_is_held_until_released() {
+        let store: Arc<dyn SessionStore> =
+            Arc::new(MemoryStore::new(StoreSettings::default()).unwrap());
+        let session = SessionId::new("s1").unwrap();
+        let stream = StreamId::for_request(FrameId::new(1, 0));
+        let key = lease_key(&session, &stream).unwrap();
+        let ours = StreamLease::take_in_background(store.clone(), &session, &stream).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !is_held(store.as_ref(), &key).await.unwrap() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the lease was taken"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            StreamLease::take_over(store.as_ref(), &key)
+                .await
+                .unwrap()
+                .is_none(),
+            "nobody else takes a held stream"
+        );
+        ours.release();
+        while is_held(store.as_ref(), &key).await.unwrap() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the lease was released"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 }

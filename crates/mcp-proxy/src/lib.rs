@@ -54,6 +54,7 @@ pub mod modern_config;
 pub mod near_cache;
 pub mod origin;
 pub mod post;
+pub mod recorder;
 pub mod recovery;
 pub mod relay;
 pub mod replay;

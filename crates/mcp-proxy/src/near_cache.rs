@@ -12,7 +12,10 @@
 //! by recovery itself: an upstream that no longer knows the cached id answers
 //! 404, the entry is dropped, and recovery reads the store's current id.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use session_store::{Session, SessionId, SessionStatus};
 
@@ -23,18 +26,19 @@ pub const NEAR_CACHE_ENTRIES: usize = 65_536;
 /// Active sessions seen by this instance, by id.
 #[derive(Debug, Default)]
 pub struct NearCache {
-    entries: Mutex<HashMap<SessionId, Session>>,
+    entries: Mutex<HashMap<SessionId, Arc<Session>>>,
 }
 
 impl NearCache {
-    /// The cached session `id`, if any.
-    pub fn get(&self, id: &SessionId) -> Option<Session> {
+    /// The cached session `id`, if any (shared, not copied: a hit costs no
+    /// allocation).
+    pub fn get(&self, id: &SessionId) -> Option<Arc<Session>> {
         self.lock().get(id).cloned()
     }
 
     /// Holds `session` when it is active (an initializing session still changes:
     /// its status and the server's side are filled in when `initialize` ends).
-    pub fn insert(&self, session: &Session) {
+    pub fn insert(&self, session: &Arc<Session>) {
         if session.status != SessionStatus::Active {
             return;
         }
@@ -44,7 +48,7 @@ impl NearCache {
                 entries.remove(&evicted);
             }
         }
-        entries.insert(session.id.clone(), session.clone());
+        entries.insert(session.id.clone(), Arc::clone(session));
     }
 
     /// Drops `id` (deleted, not found, or its upstream session lost).
@@ -62,7 +66,7 @@ impl NearCache {
         self.lock().is_empty()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Session>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<Session>>> {
         // A panic while holding the lock leaves a consistent map (every
         // operation is a single map call), so a poisoned lock is used as is.
         self.entries
@@ -85,11 +89,11 @@ mod tests {
     #[test]
     fn only_active_sessions_are_held_and_removal_forgets_them() {
         let cache = NearCache::default();
-        cache.insert(&session("a", SessionStatus::Initializing));
+        cache.insert(&Arc::new(session("a", SessionStatus::Initializing)));
         assert!(cache.is_empty());
-        cache.insert(&session("b", SessionStatus::Active));
+        cache.insert(&Arc::new(session("b", SessionStatus::Active)));
         let id = SessionId::new("b").unwrap();
-        assert_eq!(cache.get(&id).map(|s| s.id), Some(id.clone()));
+        assert_eq!(cache.get(&id).map(|s| s.id.clone()), Some(id.clone()));
         cache.remove(&id);
         assert!(cache.get(&id).is_none());
     }
@@ -98,7 +102,7 @@ mod tests {
     fn a_full_cache_stays_at_its_bound() {
         let cache = NearCache::default();
         for n in 0..NEAR_CACHE_ENTRIES + 10 {
-            cache.insert(&session(&format!("s{n}"), SessionStatus::Active));
+            cache.insert(&Arc::new(session(&format!("s{n}"), SessionStatus::Active)));
         }
         assert_eq!(cache.len(), NEAR_CACHE_ENTRIES);
     }

@@ -112,7 +112,7 @@ async fn forward_post(
             Answer::SessionLost => return Err(upstream_lost_session(&app, &session.id).await),
         };
         let reply = Reply {
-            target: Some((session.id, stream)),
+            target: Some((session.id.clone(), stream)),
             pending_initialize: None,
             reconnect,
         };
@@ -291,7 +291,7 @@ async fn resolve_and_record(
     headers: &HeaderMap,
     binding: Option<&Principal>,
     body: &Bytes,
-) -> Result<(Session, StreamId), ProxyError> {
+) -> Result<(Arc<Session>, StreamId), ProxyError> {
     // Appending the request is the session's activity mark (it slides the
     // expiry like a touch), so no separate touch is needed.
     let mut unrecorded = None;
@@ -309,7 +309,7 @@ async fn resolve_and_record(
         }
     }
     let session = match session::resolve(app.store.as_ref(), id, headers, binding).await {
-        Ok(session) => session,
+        Ok(session) => Arc::new(session),
         Err(error) => {
             app.near_cache.remove(id);
             return Err(error);
@@ -380,7 +380,7 @@ async fn relay_reply(
         });
         let lease = match &target {
             Some(target) if matches!(target.stream.kind(), StreamKind::Request(_)) => {
-                take_stream_lease(app, target).await
+                take_stream_lease(app, target)
             }
             _ => None,
         };
@@ -409,15 +409,17 @@ async fn relay_reply(
     Ok(response)
 }
 
-/// The lease of a new reply stream, renewed while it is relayed. Without one
-/// (store trouble) the stream is still relayed; an instance resuming it may then
+/// The lease of a new reply stream, taken and renewed in the background while
+/// it is relayed (the relay does not wait for the store; see
+/// [`lease`](crate::lease) for the window that opens). Without one (ids that
+/// make no key) the stream is still relayed; an instance resuming it may then
 /// take it over early.
-async fn take_stream_lease(
+fn take_stream_lease(
     app: &Arc<AppState>,
     target: &StreamTarget,
 ) -> Option<crate::lease::RenewedLease> {
-    match StreamLease::start(app.store.as_ref(), &target.session, &target.stream).await {
-        Ok(lease) => Some(lease.keep_renewed(app.store.clone())),
+    match StreamLease::take_in_background(app.store.clone(), &target.session, &target.stream) {
+        Ok(lease) => Some(lease),
         Err(error) => {
             tracing::warn!(session = %target.session, stream = %target.stream, %error, "reply stream relayed without a lease");
             None
@@ -425,6 +427,14 @@ async fn take_stream_lease(
     }
 }
 
+/// Records a JSON reply. Any reply but `initialize`'s is queued on the
+/// instance's [`Recorder`](crate::recorder::Recorder) and written after the
+/// client has it (no store round trip before sending; a SIGKILL can lose the
+/// recording, never the reply). The `initialize` reply is recorded, and the
+/// session completed with its result, before it is sent: the client's next
+/// request, on any instance, must find the session `active` with the
+/// negotiated protocol version, and one rare message is not worth a second
+/// ordering rule.
 async fn record_reply(
     app: &AppState,
     session: &SessionId,
@@ -434,11 +444,15 @@ async fn record_reply(
 ) {
     let frame = Frame::new(Direction::ServerToClient, SystemClock.now(), body.to_vec())
         .with_stream_id(stream.as_str());
+    let Some(initialize_id) = pending_initialize else {
+        app.recorder.record(session, frame).await;
+        return;
+    };
     if let Err(error) = app.store.append_frame(session, frame).await {
         app.metrics.frame_not_recorded();
         tracing::warn!(session = %session, %error, "reply forwarded without being recorded");
     }
-    if let Some(result) = pending_initialize.and_then(|id| jsonrpc::initialize_result(body, id)) {
+    if let Some(result) = jsonrpc::initialize_result(body, initialize_id) {
         if let Err(error) = session::complete_initialize(app.store.as_ref(), session, result).await
         {
             tracing::warn!(session = %session, %error, "could not record the initialize result");

@@ -1,5 +1,7 @@
-//! Relaying an upstream SSE stream to the client: each event is recorded as a frame
-//! first, then sent on with the proxy's event id, as it arrives.
+//! Relaying an upstream SSE stream to the client: events are recorded as frames
+//! first, then sent on with the proxy's event ids, as they arrive. The events
+//! that arrived together (one upstream chunk and whatever further chunks were
+//! already there) are recorded in one store call and sent as one chunk.
 //!
 //! The relay runs in its own task, so a POST reply stream is read to its end even
 //! when the client has gone: every event is recorded and can be replayed from the
@@ -23,9 +25,10 @@ use crate::{
     jsonrpc,
     lease::RenewedLease,
     metrics::StreamFailure,
+    recorder::append_batch,
     session::complete_initialize,
     sse::is_event_stream,
-    sse::{keep_alive_comment, SseEvent, SseParser},
+    sse::{encode_all, keep_alive_comment, take_ready_events, BatchEnd, SseEvent, SseParser},
     state::AppState,
     upstream::{LAST_EVENT_ID_HEADER, SESSION_ID_HEADER},
     upstream_cursor,
@@ -322,28 +325,30 @@ impl Relay {
             "upstream stream cannot be finished: {}; answering its open requests with errors",
             describe(reason)
         );
-        let mut client_open = client_open;
-        for id in unanswered {
-            let error = json!({
-                "jsonrpc": "2.0",
-                "id": id,
-                "error": {
-                    "code": STREAM_LOST_CODE,
-                    "message": format!(
-                        "mcp-proxy: the upstream stream ended before this request was answered ({}); it may or may not have run",
-                        describe(reason)
-                    ),
-                    "data": {"reason": reason.as_str()},
-                },
-            });
-            let event = SseEvent {
-                data: error.to_string(),
-                ..SseEvent::default()
-            };
-            let outgoing = self.record(app, event).await;
-            if client_open {
-                client_open = tx.send(outgoing.encode()).await.is_ok();
-            }
+        let errors = unanswered
+            .into_iter()
+            .map(|id| {
+                let error = json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "error": {
+                        "code": STREAM_LOST_CODE,
+                        "message": format!(
+                            "mcp-proxy: the upstream stream ended before this request was answered ({}); it may or may not have run",
+                            describe(reason)
+                        ),
+                        "data": {"reason": reason.as_str()},
+                    },
+                });
+                SseEvent {
+                    data: error.to_string(),
+                    ..SseEvent::default()
+                }
+            })
+            .collect();
+        let outgoing = self.record_batch(app, errors).await;
+        if client_open && !outgoing.is_empty() {
+            let _ = tx.send(encode_all(&outgoing)).await;
         }
     }
 
@@ -374,23 +379,23 @@ impl Relay {
                     return ConnectionEnd::Closed { relayed_events };
                 }
             };
-            let events = match parser.push(&chunk) {
-                Ok(events) => events,
-                Err(error) => {
-                    tracing::warn!(%error, "upstream SSE stream rejected");
-                    return ConnectionEnd::Failed(StreamFailure::StreamRejected);
+            let (events, end) = take_ready_events(&mut parser, &mut chunks, &chunk);
+            relayed_events |= events.iter().any(|event| !event.is_empty());
+            let outgoing = self.record_batch(app, events).await;
+            if *client_open && !outgoing.is_empty() && tx.send(encode_all(&outgoing)).await.is_err()
+            {
+                *client_open = false;
+                tracing::debug!("client left an SSE stream; still recording it");
+            }
+            if !*client_open && stop_with_client {
+                return ConnectionEnd::Stop;
+            }
+            match end {
+                Some(BatchEnd::Closed) => return ConnectionEnd::Closed { relayed_events },
+                Some(BatchEnd::Rejected) => {
+                    return ConnectionEnd::Failed(StreamFailure::StreamRejected)
                 }
-            };
-            for event in events {
-                relayed_events |= !event.is_empty();
-                let outgoing = self.record(app, event).await;
-                if *client_open && tx.send(outgoing.encode()).await.is_err() {
-                    *client_open = false;
-                    tracing::debug!("client left an SSE stream; still recording it");
-                }
-                if !*client_open && stop_with_client {
-                    return ConnectionEnd::Stop;
-                }
+                None => {}
             }
             // A POST reply stream is complete once every request has its
             // response (transport, "Sending Messages to the Server": the server
@@ -462,77 +467,113 @@ impl Relay {
         }
     }
 
-    /// Records one upstream event and returns the event to send to the client.
-    async fn record(&mut self, app: &AppState, event: SseEvent) -> SseEvent {
-        if event.id.is_some() {
-            self.upstream_event_id.clone_from(&event.id);
-        }
-        if event.retry.is_some() {
-            self.retry_millis = event.retry;
-        }
-        if self.reconnect.is_some() {
-            self.answered
-                .extend(jsonrpc::response_ids(event.data.as_bytes()));
+    /// Records events that arrived together, in one store round trip where the
+    /// store can ([`append_batch`]), and returns them as they are sent to the
+    /// client: each message with its own frame id as event id (without one when
+    /// it could not be recorded), each priming event with the frame it came after.
+    async fn record_batch(&mut self, app: &AppState, events: Vec<SseEvent>) -> Vec<SseEvent> {
+        for event in &events {
+            if event.id.is_some() {
+                self.upstream_event_id.clone_from(&event.id);
+            }
+            if event.retry.is_some() {
+                self.retry_millis = event.retry;
+            }
+            if self.reconnect.is_some() && !event.is_empty() {
+                self.answered
+                    .extend(jsonrpc::response_ids(event.data.as_bytes()));
+            }
         }
         let Some(target) = &mut self.target else {
-            return event;
+            return events;
         };
-        let stream = target.stream.clone();
-        let proxy_id = |frame| ProxyEventId {
-            frame,
-            stream: stream.clone(),
-        };
-        if event.is_empty() {
-            if let (Some(upstream_id), StreamKind::Request(_)) = (&event.id, target.stream.kind()) {
+        let now = SystemClock.now();
+        let frames: Vec<Frame> = events
+            .iter()
+            .filter(|event| !event.is_empty())
+            .map(|event| {
+                let mut frame = Frame::new(Direction::ServerToClient, now, event.data.as_bytes())
+                    .with_stream_id(target.stream.as_str());
+                frame.event_id = event.id.clone();
+                frame
+            })
+            .collect();
+        let mut frame_ids = if frames.is_empty() {
+            Vec::new()
+        } else {
+            append_batch(
+                app.store.as_ref(),
+                &app.metrics,
+                &target.session,
+                frames,
+                "event",
+            )
+            .await
+        }
+        .into_iter();
+        let mut outgoing = Vec::with_capacity(events.len());
+        // The upstream's resume point when the batch's last event with an
+        // upstream id is a priming event (which is not recorded as a frame).
+        let mut resume_point = None;
+        for event in events {
+            if event.is_empty() {
+                if let (Some(upstream_id), StreamKind::Request(_)) =
+                    (&event.id, target.stream.kind())
+                {
+                    resume_point = Some((target.cursor, upstream_id.clone()));
+                }
+                // A priming event: resuming from it replays the whole stream so far.
+                outgoing.push(SseEvent {
+                    id: Some(proxy_event_id(target, target.cursor)),
+                    data: String::new(),
+                    ..event
+                });
+                continue;
+            }
+            if let Some(request_id) = &self.pending_initialize {
+                if let Some(result) = jsonrpc::initialize_result(event.data.as_bytes(), request_id)
+                {
+                    if let Err(error) =
+                        complete_initialize(app.store.as_ref(), &target.session, result).await
+                    {
+                        tracing::warn!(session = %target.session, %error, "could not record the initialize result");
+                    }
+                    self.pending_initialize = None;
+                }
+            }
+            let id = frame_ids.next().flatten().map(|frame_id| {
+                target.cursor = frame_id;
+                proxy_event_id(target, frame_id)
+            });
+            if id.is_some() && event.id.is_some() {
+                resume_point = None; // the recorded frame carries a later one
+            }
+            outgoing.push(SseEvent { id, ..event });
+        }
+        // Kept for a takeover, which only a stream still open can need.
+        if let (Some((after, upstream_id)), false) = (resume_point, self.stream_complete()) {
+            if let Some(target) = &self.target {
                 upstream_cursor::remember(
-                    app.store.as_ref(),
+                    &app.recorder,
                     &target.session,
                     &target.stream,
-                    target.cursor,
-                    upstream_id,
+                    after,
+                    &upstream_id,
                 )
                 .await;
             }
-            // A priming event: resuming from it replays the whole stream so far.
-            return SseEvent {
-                id: Some(proxy_id(target.cursor).to_string()),
-                data: String::new(),
-                ..event
-            };
         }
-        let mut frame = Frame::new(
-            Direction::ServerToClient,
-            SystemClock.now(),
-            event.data.as_bytes(),
-        )
-        .with_stream_id(target.stream.as_str());
-        frame.event_id = event.id.clone();
-        let recorded = app.store.append_frame(&target.session, frame).await;
-        if let Some(request_id) = &self.pending_initialize {
-            if let Some(result) = jsonrpc::initialize_result(event.data.as_bytes(), request_id) {
-                if let Err(error) =
-                    complete_initialize(app.store.as_ref(), &target.session, result).await
-                {
-                    tracing::warn!(session = %target.session, %error, "could not record the initialize result");
-                }
-                self.pending_initialize = None;
-            }
-        }
-        match recorded {
-            Ok(frame_id) => {
-                target.cursor = frame_id;
-                SseEvent {
-                    id: Some(proxy_id(frame_id).to_string()),
-                    ..event
-                }
-            }
-            Err(error) => {
-                app.metrics.frame_not_recorded();
-                tracing::warn!(session = %target.session, %error, "event forwarded without being recorded");
-                SseEvent { id: None, ..event }
-            }
-        }
+        outgoing
     }
+}
+
+/// The proxy's event id of frame `frame` of `target`'s stream.
+fn proxy_event_id(target: &StreamTarget, frame: FrameId) -> String {
+    ProxyEventId {
+        frame,
+        stream: target.stream.clone(),
+    }
+    .to_string()
 }
 
 /// Resolves when `lease` is lost; never when there is none.
@@ -632,9 +673,10 @@ mod tests {
             .await
             .expect("the relay ended after the last response");
         drop(tx);
+        let mut parser = SseParser::new(MAX_EVENT_BYTES);
         let mut relayed = Vec::new();
-        while let Some(event) = rx.recv().await {
-            relayed.push(event);
+        while let Some(chunk) = rx.recv().await {
+            relayed.extend(parser.push(&chunk).unwrap());
         }
         assert_eq!(relayed.len(), 2, "the notification and the response");
     }

@@ -67,8 +67,13 @@ impl ConnectionLimits {
     }
 }
 
+/// The least time the queued recordings get on a graceful stop, even when the
+/// in-flight requests used up `shutdown_grace`.
+pub const MIN_DRAIN: Duration = Duration::from_secs(1);
+
 /// Builds the store, binds the listeners and serves until SIGTERM/SIGINT, then
-/// lets in-flight requests finish (at most `shutdown_grace`).
+/// lets in-flight requests finish and writes the recordings still queued, in
+/// `shutdown_grace` together (the writing gets at least [`MIN_DRAIN`]).
 ///
 /// # Errors
 ///
@@ -119,8 +124,10 @@ pub async fn run(config: ProxyConfig) -> Result<(), String> {
         let _ = stop.send(true);
     });
     let mut stopping_for_grace = stopping;
-    let grace_expired = async move {
+    let stopped_at = std::sync::OnceLock::new();
+    let grace_expired = async {
         let _ = stopping_for_grace.wait_for(|stopping| *stopping).await;
+        let _ = stopped_at.set(Instant::now());
         tokio::time::sleep(grace).await;
     };
     let all_served = async {
@@ -135,6 +142,21 @@ pub async fn run(config: ProxyConfig) -> Result<(), String> {
         () = grace_expired => {
             tracing::warn!(?grace, "in-flight requests still running after the shutdown grace period; exiting");
         }
+    }
+    // Replies already sent whose recording is still queued: write them before
+    // exiting, within what is left of the grace period.
+    let left = stopped_at
+        .get()
+        .map_or(grace, |at| grace.saturating_sub(at.elapsed()))
+        .max(MIN_DRAIN);
+    if tokio::time::timeout(left, state.recorder.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "replies still being recorded after the shutdown grace period; exiting without them"
+        );
     }
     purge.shutdown().await;
     Ok(())

@@ -1,6 +1,6 @@
 //! Server-Sent Events, both ways: an incremental parser for the upstream's byte
 //! stream (any chunking, LF/CRLF/CR line ends) and the encoder for events the proxy
-//! sends to its client.
+//! sends to its client, and the batching of events that arrived together.
 //!
 //! Why not a crate: the well-kept SSE parsers (`eventsource-stream` 0.2,
 //! `sse-stream` 0.2, which rmcp uses) were evaluated against the proxy's limits
@@ -14,7 +14,8 @@
 
 use std::mem;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::{FutureExt, StreamExt};
 
 /// One event from an SSE stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -182,6 +183,73 @@ pub fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
         .is_some_and(|value| value.starts_with("text/event-stream"))
 }
 
+/// Events taken from the upstream without waiting, at most, to be recorded in
+/// one batch (beyond one chunk's own events).
+pub const MAX_BATCH_EVENTS: usize = 256;
+
+/// Why a batch was the last of its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchEnd {
+    /// The upstream closed the stream (or it broke off).
+    Closed,
+    /// The upstream sent an invalid or oversized event.
+    Rejected,
+}
+
+/// The events of `chunk` and of every further chunk `chunks` has already
+/// delivered (polled without waiting, up to [`MAX_BATCH_EVENTS`]), and how the
+/// connection ended if it did meanwhile. Events parsed before an invalid chunk
+/// are kept.
+pub fn take_ready_events<S, E>(
+    parser: &mut SseParser,
+    chunks: &mut S,
+    chunk: &[u8],
+) -> (Vec<SseEvent>, Option<BatchEnd>)
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut events = match parser.push(chunk) {
+        Ok(events) => events,
+        Err(error) => {
+            tracing::warn!(%error, "upstream SSE stream rejected");
+            return (Vec::new(), Some(BatchEnd::Rejected));
+        }
+    };
+    while events.len() < MAX_BATCH_EVENTS {
+        match chunks.next().now_or_never() {
+            None => break,
+            Some(None) => return (events, Some(BatchEnd::Closed)),
+            Some(Some(Err(error))) => {
+                tracing::warn!(%error, "upstream SSE stream broke off");
+                return (events, Some(BatchEnd::Closed));
+            }
+            Some(Some(Ok(chunk))) => match parser.push(&chunk) {
+                Ok(more) => events.extend(more),
+                Err(error) => {
+                    tracing::warn!(%error, "upstream SSE stream rejected");
+                    return (events, Some(BatchEnd::Rejected));
+                }
+            },
+        }
+    }
+    (events, None)
+}
+
+/// `events` in wire form, as one chunk of the client's body.
+pub fn encode_all(events: &[SseEvent]) -> Bytes {
+    match events {
+        [event] => event.encode(),
+        _ => {
+            let mut out = BytesMut::new();
+            for event in events {
+                out.extend_from_slice(&event.encode());
+            }
+            out.freeze()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +305,41 @@ mod tests {
     fn oversized_events_are_rejected() {
         let mut parser = SseParser::new(8);
         assert!(parser.push(b"data: 0123456789\n").is_err());
+    }
+
+    #[test]
+    fn chunks_already_delivered_join_the_batch_and_waiting_ends_it() {
+        type Chunk = Result<Bytes, std::convert::Infallible>;
+        let ready = |parts: &[&'static [u8]]| {
+            parts
+                .iter()
+                .map(|part| Ok(Bytes::from_static(part)))
+                .collect::<Vec<Chunk>>()
+        };
+        // Two more chunks are there, then the upstream waits: one batch of three.
+        let mut parser = SseParser::new(1024);
+        let mut open = futures::stream::iter(ready(&[b"data: 2\n", b"\ndata: 3\n\n"]))
+            .chain(futures::stream::pending());
+        let (events, end) = take_ready_events(&mut parser, &mut open, b"data: 1\n\n");
+        let data: Vec<&str> = events.iter().map(|event| event.data.as_str()).collect();
+        assert_eq!(data, ["1", "2", "3"]);
+        assert_eq!(end, None, "nothing waited for, nothing ended");
+        // The upstream closed after its last chunk: the batch says so.
+        let mut parser = SseParser::new(1024);
+        let mut closed = futures::stream::iter(ready(&[b"data: 2\n\n"]));
+        let (events, end) = take_ready_events(&mut parser, &mut closed, b"data: 1\n\n");
+        assert_eq!(events.len(), 2);
+        assert_eq!(end, Some(BatchEnd::Closed));
+        // An oversized event in a later chunk keeps the events before it.
+        let mut parser = SseParser::new(8);
+        let mut bad = futures::stream::iter(ready(&[b"data: 0123456789\n"]));
+        let (events, end) = take_ready_events(&mut parser, &mut bad, b"data: 1\n\n");
+        assert_eq!(events.len(), 1);
+        assert_eq!(end, Some(BatchEnd::Rejected));
+        assert_eq!(
+            encode_all(&events),
+            events[0].encode(),
+            "one event is sent as is"
+        );
     }
 }

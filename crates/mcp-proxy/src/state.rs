@@ -9,7 +9,8 @@ use tokio::sync::watch;
 
 use crate::{
     bridge::instance::Bridge, config::ProxySettings, limits::ClientLimits,
-    metered_store::MeteredStore, metrics::Metrics, near_cache::NearCache, upstream::Upstream,
+    metered_store::MeteredStore, metrics::Metrics, near_cache::NearCache, recorder::Recorder,
+    upstream::Upstream,
 };
 
 /// What every request handler shares.
@@ -30,13 +31,17 @@ pub struct AppState {
     /// Active sessions this instance has seen (the request path's one-round-trip
     /// hit; never the authority on liveness).
     pub near_cache: NearCache,
+    /// Store writes the client does not wait for (JSON replies, upstream resume
+    /// points), written in the background and drained on a graceful stop.
+    pub recorder: Recorder,
     /// Becomes `true` when shutdown begins: GET streams end so in-flight requests
     /// can drain.
     pub shutdown: watch::Receiver<bool>,
 }
 
 impl AppState {
-    /// State over `store` (which it meters) for `settings`.
+    /// State over `store` (which it meters) for `settings`. Starts the
+    /// [`Recorder`]'s task, so it needs a tokio runtime.
     pub fn new(
         store: Arc<dyn SessionStore>,
         settings: ProxySettings,
@@ -44,8 +49,10 @@ impl AppState {
     ) -> Result<Self, String> {
         let metrics = Arc::new(Metrics::default());
         let upstream = Upstream::new(&settings)?;
+        let store: Arc<dyn SessionStore> = Arc::new(MeteredStore::new(store, metrics.clone()));
         Ok(AppState {
-            store: Arc::new(MeteredStore::new(store, metrics.clone())),
+            recorder: Recorder::start(store.clone(), metrics.clone()),
+            store,
             upstream,
             limits: Arc::new(ClientLimits::new(&settings, metrics.clone())),
             bridge: Bridge::new(&settings),

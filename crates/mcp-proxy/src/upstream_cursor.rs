@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use session_store::{FrameId, KvCondition, KvKey, SessionId, SessionStore};
+use session_store::{FrameId, KvKey, SessionId, SessionStore};
 
-use crate::event_id::StreamId;
+use crate::{event_id::StreamId, recorder::Recorder};
 
 /// How long a stream's resume point is kept: longer than any upstream keeps a
 /// stream resumable.
@@ -19,10 +19,11 @@ fn cursor_key(session: &SessionId, stream: &StreamId) -> Option<KvKey> {
 }
 
 /// Remembers that the upstream's event `upstream_event_id` came after frame
-/// `after` of the stream. Best effort: without it a takeover resumes from the
-/// last recorded event.
+/// `after` of the stream. Queued on the instance's [`Recorder`] (the relay does
+/// not wait for the store; puts of one stream land in order) and best effort:
+/// without it a takeover resumes from the last recorded event.
 pub async fn remember(
-    store: &dyn SessionStore,
+    recorder: &Recorder,
     session: &SessionId,
     stream: &StreamId,
     after: FrameId,
@@ -32,12 +33,9 @@ pub async fn remember(
         return;
     };
     let value = format!("{after} {upstream_event_id}");
-    if let Err(error) = store
-        .kv_put(&key, value.as_bytes(), CURSOR_TTL, KvCondition::Any)
-        .await
-    {
-        tracing::debug!(%session, %stream, %error, "upstream resume point not kept");
-    }
+    recorder
+        .put_value(key, value.into_bytes(), CURSOR_TTL)
+        .await;
 }
 
 /// The remembered resume point: the frame it came after, and the upstream's id.
