@@ -35,7 +35,8 @@ The mcp-proxy binary the end-to-end tests start is instrumented as well, and
 its profiles are counted.
 
 Prints line coverage per crate (files under src/, a crate's src/bin/ counted
-apart) against the 90% target, and writes under target/coverage/:
+apart; with --package only those crates) against the 90% target, and writes
+under target/coverage/:
   summary.md               the table, and per file its uncovered lines
   tarpaulin-report.json    tarpaulin's report, lcov.info, tarpaulin-report.html
 
@@ -110,7 +111,7 @@ pub fn run(options: &Options) -> Result<()> {
     }
     let text = fs::read_to_string(&report_path)
         .with_context(|| format!("could not read {}", report_path.display()))?;
-    let units = summarize(&text, &root)?;
+    let units = only_packages(summarize(&text, &root)?, &options.packages);
     let table = table(&units);
     print!("{table}");
     let summary_path = out_dir.join("summary.md");
@@ -297,6 +298,22 @@ pub fn summarize(report_json: &str, root: &Path) -> Result<Vec<UnitCoverage>> {
         .collect())
 }
 
+/// With packages picked, only their units: another crate's files are then
+/// counted only as far as the picked crates' tests reach them (tarpaulin lists
+/// the rest with a few lines each), which says nothing about that crate.
+fn only_packages(units: Vec<UnitCoverage>, packages: &[String]) -> Vec<UnitCoverage> {
+    if packages.is_empty() {
+        return units;
+    }
+    units
+        .into_iter()
+        .filter(|unit| {
+            let name = unit.name.split(' ').next().unwrap_or_default();
+            packages.iter().any(|package| package == name)
+        })
+        .collect()
+}
+
 /// The per-crate table as printed.
 pub fn table(units: &[UnitCoverage]) -> String {
     let mut text = format!(
@@ -472,6 +489,15 @@ mod tests {
                 .contains("| crates/session-store/src/fallback/store.rs | 4 | 2 | 50.0% | 7-8 |"),
             "{markdown}"
         );
+    }
+
+    #[test]
+    fn picked_packages_show_only_their_own_crates() {
+        let units = summarize(REPORT, Path::new("/w")).unwrap();
+        let picked = only_packages(units.clone(), &["session-store".into()]);
+        assert_eq!(picked.len(), 2, "the crate and its src/bin");
+        assert!(only_packages(units.clone(), &["mcp-proxy".into()]).is_empty());
+        assert_eq!(only_packages(units, &[]).len(), 2);
     }
 
     #[test]
