@@ -55,6 +55,8 @@ Examples:
 
 /// The cargo-tarpaulin release this command installs and runs.
 pub const TARPAULIN_VERSION: &str = "0.37.5";
+/// Longest run of one test binary, in seconds (tarpaulin's `--timeout`).
+const TEST_BINARY_TIMEOUT_SECS: &str = "1800";
 /// The line coverage each crate is held to, in percent.
 pub const TARGET_PERCENT: f64 = 90.0;
 
@@ -162,6 +164,9 @@ fn tarpaulin_command(tarpaulin: &Path, options: &Options, out_dir: &Path) -> Com
     command
         // Every suite runs and reports, even after one fails.
         .args(["--all-features", "--no-fail-fast", "--skip-clean"])
+        // tarpaulin stops a test binary after 60 s by default; the end-to-end
+        // and fault suites run longer than that, instrumented on two cores.
+        .args(["--timeout", TEST_BINARY_TIMEOUT_SECS])
         // Its own target directory: instrumented artifacts would otherwise
         // replace the ordinary build's. No debug info: coverage needs none, and
         // it would double the disk and link time.
@@ -529,6 +534,8 @@ mod tests {
             args.contains(&"/w/target/coverage/build".to_string()),
             "{args:?}"
         );
+        let timeout = args.iter().position(|arg| arg == "--timeout").unwrap();
+        assert_eq!(args[timeout + 1], TEST_BINARY_TIMEOUT_SECS);
         assert_eq!(args[args.len() - 2..], ["--", "--include-ignored"]);
     }
 
