@@ -242,3 +242,20 @@ fn a_redis_url_without_a_host_is_refused_and_an_unparsable_one_is_never_echoed()
     assert_eq!(format!("{unparsable:?}"), "RedisUrl(<unparsable URL>)");
     assert_eq!(unparsable.to_string(), "<unparsable URL>");
 }
+
+#[test]
+fn a_redis_url_without_its_scheme_never_shows_its_password() {
+    // Parses as a URL of scheme `admin`, the password in its path.
+    let url = session_store::RedisUrl::new("admin:s3cret@db:6379");
+    assert_eq!(url.to_string(), "***@db:6379");
+    assert_eq!(format!("{url:?}"), "RedisUrl(***@db:6379)");
+    let error = StorageConfig::from_toml_str("[storage.redis]\nurl = \"admin:s3cret@db:6379\"")
+        .and_then(|config| config.validate().map(|()| config))
+        .unwrap_err()
+        .to_string();
+    assert!(!error.contains("s3cret"), "{error}");
+    assert_eq!(
+        session_store::RedisUrl::new("redis:6379").to_string(),
+        "redis:6379"
+    );
+}
