@@ -187,7 +187,7 @@ fn build_binaries() -> Result<Binaries> {
         "xtask demo: built in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let dir = target_dir().join("debug");
+    let dir = crate::target_dir().join("debug");
     let binaries = Binaries {
         proxy: dir.join("mcp-proxy"),
         upstream: dir.join("demo-upstream"),
@@ -202,14 +202,6 @@ fn build_binaries() -> Result<Binaries> {
         }
     }
     Ok(binaries)
-}
-
-/// cargo's target directory: `CARGO_TARGET_DIR` when set, else `<workspace>/target`.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => crate::workspace_root().join(dir),
-        None => crate::workspace_root().join("target"),
-    }
 }
 
 /// Starts `mcp-proxy` with its own config file: a free port, the upstream, an

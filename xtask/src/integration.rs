@@ -138,6 +138,37 @@ pub enum Selection {
     IgnoredOnly,
 }
 
+/// Everything the `#[ignore]`d suites need: Redis servers, the Python MCP SDK's
+/// venv and the npm MCP packages; dropping it stops the servers.
+pub struct TestServices {
+    /// The Redis servers.
+    pub redis: TestRedis,
+    python: PathBuf,
+    npm_dir: PathBuf,
+}
+
+impl TestServices {
+    /// Installs the pinned Python and npm packages when missing and starts Redis.
+    pub fn start() -> Result<Self> {
+        let python = python::ensure_sdk()?;
+        let npm_dir = npm::ensure_packages()?;
+        let redis = start_test_redis()?;
+        Ok(Self {
+            redis,
+            python,
+            npm_dir,
+        })
+    }
+
+    /// The environment the suites read.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = self.redis.env();
+        env.push((python::PYTHON_VAR, self.python.display().to_string()));
+        env.push((npm::NPM_DIR_VAR, self.npm_dir.display().to_string()));
+        env
+    }
+}
+
 /// `cargo xtask integration`: the whole workspace's tests, ignored ones included,
 /// against fresh Redis servers.
 pub fn run(cargo_test_args: &[String]) -> Result<()> {
@@ -146,25 +177,16 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
 
 /// Like [`run`], with the choice of tests.
 pub fn run_selected(cargo_test_args: &[String], selection: Selection) -> Result<()> {
-    let python = python::ensure_sdk()?;
-    let npm_dir = npm::ensure_packages()?;
-    let redis = start_test_redis()?;
-    println!(
-        "xtask: running integration suites against: {}",
-        redis.description
-    );
+    let services = TestServices::start()?;
+    let description = &services.redis.description;
+    println!("xtask: running integration suites against: {description}");
     let mut command = cargo_test_command(cargo_test_args, selection);
-    command.envs(redis.env());
-    command.env(python::PYTHON_VAR, &python);
-    command.env(npm::NPM_DIR_VAR, &npm_dir);
+    command.envs(services.env());
     println!("xtask: {}", process::display(&command));
     let outcome = process::run_checked(&mut command);
     let verdict = if outcome.is_ok() { "passed" } else { "FAILED" };
-    println!(
-        "xtask: integration suites {verdict}; they ran against: {}",
-        redis.description
-    );
-    drop(redis);
+    println!("xtask: integration suites {verdict}; they ran against: {description}");
+    drop(services);
     outcome
 }
 
@@ -252,13 +274,7 @@ pub fn serve_until_interrupted() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args_of(command: &Command) -> Vec<String> {
-        command
-            .get_args()
-            .map(|arg| arg.to_string_lossy().into_owned())
-            .collect()
-    }
+    use crate::process::args_of;
 
     #[test]
     fn without_extra_args_every_crate_but_xtask_runs_ignored_tests_too() {

@@ -9,6 +9,7 @@ mod bench;
 mod ci;
 #[cfg(feature = "containers")]
 mod containers;
+mod coverage;
 mod demo;
 mod integration;
 mod npm;
@@ -37,6 +38,9 @@ Commands:
                 including the ignored ones that need them, tear Redis down
   redis         start the same Redis servers, print the env exports to run one
                 test by hand, and wait for Ctrl-C
+  coverage      line coverage per crate with cargo-tarpaulin (installed into
+                target/tools when missing), Redis and end-to-end suites and
+                the proxy binary they start included; report in target/coverage
   bench proxy   the proxy's added latency: tools/call direct vs through nginx
                 and the proxy on memory and Redis, 1 and 16 clients (p50, p99,
                 calls/s, CPU per 1,000 calls)
@@ -99,6 +103,30 @@ fn run(args: VecDeque<String>) -> Result<()> {
             }
             args.finish("redis")?;
             integration::serve_until_interrupted()
+        }
+        "coverage" => {
+            if args.wants_help() {
+                print!("{}", coverage::HELP);
+                return Ok(());
+            }
+            let tarpaulin_args = args.take_after_double_dash();
+            let packages = args
+                .take_value("--package")?
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|name| !name.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let skip_services = args.take_flag("--skip-services");
+            args.finish("coverage")?;
+            coverage::run(&coverage::Options {
+                packages,
+                skip_services,
+                tarpaulin_args,
+            })
         }
         "bench" => {
             if args.wants_help() {
@@ -175,6 +203,22 @@ impl Args {
         Ok(value)
     }
 
+    /// Removes every `flag` (before any `--`); true when there was one.
+    fn take_flag(&mut self, flag: &str) -> bool {
+        let before = self.remaining.len();
+        let end = self
+            .remaining
+            .iter()
+            .position(|arg| arg == "--")
+            .unwrap_or(before);
+        let mut index = 0;
+        self.remaining.retain(|arg| {
+            index += 1;
+            index > end || arg != flag
+        });
+        self.remaining.len() != before
+    }
+
     /// Removes and returns everything after the first `--` (the `--` itself is dropped).
     fn take_after_double_dash(&mut self) -> Vec<String> {
         match self.remaining.iter().position(|arg| arg == "--") {
@@ -202,6 +246,15 @@ impl Args {
 fn workspace_root() -> PathBuf {
     let xtask_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     xtask_dir.parent().map(PathBuf::from).unwrap_or(xtask_dir)
+}
+
+/// cargo's target directory: `CARGO_TARGET_DIR` when set (relative to the
+/// workspace root), else `<workspace>/target`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +305,15 @@ mod tests {
         assert!(args(&["--storage"]).take_value("--storage").is_err());
         let twice = args(&["--storage", "redis", "--storage=memory"]).take_value("--storage");
         assert!(twice.is_err());
+    }
+
+    #[test]
+    fn a_flag_is_taken_only_before_double_dash() {
+        let mut parsed = args(&["--skip-services", "--", "--skip-services"]);
+        assert!(parsed.take_flag("--skip-services"));
+        assert!(!parsed.take_flag("--skip-services"));
+        assert_eq!(parsed.take_after_double_dash(), ["--skip-services"]);
+        assert!(parsed.finish("coverage").is_ok());
     }
 
     #[test]

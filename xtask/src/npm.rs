@@ -33,7 +33,7 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// their lockfile changed.
 pub fn ensure_packages() -> Result<PathBuf> {
     let source = crate::workspace_root().join("xtask").join("npm");
-    let dir = target_dir().join("npm-mcp");
+    let dir = crate::target_dir().join("npm-mcp");
     let lock = fs::read(source.join("package-lock.json"))
         .with_context(|| format!("could not read {}/package-lock.json", source.display()))?;
     let stamp = dir.join("node_modules").join(".xtask-lock");
@@ -76,11 +76,4 @@ fn copy_files(source: &Path, dir: &Path) -> Result<()> {
             .with_context(|| format!("could not copy {file} into {}", dir.display()))?;
     }
     Ok(())
-}
-
-/// cargo's target directory (`CARGO_TARGET_DIR`, else `<workspace>/target`).
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join("target"))
 }

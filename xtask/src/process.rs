@@ -73,6 +73,15 @@ fn shell_word(arg: &OsStr) -> String {
     }
 }
 
+/// The arguments of `command`, lossily decoded (tests of command lines).
+#[cfg(test)]
+pub fn args_of(command: &Command) -> Vec<String> {
+    command
+        .get_args()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect()
+}
+
 /// Runs `command` with inherited stdio and fails unless it exits successfully.
 pub fn run_checked(command: &mut Command) -> Result<()> {
     let line = display(command);

@@ -24,7 +24,7 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The venv's interpreter, after installing the pinned SDK when it is missing.
 pub fn ensure_sdk() -> Result<PathBuf> {
-    let venv = target_dir().join("py-mcp");
+    let venv = crate::target_dir().join("py-mcp");
     let python = venv.join("bin").join("python");
     if has_pinned_sdk(&python) {
         return Ok(python);
@@ -69,11 +69,4 @@ fn run(command: &mut Command, what: &str) -> Result<()> {
         bail!("could not {what} ({}):\n{}", captured.status, captured.text);
     }
     Ok(())
-}
-
-/// cargo's target directory (`CARGO_TARGET_DIR`, else `<workspace>/target`).
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join("target"))
 }

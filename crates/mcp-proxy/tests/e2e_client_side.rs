@@ -376,6 +376,7 @@ fn a_config_with_admin_endpoints_is_refused_with_the_replacement() {
     .unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
         .env_clear()
+        .envs(common::coverage_env())
         .arg("--config")
         .arg(&config)
         .output()

@@ -443,6 +443,7 @@ fn a_bad_configuration_exits_non_zero_with_a_clear_message() {
     .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
         .env_clear()
+        .envs(common::coverage_env())
         .arg("--config")
         .arg(&config)
         .stdin(Stdio::null())
@@ -455,6 +456,7 @@ fn a_bad_configuration_exits_non_zero_with_a_clear_message() {
 
     let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
         .env_clear()
+        .envs(common::coverage_env())
         .args(["--config", "/nonexistent/mcp-proxy.toml"])
         .output()
         .unwrap();

@@ -64,6 +64,7 @@ async fn raw_initialize(proxy: &Process) -> Reply {
 fn configuration_error(args: &[&std::ffi::OsStr]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
         .env_clear()
+        .envs(common::coverage_env())
         .args(args)
         .stdin(Stdio::null())
         .output()

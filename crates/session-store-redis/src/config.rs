@@ -434,9 +434,11 @@ pub(crate) fn redact(text: &str) -> String {
             let _ = url.set_password(Some("<redacted>"));
             url.to_string()
         }
-        Ok(_) => text.to_owned(),
-        // Not a URL: only an `@` can hide credentials (`user:pass@host`).
-        Err(_) => match text.rsplit_once('@') {
+        Ok(url) if url.has_host() => text.to_owned(),
+        // Not a URL with a host (`user:pass@host:port` parses as a URL of
+        // scheme `user`, its password in the path): only an `@` can hide
+        // credentials.
+        _ => match text.rsplit_once('@') {
             Some((_, host)) => format!("<redacted>@{host}"),
             None => text.to_owned(),
         },
@@ -476,6 +478,30 @@ mod tests {
             message.contains("redis.url") && !message.contains("s3cret"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn debug_redacts_every_node_of_a_cluster_or_sentinel_also_when_not_a_url() {
+        let cluster = RedisConfig {
+            topology: Topology::Cluster {
+                nodes: vec!["redis://u:s3cret@a:7000".into(), "u:s3cret@b:7001".into()],
+            },
+            ..RedisConfig::default()
+        };
+        let sentinel = RedisConfig {
+            topology: Topology::Sentinel {
+                service_name: "primary".into(),
+                nodes: vec!["u:s3cret@c:26379".into(), "d:26379".into()],
+            },
+            ..RedisConfig::default()
+        };
+        for config in [cluster, sentinel] {
+            let debug = format!("{config:?}");
+            assert!(!debug.contains("s3cret"), "{debug}");
+            assert!(debug.contains("<redacted>"), "{debug}");
+        }
+        assert_eq!(redact("u:s3cret@b:7001"), "<redacted>@b:7001");
+        assert_eq!(redact("d:26379"), "d:26379");
     }
 
     #[test]
@@ -543,6 +569,41 @@ mod tests {
                     ..Default::default()
                 },
                 "redis.cluster.nodes",
+            ),
+            (
+                RedisConfig {
+                    wait_for_replicas: 1,
+                    replica_wait_timeout: Duration::ZERO,
+                    ..Default::default()
+                },
+                "redis.replica_wait_timeout must be at least 1ms",
+            ),
+            (
+                RedisConfig {
+                    wait_for_replicas: 1,
+                    replica_wait_timeout: Duration::from_secs(2),
+                    command_timeout: Duration::from_secs(1),
+                    ..Default::default()
+                },
+                "must be shorter than redis.command_timeout",
+            ),
+            (
+                RedisConfig {
+                    reconnect_min_delay: Duration::from_secs(20),
+                    reconnect_max_delay: Duration::from_secs(10),
+                    ..Default::default()
+                },
+                "redis.reconnect_min_delay must not exceed redis.reconnect_max_delay",
+            ),
+            (
+                RedisConfig {
+                    topology: Topology::Sentinel {
+                        service_name: " ".into(),
+                        nodes: vec!["redis://127.0.0.1:26379".into()],
+                    },
+                    ..Default::default()
+                },
+                "redis.sentinel.service_name must not be empty",
             ),
         ];
         for (config, key) in cases {

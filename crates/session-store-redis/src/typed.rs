@@ -133,3 +133,67 @@ fn float(value: &Value) -> Option<f64> {
         other => text(other)?.parse().ok(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use fred::clients::Client;
+
+    use super::*;
+
+    fn s(text: &str) -> Value {
+        Value::String(text.into())
+    }
+
+    /// Queues `name args` on a pipeline of a client that never connects:
+    /// commands are only buffered, so what `queue` decides is all there is.
+    async fn typed(name: &str, args: &[Value]) -> bool {
+        let client = Client::default();
+        queue(&client.pipeline(), name, args).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_command_of_the_data_model_with_its_arguments_is_queued_typed() {
+        let cases: [(&str, Vec<Value>); 13] = [
+            ("HGETALL", vec![s("m")]),
+            ("PEXPIRETIME", vec![s("m")]),
+            ("HGET", vec![s("m"), s("created")]),
+            ("PEXPIREAT", vec![s("m"), Value::Integer(1_700_000_000_000)]),
+            ("PEXPIREAT", vec![s("m"), s("1700000000000")]),
+            ("ZADD", vec![s("i"), Value::Integer(5), s("id")]),
+            ("ZADD", vec![s("i"), s("XX"), s("5"), s("id")]),
+            ("ZADD", vec![s("i"), s("LT"), Value::Integer(5), s("id")]),
+            ("ZADD", vec![s("i"), s("GT"), Value::Integer(5), s("id")]),
+            ("ZREM", vec![s("i"), s("id")]),
+            ("DEL", vec![s("m"), Value::Bytes(b"f".to_vec().into())]),
+            ("EXISTS", vec![s("m")]),
+            ("XLEN", vec![s("f")]),
+        ];
+        for (name, args) in cases {
+            assert!(typed(name, &args).await, "{name} {args:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn anything_else_is_left_to_the_custom_command() {
+        let cases: [(&str, Vec<Value>); 12] = [
+            ("HGETALL", vec![Value::Integer(1)]),
+            ("PEXPIRETIME", vec![Value::Null]),
+            ("HGET", vec![s("m"), Value::Integer(2)]),
+            ("PEXPIREAT", vec![s("m"), s("soon")]),
+            ("ZADD", vec![s("i"), s("not a score"), s("id")]),
+            ("ZADD", vec![s("i"), s("NX"), Value::Integer(5), s("id")]),
+            ("ZADD", vec![s("i"), s("GT"), Value::Null, s("id")]),
+            ("ZREM", vec![Value::Null, s("id")]),
+            ("DEL", vec![s("m"), Value::Integer(3)]),
+            ("DEL", vec![]),
+            ("EXISTS", vec![Value::Null]),
+            ("XLEN", vec![Value::Null]),
+        ];
+        for (name, args) in cases {
+            assert!(!typed(name, &args).await, "{name} {args:?}");
+        }
+        assert!(!typed("EVALSHA", &[s("sha"), s("1"), s("m")]).await);
+    }
+}

@@ -373,3 +373,36 @@ fn code_built_config_is_validated_too() {
         ],
     );
 }
+
+#[test]
+fn rules_across_keys_name_both_keys_and_their_sources() {
+    Jail::expect_with(|jail| {
+        let message = file_error(
+            jail,
+            "[storage.redis]\n\
+             key_prefix = \"\"\n\
+             reconnect_min_delay = \"10s\"\n\
+             reconnect_max_delay = \"1s\"\n\
+             wait_for_replicas = 1\n\
+             replica_wait_timeout = \"5s\"\n\
+             command_timeout = \"2s\"\n\
+             [storage.redis.cluster]\n\
+             nodes = [\"redis://127.0.0.1:7000\"]\n\
+             [storage.redis.sentinel]\n\
+             service_name = \" \"\n\
+             nodes = [\"redis://127.0.0.1:26379\"]",
+        );
+        assert_names(
+            &message,
+            &[
+                "storage.redis.key_prefix = \"\" (from storage.toml: storage.redis.key_prefix): must not be empty",
+                "storage.redis.reconnect_min_delay = \"10s\" (from storage.toml: storage.redis.reconnect_min_delay): must not exceed storage.redis.reconnect_max_delay = \"1s\" (from storage.toml: storage.redis.reconnect_max_delay)",
+                "storage.redis.replica_wait_timeout = \"5s\" (from storage.toml: storage.redis.replica_wait_timeout): must be shorter than storage.redis.command_timeout = \"2s\" (from storage.toml: storage.redis.command_timeout)",
+                "storage.redis.sentinel.service_name",
+                "must name the monitored primary",
+                "cannot be combined with [storage.redis.cluster] (from storage.toml",
+            ],
+        );
+        Ok(())
+    });
+}

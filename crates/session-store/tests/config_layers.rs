@@ -201,3 +201,61 @@ fn secrets_are_hidden_from_debug() {
     );
     assert_eq!(config.redis.password.as_ref().unwrap().expose(), "s3cret");
 }
+
+#[test]
+fn string_keys_take_env_values_that_look_like_numbers_or_booleans() {
+    Jail::expect_with(|jail| {
+        jail.set_env("SESSION_STORE_REDIS__USERNAME", "-7");
+        jail.set_env("SESSION_STORE_REDIS__KEY_PREFIX", "true");
+        jail.set_env("SESSION_STORE_REDIS__SENTINEL__SERVICE_NAME", "1.5");
+        jail.set_env(
+            "SESSION_STORE_REDIS__SENTINEL__NODES",
+            "[\"redis://127.0.0.1:26379\"]",
+        );
+        let config = StorageConfig::load(None).unwrap();
+        assert_eq!(config.redis.username.as_deref(), Some("-7"));
+        assert_eq!(config.redis.key_prefix, "true");
+        assert_eq!(config.redis.sentinel.unwrap().service_name, "1.5");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_bad_max_lifetime_shows_both_accepted_forms() {
+    let error = StorageConfig::from_toml_str("[storage]\nmax_lifetime = \"forever\"")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("storage.max_lifetime"), "{error}");
+    assert!(error.contains("such as \"7d\" or \"none\""), "{error}");
+}
+
+#[test]
+fn a_redis_url_without_a_host_is_refused_and_an_unparsable_one_is_never_echoed() {
+    // A typo: `redis:` without `//` is a path, not a host.
+    let error = StorageConfig::from_toml_str("[storage.redis]\nurl = \"redis:6379\"")
+        .and_then(|config| config.validate().map(|()| config))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("storage.redis.url"), "{error}");
+    assert!(error.contains("names no host"), "{error}");
+    let unparsable = session_store::RedisUrl::new("redis://user:pw@[broken");
+    assert_eq!(format!("{unparsable:?}"), "RedisUrl(<unparsable URL>)");
+    assert_eq!(unparsable.to_string(), "<unparsable URL>");
+}
+
+#[test]
+fn a_redis_url_without_its_scheme_never_shows_its_password() {
+    // Parses as a URL of scheme `admin`, the password in its path.
+    let url = session_store::RedisUrl::new("admin:s3cret@db:6379");
+    assert_eq!(url.to_string(), "***@db:6379");
+    assert_eq!(format!("{url:?}"), "RedisUrl(***@db:6379)");
+    let error = StorageConfig::from_toml_str("[storage.redis]\nurl = \"admin:s3cret@db:6379\"")
+        .and_then(|config| config.validate().map(|()| config))
+        .unwrap_err()
+        .to_string();
+    assert!(!error.contains("s3cret"), "{error}");
+    assert_eq!(
+        session_store::RedisUrl::new("redis:6379").to_string(),
+        "redis:6379"
+    );
+}

@@ -744,29 +744,66 @@ impl StoreFactory for OpenBreakerFactory {
     }
 }
 
+/// Stores whose primary is down from the start but whose breaker never opens
+/// (the threshold is out of reach): each call tries the primary, fails over to
+/// memory, and after the first session in the journal the breaker is
+/// draining, so every call takes the mixed route (journal first, then the
+/// primary, then memory) that a half-open breaker takes during a write-back.
+struct DrainingFactory;
+
+#[async_trait]
+impl StoreFactory for DrainingFactory {
+    async fn build(&self, clock: ManualClock, settings: StoreSettings) -> Arc<dyn SessionStore> {
+        let primary = SwitchablePrimary::new(clock.clone(), settings.clone(), true);
+        Arc::new(
+            FallbackStore::new(primary, settings, fallback(u32::MAX), Arc::new(clock)).unwrap(),
+        )
+    }
+}
+
+/// What [`DrainingFactory`] builds is what the `while_draining` suite relies
+/// on: the breaker stays closed (draining), the session waits in the journal
+/// and is served from it, and it is written back once the primary answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_the_threshold_a_failed_call_drains_through_the_journal_without_opening() {
+    let clock = ManualClock::starting_now();
+    let settings = session_store_core::testing::suite_settings();
+    let primary = SwitchablePrimary::new(clock.clone(), settings.clone(), true);
+    let store = FallbackStore::new(
+        primary,
+        settings,
+        fallback(u32::MAX),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let id = SessionId::random().unwrap();
+    store.create(NewSession::new(id.clone())).await.unwrap();
+    store.append_frame(&id, frame(&clock, "one")).await.unwrap();
+    assert_eq!(store.get(&id).await.unwrap().frame_count, 1);
+    let stats = store.stats();
+    assert_eq!(stats.state, BreakerState::Closed, "{stats:?}");
+    assert_eq!(stats.opened_total, 0, "{stats:?}");
+    assert_eq!(stats.dirty_sessions, 1, "{stats:?}");
+    assert!(stats.served_from_memory_total >= 3, "{stats:?}");
+
+    store.primary().down.store(false, Ordering::SeqCst);
+    let stats = written_back(&store).await;
+    assert_eq!(stats.written_back_sessions_total, 1, "{stats:?}");
+    assert_eq!(store.primary().write_backs.lock()[0].frames.len(), 1);
+}
+
 /// The contract lines that hold while the breaker is open, for sessions created
-/// during the outage. The others do not, by design: a session the fallback does
+/// during the outage, and while it drains a journal the primary cannot take.
+/// The others do not, by design: a session the fallback does
 /// not hold may exist in the primary, so "missing" is Unavailable rather than
 /// NotFound (get/touch/append/read/count/delete_frames of a missing id, delete of
 /// a missing id, get_many with a missing id, reuse of an expired id), and
 /// listing, counting and purging need the primary. Small keyed values hold every
 /// line while open, served from the instance's memory secondary (only the check
-/// that they are not sessions needs `count`).
-macro_rules! while_open {
-    ($($name:ident)*) => {
-        mod while_open {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    behaviours::$name(&OpenBreakerFactory).await;
-                }
-            )*
-        }
-    };
-}
-
-while_open! {
+/// that they are not sessions needs `count`). Passes the list to `$suite!`.
+macro_rules! lines_served_from_memory {
+    ($suite:ident!($($args:tt)*)) => {
+        $suite!($($args)*;
     create_returns_revision_one_and_times
     create_on_existing_id_is_already_exists_and_keeps_the_original
     get_returns_what_create_stored
@@ -806,7 +843,28 @@ while_open! {
     kv_delete_is_conditional_and_deleting_a_missing_value_is_false
     kv_oversized_value_or_zero_ttl_is_invalid_input_and_nothing_is_stored
     kv_bad_key_is_invalid_input
+
+        );
+    };
 }
+
+/// A module `$module` of tests, one per contract line, against `$factory`.
+macro_rules! suite {
+    ($module:ident, $factory:expr; $($name:ident)*) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    behaviours::$name(&$factory).await;
+                }
+            )*
+        }
+    };
+}
+
+lines_served_from_memory!(suite!(while_open, OpenBreakerFactory));
+lines_served_from_memory!(suite!(while_draining, DrainingFactory));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_values_are_served_from_memory_during_an_outage_and_from_the_primary_after_it() {

@@ -1,6 +1,8 @@
 //! Shared harness of the end-to-end tests: the real `mcp-proxy` and
-//! `demo-upstream` binaries as child processes on free loopback ports (killed on
-//! drop), and a small raw MCP client over reqwest.
+//! `demo-upstream` binaries as child processes on free loopback ports (stopped
+//! by a signal on drop, so that an instrumented binary under `cargo xtask
+//! coverage` exits cleanly and writes its profile), and a small raw MCP client
+//! over reqwest.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
@@ -24,9 +26,49 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for any single HTTP exchange in a test.
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A child process, killed when dropped.
+/// How a test process is asked to exit when it is dropped.
+#[derive(Clone, Copy, Debug)]
+pub enum StopBy {
+    /// SIGTERM (mcp-proxy), waiting up to 15 s: above the `shutdown_grace`
+    /// [`start_proxy`] gives it.
+    Term,
+    /// SIGINT (demo-upstream waits for Ctrl-C), waiting up to 5 s: it also
+    /// waits for open streams, which a proxy still running may hold.
+    Interrupt,
+    /// SIGKILL (peers that are not instrumented).
+    Kill,
+}
+
+impl StopBy {
+    /// The signal as `kill` spells it, and the longest wait for the exit.
+    fn signal(self) -> (&'static str, Duration) {
+        match self {
+            StopBy::Term => ("-TERM", Duration::from_secs(15)),
+            StopBy::Interrupt => ("-INT", Duration::from_secs(5)),
+            StopBy::Kill => ("-KILL", Duration::from_secs(5)),
+        }
+    }
+}
+
+/// The variable naming where an instrumented binary writes its coverage
+/// profile (`cargo xtask coverage` sets it, with `%p` in it so that every
+/// process writes its own file).
+const PROFILE_FILE_VAR: &str = "LLVM_PROFILE_FILE";
+
+/// The variables a child keeps when a test clears its environment:
+/// `LLVM_PROFILE_FILE` when set, so that under `cargo xtask coverage` the
+/// child's lines count too. Empty in an ordinary test run.
+pub fn coverage_env() -> Vec<(&'static str, String)> {
+    std::env::var(PROFILE_FILE_VAR)
+        .map(|value| vec![(PROFILE_FILE_VAR, value)])
+        .unwrap_or_default()
+}
+
+/// A child process, stopped when dropped ([`Process::stop`]).
 pub struct Process {
     child: Child,
+    /// How it is asked to exit.
+    stop_by: StopBy,
     /// The address it printed as listening on.
     pub address: SocketAddr,
     /// The address of its admin listener (`mcp-proxy admin listening on`), if any.
@@ -38,7 +80,7 @@ pub struct Process {
 impl Process {
     /// Starts `command` and waits (bounded) for its `... listening on <addr>` line,
     /// and with `admin` also for its `... admin listening on <addr>` line.
-    fn start(mut command: Command, name: &str, admin: bool) -> Process {
+    fn start(mut command: Command, name: &str, admin: bool, stop_by: StopBy) -> Process {
         let log = scratch_path(&format!("{name}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
         command
@@ -72,6 +114,7 @@ impl Process {
             if let Some(address) = address.filter(|_| !admin || admin_address.is_some()) {
                 return Process {
                     child,
+                    stop_by,
                     address,
                     admin: admin_address,
                     log,
@@ -88,10 +131,30 @@ impl Process {
         panic!("{name} did not start within {STARTUP_TIMEOUT:?}; its log:\n{log_text}");
     }
 
-    /// Kills the process now and waits for it to exit.
+    /// Kills the process now (SIGKILL: no goodbye, no coverage profile) and
+    /// waits for it to exit.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Asks the process to exit (its [`StopBy`] signal), waits for it (bounded),
+    /// then kills it if it is still running. Its exit code, or `None` when it had
+    /// to be killed or was ended by a signal. A clean exit is what lets an
+    /// instrumented binary write its coverage profile.
+    pub fn stop(&mut self) -> Option<i32> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status.code();
+        }
+        let (signal, patience) = self.stop_by.signal();
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let code = self.wait_exit(patience);
+        self.kill();
+        code
     }
 
     /// The operating system's process id.
@@ -131,7 +194,7 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        self.kill();
+        self.stop();
     }
 }
 
@@ -157,7 +220,7 @@ pub fn start_upstream_with(listen: &str, flags: &[&str]) -> Process {
         .args(["--listen", listen])
         .args(flags)
         .env("RUST_LOG", "warn");
-    Process::start(command, "demo-upstream", false)
+    Process::start(command, "demo-upstream", false, StopBy::Interrupt)
 }
 
 /// The value of one counter (`name` with its labels, trailing spaces ignored) in
@@ -202,18 +265,26 @@ pub fn start_proxy_with_env(
     } else {
         "initialize_rate = \"off\"\n"
     };
+    // Dropping the process stops it with SIGTERM: a short grace keeps that quick
+    // when a test leaves a request in flight.
+    let grace = if proxy_keys.contains("shutdown_grace") {
+        ""
+    } else {
+        "shutdown_grace = \"5s\"\n"
+    };
     let toml = format!(
-        "[proxy]\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\n{admin}{rate}{timeout}{proxy_keys}\n{extra_toml}\n"
+        "[proxy]\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\n{admin}{rate}{grace}{timeout}{proxy_keys}\n{extra_toml}\n"
     );
     std::fs::write(&config, toml).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"));
     command
         .env_clear()
+        .envs(coverage_env())
         .env("RUST_LOG", "info")
         .envs(env.iter().copied())
         .arg("--config")
         .arg(&config);
-    Process::start(command, "mcp-proxy", true)
+    Process::start(command, "mcp-proxy", true, StopBy::Term)
 }
 
 /// A raw MCP client: reqwest with the MCP headers.

@@ -8,7 +8,7 @@ use std::{path::PathBuf, process::Stdio, time::Duration};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 
-use super::{Process, EXCHANGE_TIMEOUT};
+use super::{Process, StopBy, EXCHANGE_TIMEOUT};
 
 /// The variable naming the venv's interpreter (set by `cargo xtask integration`).
 pub const PYTHON_VAR: &str = "TEST_MCP_PYTHON";
@@ -31,7 +31,7 @@ pub fn script(name: &str) -> PathBuf {
 pub fn start_python_upstream() -> Process {
     let mut command = std::process::Command::new(python());
     command.arg(script("server.py"));
-    Process::start(command, "python-upstream", false)
+    Process::start(command, "python-upstream", false, StopBy::Kill)
 }
 
 /// Starts `modern_only_server.py`: the same server refusing the handshake era
@@ -42,7 +42,7 @@ pub fn start_modern_only_upstream(port: u16) -> Process {
     command
         .arg(script("modern_only_server.py"))
         .args(["--port", &port.to_string()]);
-    Process::start(command, "python-modern-only-upstream", false)
+    Process::start(command, "python-modern-only-upstream", false, StopBy::Kill)
 }
 
 /// What reached the Python upstream: POSTs by `Mcp-Method`, `Mcp-Param-*`

@@ -92,7 +92,13 @@ impl RedisUrl {
                 let _ = parsed.set_password(Some("***"));
                 parsed.to_string()
             }
-            Ok(parsed) => parsed.to_string(),
+            Ok(parsed) if parsed.has_host() => parsed.to_string(),
+            // `user:pass@host:port` without `redis://` parses as a URL of
+            // scheme `user` with the password in its path.
+            Ok(parsed) => match self.0.rsplit_once('@') {
+                Some((_, host)) => format!("***@{host}"),
+                None => parsed.to_string(),
+            },
             Err(_) => "<unparsable URL>".to_owned(),
         }
     }
