@@ -439,12 +439,14 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
     })?;
     let upstream = Url::parse(&raw_upstream).map_err(|error| {
         ConfigError::new(format!(
-            "proxy.upstream `{raw_upstream}` is not a URL: {error}"
+            "proxy.upstream `{}` is not a URL: {error}",
+            shown_upstream(&raw_upstream)
         ))
     })?;
     if !matches!(upstream.scheme(), "http" | "https") || upstream.host_str().is_none() {
         return Err(ConfigError::new(format!(
-            "proxy.upstream `{raw_upstream}`: only http:// and https:// upstreams with a host are supported"
+            "proxy.upstream `{}`: only http:// and https:// upstreams with a host are supported",
+            shown_upstream(&raw_upstream)
         )));
     }
     if !section.endpoint_path.starts_with('/') || section.endpoint_path.len() < 2 {
@@ -577,9 +579,41 @@ fn reserved_path(path: &str) -> bool {
         .any(|reserved| path == *reserved || path.starts_with(&format!("{reserved}/")))
 }
 
+/// An upstream URL as a config error may show it: user name and password left
+/// out. A URL written without its scheme (`user:pass@host/mcp`) parses as one of
+/// scheme `user` with the password in its path, so anything up to the last `@`
+/// of a URL without a host is hidden too.
+fn shown_upstream(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(url) if url.has_host() => crate::upstream::without_credentials(&url).to_string(),
+        _ => match raw.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => raw.to_owned(),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_upstream_url_is_named_without_its_credentials() {
+        for raw in [
+            "admin:s3cret@upstream.example:8443/mcp",
+            "ftp://admin:s3cret@upstream.example/mcp",
+            "http://admin:s3cret@[bad/mcp",
+        ] {
+            let error = ProxyConfig::from_toml_str(
+                &format!("[proxy]\nupstream = \"{raw}\"\n"),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            let text = error.to_string();
+            assert!(text.contains("proxy.upstream"), "{raw}: {text}");
+            assert!(!text.contains("s3cret"), "{raw}: {text}");
+        }
+    }
 
     #[test]
     fn file_values_and_defaults() {
