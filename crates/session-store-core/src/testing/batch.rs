@@ -1,4 +1,4 @@
-//! The behaviours of [`SessionStore::append_frames`]: a batch is appended as
+//! The behaviours of [`SessionStore::append_frames`](crate::SessionStore::append_frames): a batch is appended as
 //! its frames would be one after another (ids, counters, trimming, the gap a
 //! replay reports), and is refused whole when the session is gone or a frame
 //! is too large. Run by every backend with the rest of the suite.
