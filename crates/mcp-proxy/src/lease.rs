@@ -11,7 +11,9 @@
 //!
 //! A new POST reply stream's lease is taken by its renewal task
 //! ([`StreamLease::take_in_background`]), not before the relay starts, so the
-//! client's first bytes wait for no store round trip. That opens a window: from
+//! client's first bytes wait for no store round trip, and only after
+//! [`LEASE_TAKE_DELAY`], so a stream that ends within it (most `tools/call`
+//! replies) costs no lease writes at all. That opens a window: from
 //! the moment the client has the stream's priming event until the put lands, an
 //! instance serving a resumption of the stream could find no lease. It looks for
 //! one only after tailing the store for a poll interval (100 ms), so the window
@@ -39,6 +41,12 @@ pub const LEASE_TTL: Duration = Duration::from_secs(5);
 /// How often the holder renews its lease: well within [`LEASE_TTL`], so a slow
 /// store call or two do not let it lapse.
 pub const LEASE_RENEWAL: Duration = Duration::from_secs(1);
+
+/// How long a new reply stream's relay waits before it takes the stream's
+/// lease. Most reply streams (a `tools/call` answered at once) end within it
+/// and never write a lease at all; it stays well under the 100 ms a resuming
+/// instance tails the store before it looks for a lease (`replay`'s poll).
+pub const LEASE_TAKE_DELAY: Duration = Duration::from_millis(20);
 
 /// This process's holder name: random per process, so a restarted instance on
 /// the same address is a new holder.
@@ -231,6 +239,10 @@ async fn take_first(
     key: &KvKey,
     released: &mut oneshot::Receiver<()>,
 ) -> Taken {
+    tokio::select! {
+        _ = &mut *released => return Taken::Released,
+        () = tokio::time::sleep(LEASE_TAKE_DELAY) => {}
+    }
     let mut warned = false;
     loop {
         if !matches!(
@@ -346,6 +358,34 @@ mod tests {
             .await
             .expect("the relay learns it does not hold the stream");
         other.release(store.as_ref()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_released_within_the_take_delay_never_writes_a_lease() {
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let store: Arc<dyn SessionStore> = Arc::new(crate::metered_store::MeteredStore::new(
+            Arc::new(MemoryStore::new(StoreSettings::default()).unwrap()),
+            metrics.clone(),
+        ));
+        let session = SessionId::new("s1").unwrap();
+        let stream = StreamId::for_request(FrameId::new(1, 0));
+        let ours = StreamLease::take_in_background(store.clone(), &session, &stream).unwrap();
+        // The renewal task has started and waits; the stream ends meanwhile.
+        tokio::time::sleep(
+            LEASE_TAKE_DELAY
+                .saturating_sub(Duration::from_millis(5))
+                .max(Duration::from_millis(1)),
+        )
+        .await;
+        ours.release();
+        tokio::time::sleep(LEASE_RENEWAL * 3).await;
+        let text = metrics.render(None);
+        assert!(
+            !text.contains("operation=\"kv_put\"") && !text.contains("operation=\"kv_delete\""),
+            "no lease written or removed:\n{text}"
+        );
+        let key = lease_key(&session, &stream).unwrap();
+        assert!(!is_held(store.as_ref(), &key).await.unwrap());
     }
 
     #[tokio::test]
