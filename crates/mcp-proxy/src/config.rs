@@ -585,7 +585,11 @@ fn reserved_path(path: &str) -> bool {
 /// of a URL without a host is hidden too.
 fn shown_upstream(raw: &str) -> String {
     match Url::parse(raw) {
-        Ok(url) if url.has_host() => crate::upstream::without_credentials(&url).to_string(),
+        Ok(mut url) if url.has_host() => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
         _ => match raw.rsplit_once('@') {
             Some((_, host)) => format!("***@{host}"),
             None => raw.to_owned(),
