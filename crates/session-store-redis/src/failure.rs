@@ -62,7 +62,7 @@ pub(crate) fn from_fred(error: &FredError, address: &str, what: &str) -> Error {
         )),
         ErrorKind::Auth => Error::unavailable(format!(
             "redis at {address} refused the credentials during {what}: {details} \
-             (check redis.username and redis.password)"
+             (check storage.redis.username and storage.redis.password, or the credentials in storage.redis.url)"
         )),
         _ => Error::unavailable(format!(
             "redis at {address} did not complete {what}: {}: {details}",

@@ -137,7 +137,7 @@ impl RedisStore {
                 stop(&pool, config.connect_timeout);
                 return Err(Error::config(format!(
                     "redis at {address} refused the credentials: {} \
-                     (check redis.username and redis.password)",
+                     (check storage.redis.username and storage.redis.password, or the credentials in storage.redis.url)",
                     e.details()
                 )));
             }

@@ -72,12 +72,7 @@ pub async fn list(
 ) -> Result<u64, CommandError> {
     let write = CommandError::io("writing the session list");
     if !args.json {
-        writeln!(
-            out,
-            "{:<36}  {:<20}  {:<36}  {:<10}  {:<12}  {:>8}  {:>6}",
-            "ID", "CLIENT", "UPSTREAM SESSION", "PROTOCOL", "STATUS", "AGE", "FRAMES"
-        )
-        .map_err(write)?;
+        writeln!(out, "{}", table_header()).map_err(write)?;
     }
     let now = now_millis();
     let mut printed = 0;
@@ -102,10 +97,20 @@ pub async fn list(
     }
 }
 
+fn table_header() -> String {
+    format!(
+        "{:<49}  {:<20}  {:<36}  {:<10}  {:<12}  {:>8}  {:>6}",
+        "ID", "CLIENT", "UPSTREAM SESSION", "PROTOCOL", "STATUS", "AGE", "FRAMES"
+    )
+}
+
+/// One line of the session table. The id column fits the ids the proxy mints:
+/// 36 characters, or 49 for one minted during a Redis outage
+/// (`fb.<13-digit ms>.<32 hex>`).
 fn table_row(session: &Session, now: u64) -> String {
     let age = Duration::from_secs(now.saturating_sub(session.created_at.as_millis()) / 1000);
     format!(
-        "{:<36}  {:<20}  {:<36}  {:<10}  {:<12}  {:>8}  {:>6}",
+        "{:<49}  {:<20}  {:<36}  {:<10}  {:<12}  {:>8}  {:>6}",
         session.id.as_str(),
         client_name(session).unwrap_or("-"),
         session.upstream_session_id.as_deref().unwrap_or("-"),
@@ -247,8 +252,9 @@ pub async fn tail(
 
 /// One line of the frame table: frame id, direction, stream, time, size, and
 /// the message summary last, so a long one shifts no other column. The widths
-/// fit the values the proxy records: frame ids `<13-digit ms>-<seq>`, stream ids
-/// `r<frame id>` or `g`/`u` and 16 hex digits, RFC 3339 times with milliseconds.
+/// fit the values the proxy records: frame ids `<13-digit ms>-<seq>` (Redis
+/// sequences reach 8 digits and more), stream ids `r<frame id>` or `g`/`u` and 16
+/// hex digits, RFC 3339 times with milliseconds.
 fn frame_columns(
     id: &str,
     direction: &str,
@@ -257,7 +263,7 @@ fn frame_columns(
     size: &str,
     message: &str,
 ) -> String {
-    format!("{id:<20}  {direction:<16}  {stream:<22}  {time:<24}  {size:>10}  {message}")
+    format!("{id:<24}  {direction:<16}  {stream:<25}  {time:<24}  {size:>10}  {message}")
 }
 
 fn print_frame_header(out: &mut dyn Write) -> std::io::Result<()> {
@@ -485,4 +491,45 @@ pub(crate) fn now_millis() -> u64 {
         .map_or(0, |elapsed| {
             u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_store::NewSession;
+
+    #[tokio::test]
+    async fn rows_line_up_under_the_header_for_the_longest_ids_the_proxy_mints() {
+        let store =
+            session_store::MemoryStore::new(session_store::StoreSettings::default()).unwrap();
+        let id = format!("fb.1796064768134.{}", "d".repeat(32));
+        assert_eq!(id.len(), 49);
+        let session = store
+            .create(NewSession::new(SessionId::new(id).unwrap()))
+            .await
+            .unwrap();
+        let header = table_header();
+        let row = table_row(&session, 0);
+        let status = status_name(session.status);
+        assert_eq!(
+            row.find(&status),
+            header.find("STATUS"),
+            "\n{header}\n{row}"
+        );
+
+        let frame_header = frame_columns("FRAME", "DIRECTION", "STREAM", "TIME", "SIZE", "MESSAGE");
+        let frame_row = frame_columns(
+            "1796064768135-29610935",
+            "server_to_client",
+            "r1796064768135-29610935",
+            "2026-11-30T18:52:49.660Z",
+            "120",
+            "result #1",
+        );
+        assert_eq!(
+            frame_row.find("2026"),
+            frame_header.find("TIME"),
+            "\n{frame_header}\n{frame_row}"
+        );
+    }
 }
