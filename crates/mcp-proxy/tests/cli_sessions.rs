@@ -282,6 +282,45 @@ async fn the_binary_exports_imports_lists_and_revokes_between_redis_deployments(
     assert_eq!(target_store.count().await.unwrap(), 1);
 }
 
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn an_import_of_a_cut_file_says_how_many_sessions_it_imported_before_the_cut() {
+    let memory = sample_store().await;
+    let text = String::from_utf8(export_bytes(memory.as_ref()).await).unwrap();
+    // The header, every line of the first two sessions, and half of the third
+    // session's line. The second session is not imported: the cut line might
+    // have been one of its frames.
+    let lines: Vec<&str> = text.lines().collect();
+    let third = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.starts_with("{\"type\":\"session\""))
+        .nth(2)
+        .map(|(at, _)| at)
+        .unwrap();
+    let mut cut: String = lines[..third].iter().map(|l| format!("{l}\n")).collect();
+    cut.push_str(&lines[third][..lines[third].len() / 2]);
+    let store = open_redis(&redis_config(&standalone_toml())).await.unwrap();
+    let error = import(
+        &store,
+        &mut cut.as_bytes(),
+        OnConflict::Skip,
+        &ProgressBar::hidden(),
+    )
+    .await
+    .err()
+    .expect("a cut file is refused");
+    let message = error.to_string();
+    println!("{message}");
+    assert!(message.contains("in the middle of its JSON"), "{message}");
+    assert!(
+        message.contains("sessions imported before it: 1 ("),
+        "{message}"
+    );
+    assert!(message.contains("--on-conflict skip"), "{message}");
+    assert_eq!(store.count().await.unwrap(), 1);
+}
+
 /// Runs the binary with `--config`, asserts success, returns stdout.
 fn run_ok(args: &[&str], config: &std::path::Path) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
@@ -602,8 +641,16 @@ async fn an_export_cut_short_or_of_another_format_is_refused_naming_the_line() {
         .take(3)
         .map(|line| format!("{line}\n"))
         .collect();
+    // Cut in the middle of the fourth line (a frame): the JSON ends early.
+    let fourth = text.lines().nth(3).unwrap();
+    let mid_line = format!("{cut}{}", &fourth[..fourth.len() / 2]);
     for (input, expected) in [
         (cut.as_str(), "without its `end` line"),
+        (cut.as_str(), "nothing was written"),
+        (
+            mid_line.as_str(),
+            "line 4: the line ends in the middle of its JSON",
+        ),
         (
             "{\"format\":\"other\",\"version\":1,\"exported_at\":0}\n",
             "line 1",

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use common::{
     admin_session, countdown_messages, metrics, read_events, start_proxy, start_upstream,
-    RawClient, EXCHANGE_TIMEOUT,
+    start_upstream_with, RawClient, EXCHANGE_TIMEOUT,
 };
 use mcp_proxy::event_id::ProxyEventId;
 use rmcp::{
@@ -430,6 +430,47 @@ async fn sessionless_requests_get_no_session_id_and_are_recorded_per_client_unle
             assert_eq!(session["protocol_version"], "2026-07-28");
             assert_eq!(session["frame_count"], 2, "request and response: {session}");
         }
+    }
+}
+
+/// 2026-07-28 has no SSE resumption: a resumable upstream's event ids (the demo
+/// upstream's event store numbers them `ev<n>`) must not reach a 2026-07-28
+/// client, which would answer a broken stream with a `Last-Event-ID` GET the
+/// proxy refuses (405); priming events, nothing but an id, are not sent at all.
+#[tokio::test]
+async fn a_modern_reply_stream_carries_no_event_ids_even_from_a_resumable_upstream() {
+    let upstream = start_upstream_with("127.0.0.1:0", &["--event-store"]);
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", MEMORY);
+    let response = reqwest::Client::new()
+        .post(proxy.mcp_url())
+        .timeout(EXCHANGE_TIMEOUT)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "countdown")
+        .body(
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+                "name":"countdown","arguments":{"from":3,"interval_ms":10},"_meta":{
+                    "progressToken":"t",
+                    "io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities":{},
+                    "io.modelcontextprotocol/clientInfo":{"name":"no-ids","version":"1"}}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = String::from_utf8(response.bytes().await.unwrap().to_vec()).unwrap();
+    println!("{body}");
+    assert!(body.contains("countdown from 3 done"), "{body}");
+    assert_eq!(body.matches("notifications/progress").count(), 3, "{body}");
+    for line in body.lines() {
+        assert!(
+            !line.starts_with("id:") && !line.starts_with("retry:"),
+            "a resumption field reached a 2026-07-28 client: {line:?}"
+        );
     }
 }
 

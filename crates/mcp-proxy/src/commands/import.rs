@@ -78,12 +78,24 @@ pub async fn import(
 ) -> Result<ImportReport, CommandError> {
     let keys = AppendKeys::new();
     let mut report = ImportReport::default();
-    read_sessions(input, &keys, async |session, frames| {
+    let read = read_sessions(input, &keys, async |session, frames| {
         import_session(store, session, frames, &keys, on_conflict, &mut report).await?;
         progress.inc(1);
         Ok(())
     })
-    .await?;
+    .await;
+    read.map_err(|error| match error {
+        CommandError::Usage(message) => CommandError::Usage(format!(
+            "{message}; sessions imported before it: {} ({} skipped, {} expired, {} \
+             refused; the session that line belongs to is not imported): fix or re-export \
+             the file, then run the import again with --on-conflict skip",
+            report.sessions_imported,
+            report.sessions_skipped,
+            report.sessions_expired,
+            report.sessions_refused
+        )),
+        other => other,
+    })?;
     Ok(report)
 }
 
@@ -99,7 +111,13 @@ pub async fn check_format(input: &mut dyn BufRead) -> Result<(u64, u64), Command
         counts.1 += frames.len() as u64;
         Ok(())
     })
-    .await?;
+    .await
+    .map_err(|error| match error {
+        CommandError::Usage(message) => {
+            CommandError::Usage(format!("{message} (checked only: nothing was written)"))
+        }
+        other => other,
+    })?;
     Ok(counts)
 }
 
@@ -135,8 +153,14 @@ async fn read_sessions(
         if text.trim().is_empty() {
             continue;
         }
-        let line: Line =
-            serde_json::from_str(&text).map_err(|error| bad(number, &error.to_string()))?;
+        let line: Line = serde_json::from_str(&text).map_err(|error| {
+            let cut = if error.is_eof() {
+                "the line ends in the middle of its JSON (the file was cut short?): "
+            } else {
+                "not a line of an export: "
+            };
+            bad(number, &format!("{cut}{error}"))
+        })?;
         match line {
             Line::Session { session } => {
                 if let Some((session, frames)) = pending.replace((session, Vec::new())) {
@@ -167,9 +191,7 @@ async fn read_sessions(
         }
     }
     Err(CommandError::Usage(
-        "import: the input ends without its `end` line (cut short?); the sessions before \
-         the last one were imported, run the import again with --on-conflict skip"
-            .to_owned(),
+        "import: the input ends without its `end` line (cut short?)".to_owned(),
     ))
 }
 

@@ -161,10 +161,17 @@ async fn relay_events(
         if events.is_empty() && chunk.first() == Some(&b':') {
             let _ = tx.send(keep_alive_comment()).await;
         }
-        for event in events {
-            if !event.is_empty() {
-                observe(&app, &exchange, event.data.as_bytes()).await;
+        for mut event in events {
+            // 2026-07-28 has no SSE resumption: an upstream's event ids and
+            // retry hints would only invite a `Last-Event-ID` GET the proxy
+            // answers 405, so they are left out, and a priming event (nothing
+            // but an id) is not sent at all.
+            event.id = None;
+            event.retry = None;
+            if event.is_empty() {
+                continue;
             }
+            observe(&app, &exchange, event.data.as_bytes()).await;
             if tx.send(event.encode()).await.is_err() {
                 break;
             }
