@@ -1,12 +1,17 @@
 //! Following `ASK` while a cluster slot migrates.
 //!
-//! fred 10.1 answers an `ASK` by sending `ASKING` to the importing node and then
-//! routing the command by its slot again, to the migrating node, which answers
-//! `ASK` again: the command loops until fred's redirection limit ("Too many
-//! redirections"). For such commands the store finds the importing node in the
-//! migrating node's `CLUSTER NODES` (`[<slot>->-<node id>]`) and sends the
+//! fred 10.1 answers an `ASK` by writing `ASKING` to the importing node's
+//! connection outside its queue of commands in flight, taking the next reply
+//! read there as `ASKING`'s (so another call in flight on that connection gets
+//! the wrong reply), and then routing the command by its slot again, to the
+//! migrating node, which answers `ASK` again. The store therefore has fred
+//! follow no redirection (`MAX_REDIRECTIONS` in `store.rs`): every `ASK` comes
+//! back as "Too many redirections", and the store finds the importing node in
+//! the migrating node's `CLUSTER NODES` (`[<slot>->-<node id>]`) and sends the
 //! command there itself, right after `ASKING`, in one pipeline pinned to that
-//! node (fred writes a pipeline's commands back to back on one connection).
+//! node (fred writes a pipeline's commands back to back on one connection, and
+//! reads their replies in turn). A `MOVED` comes back the same way, after fred
+//! refreshed its slot map; the store's retry then goes to the new owner.
 
 use fred::{
     error::{Error as FredError, ErrorKind},

@@ -110,6 +110,32 @@ local function parse_id(text)
 end
 "#;
 
+/// The tombstone `P:{<id>}:gone` a delete leaves for one ttl, as
+/// `<delete key>:<covers>:<removed>`: the delete that wrote it, the newest
+/// `created` (ms) of the incarnations it deleted, and `1` when it removed a
+/// live session (its repeat answers `true`), else `0`. Every incarnation
+/// created at or before `covers` stays deleted: a create issued before the
+/// delete (`now < covers`) or a write-back of such a session (`created <=
+/// covers`) that reaches Redis after it is refused. The older two-part value
+/// `<delete key>:<created>` reads as `covers = created`, removed. `tombstone`
+/// returns the three parts (nil when there is none); `covered_since` whether
+/// a tombstone covers `created`.
+const TOMBSTONE: &str = r#"
+local function tombstone(value)
+  if not value then return nil end
+  local a = string.find(value, ':', 1, true)
+  if a == nil then return nil end
+  local rest = string.sub(value, a + 1)
+  local b = string.find(rest, ':', 1, true)
+  if b == nil then return string.sub(value, 1, a - 1), tonumber(rest), '1' end
+  return string.sub(value, 1, a - 1), tonumber(string.sub(rest, 1, b - 1)), string.sub(rest, b + 1)
+end
+local function covered(gone, created)
+  local _, covers = tombstone(redis.call('GET', gone))
+  return covers ~= nil and created <= covers
+end
+"#;
+
 /// The frame budget: bytes of a stream entry (its field values: the encoded
 /// frame), and the trim that keeps a stream within `max_frames_per_session`
 /// and `max_session_frame_bytes`. The meta field `fb` counts the bytes stored,
@@ -156,8 +182,11 @@ end
 /// version, create key.
 /// A live session created by this same call (field `ck` = the create key: the
 /// reply of a first attempt was lost) answers `OK` again, so the call is safe to
-/// re-send; any other live session is `EXISTS`. Creating clears a tombstone: a
-/// deleted id may be reused.
+/// re-send; any other live session is `EXISTS`. A deleted id may be reused, but
+/// not by a create issued before the delete (`now` below the tombstone's
+/// `covers`: a create whose caller gave up, reaching Redis late): `DELETED`.
+/// The tombstone stays, so a late write-back of the deleted incarnation is still
+/// refused.
 const CREATE: &str = r#"
 local now = tonumber(ARGV[1])
 local max_life = tonumber(ARGV[4])
@@ -171,7 +200,9 @@ if exp ~= -2 then
     return {'EXISTS'}
   end
 end
-redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
+local _, covers = tombstone(redis.call('GET', KEYS[3]))
+if covers ~= nil and now < covers then return {'DELETED'} end
+redis.call('UNLINK', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'created', ARGV[1], 'last', ARGV[1], 'rev', '1', 'fc', '0',
   'lfid', '0-0', 'v', ARGV[5], 'ck', ARGV[6], unpack((body_fields(ARGV[3]))))
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
@@ -208,30 +239,49 @@ redis.call('PEXPIREAT', KEYS[2], new_exp)
 return {'OK', f[1], f[3] or '0', new_rev, ARGV[2], new_exp}
 "#;
 
-/// KEYS: meta, frames, tombstone. ARGV: now, max_life, delete key, tombstone ms.
+/// KEYS: meta, frames, tombstone. ARGV: now, max_life, delete key, tombstone
+/// ms, covers (empty: every incarnation created until `now`; else the newest
+/// `created`, ms, this delete removes: a fallback replacing an older
+/// incarnation with one it created during an outage).
 /// Checks liveness and removes the session in one step, so a delete racing
-/// another delete, a touch or an append never sees half a session. Leaves a
-/// tombstone `<delete key>:<created>`: a repeat of this call (its reply was lost)
-/// answers as the first did, and a fallback write-back of that same session
-/// (same `created`) does not recreate it. Replies `{1}` when a live session was
-/// removed, else `{0}`.
+/// another delete, a touch or an append never sees half a session. Always
+/// leaves the tombstone (see `TOMBSTONE`), also when Redis holds no session
+/// (it may be in a fallback's journal, or a create or write-back of it may
+/// still be on its way), with `covers` the largest of the given bound, the
+/// removed session's `created` and the covers of a tombstone already there.
+/// A repeat of this call (its reply was lost: the tombstone names its key)
+/// answers as the first did and removes nothing (not a later incarnation).
+/// A session created after `covers` is left alone. Replies `{1}` when a live
+/// session was removed, else `{0}`.
 const DELETE: &str = r#"
 local now = tonumber(ARGV[1])
 local max_life = tonumber(ARGV[2])
-local exp = redis.call('PEXPIRETIME', KEYS[1])
-if exp == -2 then
-  local gone = redis.call('GET', KEYS[3])
-  if gone and string.sub(gone, 1, #ARGV[3] + 1) == ARGV[3] .. ':' then return {1} end
-  redis.call('UNLINK', KEYS[2])
+local key, covers, removed = tombstone(redis.call('GET', KEYS[3]))
+if key == ARGV[3] then
+  if removed == '1' then return {1} end
   return {0}
 end
-local created = tonumber(redis.call('HGET', KEYS[1], 'created'))
-local was_live = created ~= nil and live(exp, created, now, max_life)
-redis.call('UNLINK', KEYS[1], KEYS[2])
-if was_live then
-  redis.call('SET', KEYS[3], ARGV[3] .. ':' .. string.format('%d', created), 'PX', ARGV[4])
-  return {1}
+local bound = now
+local bounded = ARGV[5] ~= nil and ARGV[5] ~= ''
+if bounded then bound = tonumber(ARGV[5]) end
+local exp = redis.call('PEXPIRETIME', KEYS[1])
+local created = nil
+if exp ~= -2 then created = tonumber(redis.call('HGET', KEYS[1], 'created')) end
+local was_live = false
+if exp == -2 then
+  redis.call('UNLINK', KEYS[2])
+elseif not (bounded and created ~= nil and created > bound) then
+  was_live = created ~= nil and live(exp, created, now, max_life)
+  redis.call('UNLINK', KEYS[1], KEYS[2])
+  if created ~= nil and created > bound then bound = created end
 end
+if covers ~= nil and covers > bound then bound = covers end
+if was_live or key == nil then
+  key = ARGV[3]
+  removed = was_live and '1' or '0'
+end
+redis.call('SET', KEYS[3], key .. ':' .. string.format('%d', bound) .. ':' .. removed, 'PX', ARGV[4])
+if was_live then return {1} end
 return {0}
 "#;
 
@@ -437,10 +487,10 @@ return {tid, out}
 /// id, encoded frame) triple per frame, oldest first.
 ///
 /// A session that is missing or expired is created from the arguments (Redis lost
-/// it: restart without persistence), unless its tombstone says this very session
-/// (same `created`) was deleted meanwhile (`DELETED`: deleted stays deleted). A
-/// session created anew on the id during the outage has another `created` and is
-/// written back. A live one keeps its fields unless the write-
+/// it: restart without persistence), unless a tombstone covers its `created`
+/// (`DELETED`: deleted stays deleted, whichever instance deleted it, whether or
+/// not Redis held it then, however late this call arrives). A session created
+/// anew on the id after the delete (a later `created`) is written back. A live one keeps its fields unless the write-
 /// back carries an update and Redis still holds the revision the update was based
 /// on, or holds the update's own revision written by this same write-back (field
 /// `wb` = the write-back key: a repeat after a lost reply); else Redis wins and the
@@ -472,11 +522,7 @@ local outcome = 'MERGED'
 local conflict = ''
 if not is_live then
   if ARGV[14] ~= '1' then return {'NOTFOUND'} end
-  local gone = redis.call('GET', KEYS[3])
-  if gone then
-    local colon = string.find(gone, ':', 1, true)
-    if colon and string.sub(gone, colon + 1) == ARGV[10] then return {'DELETED'} end
-  end
+  if covered(KEYS[3], tonumber(ARGV[10])) then return {'DELETED'} end
   redis.call('UNLINK', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[1], 'created', ARGV[10], 'last', ARGV[11], 'rev', ARGV[7],
     'fc', ARGV[12], 'lfid', '0-0', 'v', ARGV[5], 'wb', ARGV[17], unpack((body_fields(ARGV[9]))))
@@ -633,7 +679,9 @@ impl StoreScript {
     fn new(name: &'static str, body: &str) -> Self {
         StoreScript {
             name,
-            script: Script::from_lua(format!("{LIVE}{BODY}{APPEND_KEYS}{FRAME_BUDGET}{body}")),
+            script: Script::from_lua(format!(
+                "{LIVE}{BODY}{APPEND_KEYS}{TOMBSTONE}{FRAME_BUDGET}{body}"
+            )),
         }
     }
 

@@ -67,6 +67,16 @@ impl RedisStore {
             "OK" => {}
             // The index entries written alongside belong to the live session.
             "EXISTS" => return Err(Error::AlreadyExists(id)),
+            // The id was deleted after this create was issued (its caller gave
+            // up on it; it reached Redis late): the delete wins. The index
+            // entries written alongside belong to no session.
+            "DELETED" => {
+                for index in [by_expiry, by_id] {
+                    let _ = replies.take(index, &what);
+                }
+                self.drop_index_entries(&id, shard).await;
+                return Err(Error::AlreadyExists(id));
+            }
             "CORRUPT" => return Err(corrupt_field(rest, &meta)),
             other => {
                 return Err(Error::corrupt(format!(
@@ -254,13 +264,51 @@ impl RedisStore {
         }
     }
 
+    /// Drops the index entries of `id` in `shard`, queued alongside a write
+    /// the script refused because the id was deleted (hints: a failure is
+    /// logged and counted, and purge heals what is left).
+    pub(crate) async fn drop_index_entries(&self, id: &SessionId, shard: u16) {
+        let mut undo = Batch::retry_safe();
+        for index in [self.keys.expiry_index(shard), self.keys.id_index(shard)] {
+            undo.push("ZREM", vec![arg(index), arg(id.as_str())]);
+        }
+        self.run_hints(&undo, "dropping the index entries of a deleted session")
+            .await;
+    }
+
+    /// Deletes the session on `id` if Redis holds one created before
+    /// `replacement_created`, and leaves a tombstone covering every incarnation
+    /// created before it: a fallback store writing back a session it created
+    /// on the id during an outage, after deleting the older one there. The
+    /// write-back of the replacement (created at `replacement_created`) is then
+    /// accepted, while a create or write-back of an older incarnation that
+    /// reaches Redis late is refused; sent late itself, this delete leaves the
+    /// replacement alone. Whether a live session was removed.
+    ///
+    /// Errors as [`delete`](session_store_core::SessionStore::delete).
+    pub async fn delete_replaced(
+        &self,
+        id: &SessionId,
+        replacement_created: Timestamp,
+    ) -> Result<bool> {
+        let covers = replacement_created.as_millis().saturating_sub(1);
+        self.delete_session_covering(id, Some(covers)).await
+    }
+
     pub(crate) async fn delete_session(&self, id: &SessionId) -> Result<bool> {
+        self.delete_session_covering(id, None).await
+    }
+
+    /// The `delete` script on `id`; `covers` as the script's last argument
+    /// (`None`: every incarnation created until now).
+    async fn delete_session_covering(&self, id: &SessionId, covers: Option<u64>) -> Result<bool> {
         let now = self.now_ms();
         let (meta, frames) = (self.keys.meta(id), self.keys.frames(id));
         let what = format!("delete of `{meta}`");
         // One script checks and removes (a racing delete, touch or append never
-        // sees half a session) and leaves the tombstone; the delete key makes it
-        // safe to send again.
+        // sees half a session) and leaves the tombstone, also when Redis holds
+        // no session (a late create or write-back of it is refused); the delete
+        // key makes it safe to send again.
         let key = self.append_keys.next_key();
         let mut batch = Batch::retry_safe();
         let script = batch.push_script(
@@ -271,6 +319,7 @@ impl RedisStore {
                 num(self.lifetime.max_life_ms),
                 arg(key.as_str()),
                 num(self.lifetime.tombstone_ms()),
+                covers.map_or_else(|| arg(""), num),
             ],
         );
         let shard = self.keys.shard_of(id);

@@ -33,11 +33,21 @@ use crate::{
     scripts::Scripts,
 };
 
-/// Cluster redirections (`MOVED`, `ASK`) fred follows per command before it
-/// gives up; a slot migration costs at most two (`ASK`, then `MOVED` once the
-/// slot has moved). fred 10.1 loops on `ASK` (see `ask.rs`), so a small limit
-/// hands such commands to the store's own `ASK` handling sooner.
-pub(crate) const MAX_REDIRECTIONS: u32 = 3;
+/// Cluster redirections (`MOVED`, `ASK`) fred follows itself: none. fred 10.1
+/// answers `ASK` by writing `ASKING` to the importing node's connection outside
+/// its queue of commands in flight and taking the next reply read there as
+/// `ASKING`'s: with other commands in flight on that connection, one of them is
+/// handed another command's reply (seen under resharding: a touch answered with
+/// an integer, an append acknowledged with another append's frame id). So
+/// every redirection comes back to the store: a `MOVED` after fred refreshed
+/// its slot map (the store's retry goes to the new owner), an `ASK` to the
+/// store's own handling (`ask.rs`: `ASKING` queued in order, in one pipeline
+/// with the command). Set on the client too: fred reads a command's 0 as
+/// "the client's value".
+pub(crate) const MAX_REDIRECTIONS: u32 = 0;
+
+/// Writes fred may spend on one command (its `max_attempts`).
+const FRED_WRITE_ATTEMPTS: u32 = 4;
 
 /// `wait_for_replicas` with its timeout, when set.
 #[derive(Clone, Copy, Debug)]
@@ -120,6 +130,7 @@ impl RedisStore {
             .with_connection_config(|connection| {
                 connection.connection_timeout = config.connect_timeout;
                 connection.internal_command_timeout = config.connect_timeout;
+                connection.max_redirections = MAX_REDIRECTIONS;
             })
             .with_performance_config(|performance| {
                 performance.default_command_timeout = config.command_timeout;
@@ -324,12 +335,10 @@ impl RedisStore {
             // store's own retry loop re-sends batches, all of which are safe to
             // repeat.
             fail_fast: true,
-            // fred spends one attempt per write, and following a `MOVED` or `ASK`
-            // writes the command again: with one attempt a redirection failed
-            // ("Too many failed write attempts") and an `ASK` ended the client's
-            // router task. A redirected command was not executed, so following
-            // it is always safe.
-            max_attempts: Some(1 + MAX_REDIRECTIONS),
+            // A redirected command was not executed: fred answers it "Too many
+            // redirections" (after refreshing its slot map on `MOVED`), and the
+            // store follows it (see MAX_REDIRECTIONS).
+            max_attempts: Some(FRED_WRITE_ATTEMPTS),
             max_redirections: Some(MAX_REDIRECTIONS),
             ..Options::default()
         };

@@ -207,16 +207,10 @@ impl RedisStore {
                 // Deleted while it was away: deleted stays deleted. The index
                 // entries queued alongside belong to no session; drop them.
                 if let Some(indexes) = indexes {
-                    let mut undo = Batch::retry_safe();
-                    for (index, key) in indexes
-                        .into_iter()
-                        .zip([self.keys.expiry_index(shard), self.keys.id_index(shard)])
-                    {
+                    for index in indexes {
                         let _ = replies.take(index, &what);
-                        undo.push("ZREM", vec![arg(key), arg(id.as_str())]);
                     }
-                    self.run_hints(&undo, "dropping the index entries of a deleted session")
-                        .await;
+                    self.drop_index_entries(id, shard).await;
                 }
                 return Err(Error::NotFound(id.clone()));
             }

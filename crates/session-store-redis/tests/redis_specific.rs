@@ -481,11 +481,13 @@ async fn each_operation_sends_the_documented_commands() {
                 store.create(NewSession::new(id.clone())).await.unwrap()
             })
             .await,
-            // sent: EVALSHA + 2 ZADD; in the script: PEXPIRETIME, UNLINK, HSET, PEXPIREAT
+            // sent: EVALSHA + 2 ZADD; in the script: PEXPIRETIME, GET (the
+            // tombstone), UNLINK, HSET, PEXPIREAT
             calls(&[
                 ("evalsha", 1),
                 ("zadd", 2),
                 ("pexpiretime", 1),
+                ("get", 1),
                 ("unlink", 1),
                 ("hset", 1),
                 ("pexpireat", 1),
@@ -579,10 +581,11 @@ async fn each_operation_sends_the_documented_commands() {
         (
             "delete",
             measure(&client, async { store.delete(&id).await.unwrap() }).await,
-            // sent: EVALSHA + 2 ZREM; in the script: PEXPIRETIME, HGET, UNLINK,
-            // SET (the tombstone)
+            // sent: EVALSHA + 2 ZREM; in the script: GET and SET (the
+            // tombstone), PEXPIRETIME, HGET, UNLINK
             calls(&[
                 ("evalsha", 1),
+                ("get", 1),
                 ("pexpiretime", 1),
                 ("hget", 1),
                 ("unlink", 1),

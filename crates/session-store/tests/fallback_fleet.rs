@@ -174,7 +174,10 @@ struct ChildInstance {
 }
 
 fn start_child(url: &str, prefix: &str, dir: &TempDir, mode: &str) -> ChildInstance {
-    let mut process = Command::new(env!("CARGO_BIN_EXE_fallback-fleet-child"))
+    // FLEET_CHILD_BIN runs another build of the child (comparing builds).
+    let binary = std::env::var_os("FLEET_CHILD_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_fallback-fleet-child").into());
+    let mut process = Command::new(binary)
         .env("CHILD_REDIS_URL", url)
         .env("CHILD_KEY_PREFIX", prefix)
         .env("CHILD_JOURNAL_DIR", &dir.0)
@@ -322,8 +325,18 @@ async fn a_fleet_through_redis_restarts_a_stall_and_a_sigkill_loses_duplicates_a
     }
     let mut resurrected = 0;
     for id in &record.deleted {
-        if direct.get(id).await.is_ok() {
+        if let Ok(session) = direct.get(id).await {
             resurrected += 1;
+            // What came back, to tell which write brought it.
+            println!(
+                "resurrected `{id}`: created {} (id minted {}), revision {}, {} frames, last activity {}, tombstone {:?}",
+                session.created_at.as_millis(),
+                id.as_str().split('.').nth(1).unwrap_or("?"),
+                session.revision,
+                session.frame_count,
+                session.last_activity.as_millis(),
+                direct.deleted_recently(id).await
+            );
         }
     }
     let mut missing_sessions = 0;

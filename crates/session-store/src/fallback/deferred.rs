@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use session_store_core::{
     Clock, Cursor, Error, Frame, FrameId, FramePage, Health, KvCondition, KvEntry, KvKey, KvPut,
     NewSession, Page, Result, Session, SessionId, SessionStore, StoreSettings, StoredFrame,
+    Timestamp,
 };
 use session_store_redis::{
     AppendKey, AppendKeys, RedisConfig, RedisStore, SessionWriteBack, WriteBackReport,
@@ -134,6 +135,16 @@ impl FallbackPrimary for DeferredRedis {
 
     async fn deleted_recently(&self, id: &SessionId) -> Result<bool> {
         self.connected()?.deleted_recently(id).await
+    }
+
+    async fn delete_replaced(
+        &self,
+        id: &SessionId,
+        replacement_created: Timestamp,
+    ) -> Result<bool> {
+        self.connected()?
+            .delete_replaced(id, replacement_created)
+            .await
     }
 
     /// Connects first when not connected yet, then probes as [`RedisStore`] does.

@@ -3,7 +3,7 @@
 //! served from memory. [`RedisStore`] provides both.
 
 use async_trait::async_trait;
-use session_store_core::{Frame, FrameId, Result, SessionId, SessionStore};
+use session_store_core::{Frame, FrameId, Result, SessionId, SessionStore, Timestamp};
 use session_store_redis::{AppendKey, RedisStore, SessionWriteBack, WriteBackReport};
 
 /// A store that [`FallbackStore`](super::FallbackStore) can stand in for.
@@ -50,6 +50,21 @@ pub trait FallbackPrimary: SessionStore {
         Ok(false)
     }
 
+    /// Deletes what the primary holds on `id` that was created before
+    /// `replacement_created`, before the write-back of a session this store
+    /// created on the id during an outage after deleting the older one there
+    /// (see [`RedisStore::delete_replaced`]: the delete's tombstone must not
+    /// refuse the replacement's write-back, and, arriving late, the delete must
+    /// not remove it). The default is [`delete`](SessionStore::delete).
+    async fn delete_replaced(
+        &self,
+        id: &SessionId,
+        replacement_created: Timestamp,
+    ) -> Result<bool> {
+        let _ = replacement_created;
+        self.delete(id).await
+    }
+
     /// The breaker's probe: succeeds when the primary can do what the store
     /// needs (for Redis: write and read a canary key on every master holding an
     /// index shard, [`RedisStore::probe_writes`]). The default is
@@ -93,5 +108,13 @@ impl FallbackPrimary for RedisStore {
 
     async fn deleted_recently(&self, id: &SessionId) -> Result<bool> {
         RedisStore::deleted_recently(self, id).await
+    }
+
+    async fn delete_replaced(
+        &self,
+        id: &SessionId,
+        replacement_created: Timestamp,
+    ) -> Result<bool> {
+        RedisStore::delete_replaced(self, id, replacement_created).await
     }
 }

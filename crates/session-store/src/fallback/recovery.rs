@@ -152,7 +152,11 @@ impl<P: FallbackPrimary> Inner<P> {
             Ok(())
         } else {
             if dirty.replaces {
-                self.primary.delete(id).await?;
+                // Only what is older than the replacement: the tombstone must
+                // not refuse its write-back below.
+                self.primary
+                    .delete_replaced(id, dirty.session.created_at)
+                    .await?;
                 dirty.replaces = false;
             }
             match self.primary.write_back(&dirty.to_write_back()).await {
