@@ -11,6 +11,7 @@ use session_store::{Error, Session, SessionId, SessionStatus, SessionStore, Stor
 use super::CommandError;
 use crate::{
     binding::subject_principal,
+    bridge::record::FORM_HEADER,
     config::ProxySettings,
     session_query::{client_name, for_each_session, SessionFilter},
     upstream::{Upstream, PROTOCOL_VERSION_HEADER, SESSION_ID_HEADER},
@@ -286,9 +287,7 @@ fn print_frame(out: &mut dyn Write, stored: &StoredFrame, payload: bool) -> std:
         )
         .to_string(),
         &format!("{} B", frame.payload.len()),
-        &message
-            .as_ref()
-            .map_or_else(|| "(not JSON)".to_owned(), summary),
+        &frame_message(stored, message.as_ref()),
     );
     writeln!(out, "{}", line.trim_end())?;
     if payload {
@@ -299,6 +298,18 @@ fn print_frame(out: &mut dyn Write, stored: &StoredFrame, payload: bool) -> std:
         writeln!(out, "{text}")?;
     }
     Ok(())
+}
+
+/// The MESSAGE column: the [`summary`], marked `[bridged: upstream form]` for a
+/// bridged exchange's messages as the upstream saw them (the session browser's
+/// "bridged" mark), so a handshake `initialize` or a request shown twice reads as
+/// the two sides of one exchange.
+fn frame_message(stored: &StoredFrame, message: Option<&Value>) -> String {
+    let summary = message.map_or_else(|| "(not JSON)".to_owned(), summary);
+    match stored.frame.headers.get(FORM_HEADER) {
+        Some(form) => format!("{summary} [bridged: {form} form]"),
+        None => summary,
+    }
 }
 
 /// The method of a request or notification, `result #id` / `error #id` of a
@@ -530,6 +541,33 @@ mod tests {
             frame_row.find("2026"),
             frame_header.find("TIME"),
             "\n{frame_header}\n{frame_row}"
+        );
+    }
+
+    #[test]
+    fn frames_in_the_upstreams_form_are_marked_bridged() {
+        let payload = br#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#.to_vec();
+        let mut frame = session_store::Frame::new(
+            session_store::Direction::ClientToServer,
+            session_store::Timestamp::from_millis(0),
+            payload,
+        );
+        let plain = StoredFrame {
+            id: session_store::FrameId::new(1, 0),
+            frame: frame.clone(),
+        };
+        let message: Value = serde_json::from_slice(&plain.frame.payload).unwrap();
+        assert_eq!(frame_message(&plain, Some(&message)), "initialize");
+        frame
+            .headers
+            .insert(FORM_HEADER.to_owned(), "upstream".to_owned());
+        let bridged = StoredFrame {
+            id: session_store::FrameId::new(1, 1),
+            frame,
+        };
+        assert_eq!(
+            frame_message(&bridged, Some(&message)),
+            "initialize [bridged: upstream form]"
         );
     }
 }
