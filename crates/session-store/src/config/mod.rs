@@ -214,6 +214,28 @@ impl Default for RedisSection {
 }
 
 impl RedisSection {
+    /// Where the store connects, without credentials, for log lines:
+    /// `127.0.0.1:6379`, `cluster 10.0.0.1:7000, 10.0.0.2:7000` or
+    /// `sentinel service mymaster via 10.0.0.1:26379`.
+    pub fn addresses(&self) -> String {
+        let join = |nodes: &[RedisUrl]| {
+            nodes
+                .iter()
+                .map(RedisUrl::address)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (&self.cluster, &self.sentinel) {
+            (Some(cluster), _) => format!("cluster {}", join(&cluster.nodes)),
+            (None, Some(sentinel)) => format!(
+                "sentinel service {} via {}",
+                sentinel.service_name,
+                join(&sentinel.nodes)
+            ),
+            (None, None) => self.url.address(),
+        }
+    }
+
     /// Whether connections use TLS: `tls = true` or a `rediss://` address.
     pub fn tls_enabled(&self) -> bool {
         self.tls

@@ -78,6 +78,20 @@ impl RedisUrl {
         Ok(parsed)
     }
 
+    /// `host:port` (IPv6 hosts in brackets), without scheme, credentials or
+    /// database: for log lines. An address that does not parse is
+    /// `<unparsable URL>`.
+    pub fn address(&self) -> String {
+        match self.parse() {
+            Ok(parsed) => format!(
+                "{}:{}",
+                parsed.host_str().unwrap_or_default(),
+                parsed.port().unwrap_or(6379)
+            ),
+            Err(_) => "<unparsable URL>".to_owned(),
+        }
+    }
+
     /// True for a `rediss://` address, which implies TLS.
     pub fn is_tls(&self) -> bool {
         self.0
