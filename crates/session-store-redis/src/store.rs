@@ -153,7 +153,7 @@ impl RedisStore {
                 return Err(Error::unavailable(format!(
                     "cannot connect to redis at {address}: {}: {}",
                     e.kind().to_str(),
-                    e.details()
+                    failure::readable_details(&e)
                 )));
             }
             Ok(Err(join_error)) => {
