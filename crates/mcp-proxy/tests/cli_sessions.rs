@@ -625,6 +625,69 @@ fn check_config_names_refused_credentials_with_their_own_hint_only() {
 }
 
 #[test]
+fn a_url_not_written_scheme_slash_slash_is_refused_naming_its_source() {
+    let dir = scratch_dir();
+    let file = dir.join("one-slash.toml");
+    std::fs::write(&file, "[proxy]\nupstream = \"http:/user:s3cret@h/mcp\"\n").unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[proxy]\nupstream = \"http://h/mcp\"\n").unwrap();
+    let run = |config: &PathBuf, args: &[&str], env: &[(&str, &str)]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+            .env_clear()
+            .envs(env.iter().copied())
+            .args(["check-config", "--offline", "--config"])
+            .arg(config)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+        println!("{stderr}");
+        stderr
+    };
+    let one_slash =
+        "`http:` is followed by 1 slash(es), not two (expected `http://` or `https://` and a host";
+    let stderr = run(&file, &[], &[]);
+    let from_file = format!(
+        "proxy.upstream = \"***@h/mcp\" (from {}: proxy.upstream): {one_slash}",
+        file.display()
+    );
+    assert!(stderr.contains(&from_file), "{stderr}");
+    let stderr = run(
+        &good,
+        &[],
+        &[("MCP_PROXY_UPSTREAM", "http:/user:s3cret@h/mcp")],
+    );
+    assert!(
+        stderr.contains(&format!(
+            "proxy.upstream = \"***@h/mcp\" (from environment variable MCP_PROXY_UPSTREAM): {one_slash}"
+        )),
+        "{stderr}"
+    );
+    let stderr = run(&good, &["--upstream", "http:/user:s3cret@h/mcp"], &[]);
+    assert!(
+        stderr.contains(&format!(
+            "proxy.upstream = \"***@h/mcp\" (from command-line override proxy.upstream): {one_slash}"
+        )),
+        "{stderr}"
+    );
+    // The storage URL has the same check and names its source the same way.
+    let stderr = run(
+        &good,
+        &[],
+        &[("SESSION_STORE_REDIS__URL", "redis:/user:s3cret@h:6379")],
+    );
+    assert!(
+        stderr.contains(
+            "storage.redis.url (from environment variable SESSION_STORE_REDIS__URL): \
+             `redis:` is followed by 1 slash(es), not two (expected `redis://` or `rediss://` and a host"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_config_fails_with_the_key_on_an_invalid_file() {
     let dir = scratch_dir();
     let bad = dir.join("bad.toml");

@@ -7,7 +7,7 @@
 
 mod load;
 pub(crate) mod origin;
-pub use origin::describe_extraction_error;
+pub use origin::{describe_extraction_error, describe_source, ENV_METADATA_NAME};
 pub(crate) mod validate;
 mod values;
 
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use session_store_core::StoreSettings;
 
 pub use load::{StorageEnv, StorageOverrides, ENV_PREFIX, ENV_SEPARATOR, STORAGE_KEY};
-pub use values::{RedisUrl, Secret};
+pub use values::{parse_url_as_written, RedisUrl, Secret};
 
 /// Which backend [`build`](crate::build) creates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
