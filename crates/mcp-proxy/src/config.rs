@@ -20,8 +20,8 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 use session_store::{
-    describe_extraction_error, describe_source, parse_url_as_written, Secret, StorageConfig,
-    StorageOverrides, ENV_METADATA_NAME, STORAGE_KEY,
+    describe_extraction_error, describe_source, env_layer_metadata, parse_url_as_written, Secret,
+    StorageConfig, StorageOverrides, STORAGE_KEY,
 };
 use url::Url;
 
@@ -377,23 +377,13 @@ fn proxy_env() -> ProxyEnv {
 }
 
 /// The `MCP_PROXY_*` layer, named as the storage layer's environment is
-/// ([`ENV_METADATA_NAME`]), so an error names the variable itself
+/// ([`env_layer_metadata`]), so an error names the variable itself
 /// (`environment variable MCP_PROXY_UPSTREAM`).
 struct ProxyEnv(Env);
 
 impl Provider for ProxyEnv {
     fn metadata(&self) -> Metadata {
-        Metadata::named(ENV_METADATA_NAME).interpolater(|_: &Profile, keys: &[&str]| {
-            let relative = match keys.split_first() {
-                Some((first, rest)) if *first == PROXY_KEY => rest,
-                _ => keys,
-            };
-            let name: Vec<String> = relative
-                .iter()
-                .map(|key| key.to_ascii_uppercase())
-                .collect();
-            format!("{PROXY_ENV_PREFIX}{}", name.join("_"))
-        })
+        env_layer_metadata(PROXY_ENV_PREFIX, PROXY_KEY, "_")
     }
 
     fn data(&self) -> figment::Result<Map<Profile, Dict>> {
@@ -774,7 +764,7 @@ mod tests {
             let error = ProxyConfig::from_toml_str(&toml, &Overrides::default())
                 .unwrap_err()
                 .to_string();
-            assert!(error.contains(&format!("{key}")), "{toml}: {error}");
+            assert!(error.contains(key), "{toml}: {error}");
             assert!(
                 error.contains(&format!("(from TOML source string {key}): ")),
                 "{toml}: {error}"

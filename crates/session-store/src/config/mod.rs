@@ -7,7 +7,7 @@
 
 mod load;
 pub(crate) mod origin;
-pub use origin::{describe_extraction_error, describe_source, ENV_METADATA_NAME};
+pub use origin::{describe_extraction_error, describe_source};
 pub(crate) mod validate;
 mod values;
 
@@ -16,7 +16,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use session_store_core::StoreSettings;
 
-pub use load::{StorageEnv, StorageOverrides, ENV_PREFIX, ENV_SEPARATOR, STORAGE_KEY};
+pub use load::{
+    env_layer_metadata, StorageEnv, StorageOverrides, ENV_PREFIX, ENV_SEPARATOR, STORAGE_KEY,
+};
 pub use values::{parse_url_as_written, RedisUrl, Secret};
 
 /// Which backend [`build`](crate::build) creates.
