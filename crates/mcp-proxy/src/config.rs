@@ -576,7 +576,7 @@ fn validate_upstream_side(section: &ProxySection) -> Result<UpstreamSide, Config
     };
     upstream_tls
         .check()
-        .map_err(|error| ConfigError::new(error.to_string()))?;
+        .map_err(crate::upstream_tls::TlsFileError::into_config_error)?;
     let deny = section
         .request_header_deny
         .iter()
@@ -755,6 +755,10 @@ mod tests {
             ("max_connections = 0", "proxy.max_connections"),
             ("initialize_rate = \"5/fortnight\"", "proxy.initialize_rate"),
             ("admin_token = \"short\"", "proxy.admin_token"),
+            (
+                "upstream_ca_file = \"/nonexistent/ca.pem\"",
+                "proxy.upstream_ca_file",
+            ),
             (
                 "[proxy.cache]\nmax_entry_bytes = 0",
                 "proxy.cache.max_entry_bytes",
