@@ -1052,7 +1052,7 @@ mod tests {
             ("public_url = \"ftp://x/mcp\"", "proxy.public_url"),
             (
                 "upstream_ca_file = \"/nonexistent/ca.pem\"",
-                "proxy.upstream_ca_file `/nonexistent/ca.pem`",
+                "proxy.upstream_ca_file = \"/nonexistent/ca.pem\"",
             ),
             (
                 "upstream_client_key = \"/nonexistent/key.pem\"",
