@@ -241,7 +241,15 @@ fn allowed_origins(
     }
     let mut origins = Vec::with_capacity(configured.len());
     for text in configured {
-        let origin = serialize_origin(text).ok_or_else(|| {
+        // Written out as `scheme://host`: `https:/app.example.com` would be
+        // repaired silently by the URL parser (as for proxy.upstream).
+        let written_out = session_store::parse_url_as_written(
+            text,
+            &["http", "https"],
+            "https://app.example.com",
+        )
+        .is_ok();
+        let origin = serialize_origin(text).filter(|_| written_out).ok_or_else(|| {
             ConfigError::key(
                 "proxy.allowed_origins",
                 format!("entry `{text}` is not an origin such as https://app.example.com (scheme, host and optional port; no path), nor \"*\""),
@@ -273,6 +281,37 @@ pub fn serialize_origin(text: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::config::{Overrides, ProxyConfig};
+
+    #[test]
+    fn an_allowed_origin_not_written_scheme_slash_slash_is_refused() {
+        for origin in [
+            "https:/app.example.com",
+            "https:app.example.com",
+            " https://app.example.com",
+        ] {
+            let error = crate::config::parse_proxy_keys(&format!(
+                "allowed_origins = [\"{}\"]",
+                origin.escape_default()
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                error.contains("proxy.allowed_origins (from "),
+                "{origin}: {error}"
+            );
+        }
+        let config = crate::config::parse_proxy_keys(
+            "allowed_origins = [\"https://app.example.com\", \"HTTP://Local:8080\"]",
+        )
+        .unwrap();
+        assert_eq!(
+            config.proxy.allowed_origins,
+            AllowedOrigins::List(vec![
+                "https://app.example.com".to_owned(),
+                "http://local:8080".to_owned()
+            ])
+        );
+    }
 
     #[test]
     fn client_side_defaults() {
