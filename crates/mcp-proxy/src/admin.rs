@@ -13,10 +13,13 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use session_store::{Cursor, Direction, FrameId, Session, SessionId, StoredFrame};
+use session_store::{BreakerState, Cursor, Direction, FrameId, Session, SessionId, StoredFrame};
 
 use crate::{errors::ProxyError, metrics::Rejection, session_query::next_after, state::AppState};
 
+/// The store reading that holds the fallback breaker's state as a number
+/// ([`BreakerState::as_gauge`]).
+const BREAKER_STATE_READING: &str = "session_store_breaker_state";
 /// Default page size of the `/sessions` endpoints.
 const DEFAULT_PAGE: usize = 100;
 /// Largest page of frames `/sessions/{id}` returns.
@@ -54,7 +57,8 @@ pub async fn require_admin_token(
 /// `GET /healthz`: 200 when the store answers, 503 when it does not. While the
 /// store serves from its fallback journal (Redis unreachable or being written
 /// back to) it is still 200, with status `degraded` and the store's readings
-/// (breaker state, journal bytes, ...) under `store`. The body names no address
+/// (breaker state, journal bytes, ...) under `store`; with the fallback,
+/// `breaker` names the breaker's state (`closed`, `half_open`, `open`). The body names no address
 /// (it is served on the MCP listener too): the store's `detail` is logged at
 /// debug level only.
 pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
@@ -66,13 +70,16 @@ pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
                 .iter()
                 .map(|(name, value)| ((*name).to_owned(), json!(value)))
                 .collect();
-            Json(json!({
+            let mut body = json!({
                 "status": if health.degraded { "degraded" } else { "ok" },
                 "backend": health.backend,
                 "latency_ms": milliseconds(health.latency),
                 "store": readings,
-            }))
-            .into_response()
+            });
+            if let Some(state) = breaker_state(&health.readings) {
+                body["breaker"] = json!(state.as_str());
+            }
+            Json(body).into_response()
         }
         Err(error) => {
             // The store's error names its address: the log gets it, the client not.
@@ -84,6 +91,15 @@ pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// The fallback breaker's state (`closed`, `half_open`, `open`) from the
+/// `session_store_breaker_state` reading, when the store has a breaker.
+fn breaker_state(readings: &[(&'static str, f64)]) -> Option<BreakerState> {
+    readings
+        .iter()
+        .find(|(name, _)| *name == BREAKER_STATE_READING)
+        .and_then(|(_, value)| BreakerState::from_gauge(*value))
 }
 
 /// `duration` in milliseconds rounded to the nearest microsecond (3 decimals), so

@@ -150,8 +150,9 @@ pub(crate) fn validate_client_side(
     listen: SocketAddr,
 ) -> Result<ClientSide, ConfigError> {
     if keys.admin_endpoints_set {
-        return Err(ConfigError::new(
-            "proxy.admin_endpoints was removed: set proxy.admin_listen (e.g. \"127.0.0.1:8081\") to serve /sessions and /metrics on a separate listener, and proxy.admin_token to require a bearer token there",
+        return Err(ConfigError::key(
+            "proxy.admin_endpoints",
+            "was removed: set proxy.admin_listen (e.g. \"127.0.0.1:8081\") to serve /sessions and /metrics on a separate listener, and proxy.admin_token to require a bearer token there",
         ));
     }
     let allowed_origins = allowed_origins(keys.allowed_origins, listen)?;
@@ -159,25 +160,30 @@ pub(crate) fn validate_client_side(
         .admin_listen
         .map(|text| {
             text.parse::<SocketAddr>().map_err(|_| {
-                ConfigError::new(format!(
-                    "proxy.admin_listen `{text}` is not a socket address such as 127.0.0.1:8081"
-                ))
+                ConfigError::value(
+                    "proxy.admin_listen",
+                    format!("{text:?}"),
+                    "not a socket address such as 127.0.0.1:8081",
+                )
             })
         })
         .transpose()?;
     if admin_listen.is_some_and(|admin| admin == listen && admin.port() != 0) {
-        return Err(ConfigError::new(format!(
-            "proxy.admin_listen `{listen}` is the MCP listener's address: the admin endpoints must not be reachable on the MCP port"
-        )));
+        return Err(ConfigError::value(
+            "proxy.admin_listen",
+            format!("\"{listen}\""),
+            "is the MCP listener's address (proxy.listen): the admin endpoints must not be reachable on the MCP port",
+        ));
     }
-    let secret = |key: &str, value: Option<&str>, min: usize| {
-        match value {
-            Some(value) if value.len() < min => Err(ConfigError::new(format!(
-                "proxy.{key} is shorter than {min} bytes: use a long random value (e.g. `openssl rand -hex 32`)"
-            ))),
-            Some(value) => Ok(Some(Secret::new(value.to_owned()))),
-            None => Ok(None),
-        }
+    let secret = |key: &str, value: Option<&str>, min: usize| match value {
+        Some(value) if value.len() < min => Err(ConfigError::key(
+            format!("proxy.{key}"),
+            format!(
+                "shorter than {min} bytes: use a long random value (e.g. `openssl rand -hex 32`)"
+            ),
+        )),
+        Some(value) => Ok(Some(Secret::new(value.to_owned()))),
+        None => Ok(None),
     };
     let binding_secret =
         secret("binding_secret", keys.binding_secret, 16)?.map(BindingKey::Configured);
@@ -187,21 +193,25 @@ pub(crate) fn validate_client_side(
         ("idle_timeout", keys.idle_timeout),
     ] {
         if value.is_zero() {
-            return Err(ConfigError::new(format!(
-                "proxy.{key} must be longer than 0s"
-            )));
+            return Err(ConfigError::value(
+                format!("proxy.{key}"),
+                "\"0s\"",
+                "must be longer than 0s",
+            ));
         }
     }
     if !(1..=MAX_CONNECTIONS_LIMIT).contains(&keys.max_connections) {
-        return Err(ConfigError::new(format!(
-            "proxy.max_connections must be between 1 and {MAX_CONNECTIONS_LIMIT}"
-        )));
+        return Err(ConfigError::value(
+            "proxy.max_connections",
+            keys.max_connections,
+            format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
+        ));
     }
     let initialize_rate = match keys.initialize_rate.trim() {
         "off" => None,
         text => Some(
             text.parse::<Rate>()
-                .map_err(|error| ConfigError::new(format!("proxy.initialize_rate {error}")))?,
+                .map_err(|error| ConfigError::key("proxy.initialize_rate", error))?,
         ),
     };
     Ok(ClientSide {
@@ -231,10 +241,19 @@ fn allowed_origins(
     }
     let mut origins = Vec::with_capacity(configured.len());
     for text in configured {
-        let origin = serialize_origin(text).ok_or_else(|| {
-            ConfigError::new(format!(
-                "proxy.allowed_origins entry `{text}` is not an origin such as https://app.example.com (scheme, host and optional port; no path), nor \"*\""
-            ))
+        // Written out as `scheme://host`: `https:/app.example.com` would be
+        // repaired silently by the URL parser (as for proxy.upstream).
+        let written_out = session_store::parse_url_as_written(
+            text,
+            &["http", "https"],
+            "https://app.example.com",
+        )
+        .is_ok();
+        let origin = serialize_origin(text).filter(|_| written_out).ok_or_else(|| {
+            ConfigError::key(
+                "proxy.allowed_origins",
+                format!("entry `{text}` is not an origin such as https://app.example.com (scheme, host and optional port; no path), nor \"*\""),
+            )
         })?;
         origins.push(origin);
     }
@@ -262,6 +281,37 @@ pub fn serialize_origin(text: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::config::{Overrides, ProxyConfig};
+
+    #[test]
+    fn an_allowed_origin_not_written_scheme_slash_slash_is_refused() {
+        for origin in [
+            "https:/app.example.com",
+            "https:app.example.com",
+            " https://app.example.com",
+        ] {
+            let error = crate::config::parse_proxy_keys(&format!(
+                "allowed_origins = [\"{}\"]",
+                origin.escape_default()
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                error.contains("proxy.allowed_origins (from "),
+                "{origin}: {error}"
+            );
+        }
+        let config = crate::config::parse_proxy_keys(
+            "allowed_origins = [\"https://app.example.com\", \"HTTP://Local:8080\"]",
+        )
+        .unwrap();
+        assert_eq!(
+            config.proxy.allowed_origins,
+            AllowedOrigins::List(vec![
+                "https://app.example.com".to_owned(),
+                "http://local:8080".to_owned()
+            ])
+        );
+    }
 
     #[test]
     fn client_side_defaults() {

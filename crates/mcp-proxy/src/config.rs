@@ -14,12 +14,14 @@ use std::{
 use axum::http::HeaderName;
 
 use figment::{
-    providers::{Env, Serialized},
-    Figment, Provider,
+    providers::Env,
+    value::{Dict, Map, Value},
+    Figment, Metadata, Profile, Provider,
 };
 use serde::{Deserialize, Serialize};
 use session_store::{
-    describe_extraction_error, Secret, StorageConfig, StorageOverrides, STORAGE_KEY,
+    describe_extraction_error, describe_source, env_layer_metadata, parse_url_as_written, Secret,
+    StorageConfig, StorageOverrides, STORAGE_KEY,
 };
 use url::Url;
 
@@ -309,7 +311,7 @@ impl ProxyConfig {
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<ProxyConfig, ConfigError> {
         warn_about_unknown_env(std::env::vars().map(|(name, _)| name));
         let figment = StorageConfig::figment(path)
-            .map_err(|error| ConfigError::new(error.to_string()))?
+            .map_err(storage_error)?
             .merge(proxy_env());
         ProxyConfig::from_figment(figment, overrides)
     }
@@ -324,15 +326,7 @@ impl ProxyConfig {
         mut figment: Figment,
         overrides: &Overrides,
     ) -> Result<ProxyConfig, ConfigError> {
-        if let Some(listen) = &overrides.listen {
-            figment = figment.merge(Serialized::default("proxy.listen", listen));
-        }
-        if let Some(admin_listen) = &overrides.admin_listen {
-            figment = figment.merge(Serialized::default("proxy.admin_listen", admin_listen));
-        }
-        if let Some(upstream) = &overrides.upstream {
-            figment = figment.merge(Serialized::default("proxy.upstream", upstream));
-        }
+        figment = figment.merge(ProxyFlags::of(overrides));
         let mut storage_overrides = StorageOverrides::new();
         if let Some(backend) = &overrides.storage_backend {
             storage_overrides = storage_overrides.set("backend", backend.as_str());
@@ -355,12 +349,10 @@ impl ProxyConfig {
         } else {
             ProxySection::default()
         };
-        let storage = StorageConfig::from_figment(&figment, STORAGE_KEY)
-            .map_err(|error| ConfigError::new(error.to_string()))?;
-        Ok(ProxyConfig {
-            proxy: validate(section, &storage)?,
-            storage,
-        })
+        let storage = StorageConfig::from_figment(&figment, STORAGE_KEY).map_err(storage_error)?;
+        let proxy = validate(section, &storage)
+            .map_err(|error| error.with_source(|key| describe_source(&figment, key)))?;
+        Ok(ProxyConfig { proxy, storage })
     }
 }
 
@@ -376,10 +368,62 @@ pub(crate) fn parse_proxy_keys(extra: &str) -> Result<ProxyConfig, ConfigError> 
 
 /// `MCP_PROXY_LISTEN` and friends, nested under `[proxy]`. Only the known keys are
 /// read, so unrelated `MCP_PROXY_*` variables are not an error.
-fn proxy_env() -> Env {
-    Env::prefixed(PROXY_ENV_PREFIX)
-        .only(PROXY_KEYS)
-        .map(|key| format!("{PROXY_KEY}.{key}").into())
+fn proxy_env() -> ProxyEnv {
+    ProxyEnv(
+        Env::prefixed(PROXY_ENV_PREFIX)
+            .only(PROXY_KEYS)
+            .map(|key| format!("{PROXY_KEY}.{key}").into()),
+    )
+}
+
+/// The `MCP_PROXY_*` layer, named as the storage layer's environment is
+/// ([`env_layer_metadata`]), so an error names the variable itself
+/// (`environment variable MCP_PROXY_UPSTREAM`).
+struct ProxyEnv(Env);
+
+impl Provider for ProxyEnv {
+    fn metadata(&self) -> Metadata {
+        env_layer_metadata(PROXY_ENV_PREFIX, PROXY_KEY, "_")
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        self.0.data()
+    }
+}
+
+/// The `[proxy]` flags (`--listen`, `--admin-listen`, `--upstream`): the top
+/// layer, named `command-line override` as the storage flags are.
+struct ProxyFlags(Dict);
+
+impl ProxyFlags {
+    fn of(overrides: &Overrides) -> Self {
+        let mut proxy = Dict::new();
+        for (key, value) in [
+            ("listen", &overrides.listen),
+            ("admin_listen", &overrides.admin_listen),
+            ("upstream", &overrides.upstream),
+        ] {
+            if let Some(value) = value {
+                proxy.insert(key.to_owned(), Value::from(value.clone()));
+            }
+        }
+        ProxyFlags(proxy)
+    }
+}
+
+impl Provider for ProxyFlags {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("command-line override")
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        let tables = if self.0.is_empty() {
+            Dict::new()
+        } else {
+            Dict::from([(PROXY_KEY.to_owned(), Value::from(self.0.clone()))])
+        };
+        Ok(Map::from([(Profile::Default, tables)]))
+    }
 }
 
 /// `MCP_PROXY_*` variables that name no `[proxy]` key: not read (other tools may
@@ -424,10 +468,11 @@ fn reject_unknown_tables(figment: &Figment) -> Result<(), ConfigError> {
 fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySettings, ConfigError> {
     let upstream_side = validate_upstream_side(&section)?;
     let listen: SocketAddr = section.listen.parse().map_err(|_| {
-        ConfigError::new(format!(
-            "proxy.listen `{}` is not a socket address such as 127.0.0.1:8080",
-            section.listen
-        ))
+        ConfigError::value(
+            "proxy.listen",
+            quoted(&section.listen),
+            "not a socket address such as 127.0.0.1:8080",
+        )
     })?;
     let client = validate_client_side(&section.client_keys(), listen)?;
     let modern = validate_modern(section.record_stateless, &section.cache)?;
@@ -437,47 +482,42 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
             "proxy.upstream is not set: set `upstream` in [proxy], MCP_PROXY_UPSTREAM or --upstream",
         )
     })?;
-    let upstream = Url::parse(&raw_upstream).map_err(|error| {
-        ConfigError::new(format!(
-            "proxy.upstream `{}` is not a URL: {error}",
-            shown_upstream(&raw_upstream)
-        ))
-    })?;
-    if !matches!(upstream.scheme(), "http" | "https") || upstream.host_str().is_none() {
-        return Err(ConfigError::new(format!(
-            "proxy.upstream `{}`: only http:// and https:// upstreams with a host are supported",
-            shown_upstream(&raw_upstream)
-        )));
-    }
+    let upstream =
+        parse_http_url(&raw_upstream, "http://127.0.0.1:3000/mcp").map_err(|problem| {
+            ConfigError::value("proxy.upstream", shown_url(&raw_upstream), problem)
+        })?;
     if !section.endpoint_path.starts_with('/') || section.endpoint_path.len() < 2 {
-        return Err(ConfigError::new(format!(
-            "proxy.endpoint_path `{}` must start with `/` and name a path, such as /mcp",
-            section.endpoint_path
-        )));
+        return Err(ConfigError::value(
+            "proxy.endpoint_path",
+            quoted(&section.endpoint_path),
+            "must start with `/` and name a path, such as /mcp",
+        ));
     }
     if reserved_path(&section.endpoint_path) {
-        return Err(ConfigError::new(format!(
-            "proxy.endpoint_path `{}` collides with the proxy's own endpoints (/healthz, /metrics, /sessions, /.well-known)",
-            section.endpoint_path
-        )));
+        return Err(ConfigError::value(
+            "proxy.endpoint_path",
+            quoted(&section.endpoint_path),
+            "collides with the proxy's own endpoints (/healthz, /metrics, /sessions, /.well-known)",
+        ));
     }
     if section.max_body_bytes == 0 {
-        return Err(ConfigError::new("proxy.max_body_bytes must be at least 1"));
-    }
-    if section.upstream_timeout.is_zero() {
-        return Err(ConfigError::new(
-            "proxy.upstream_timeout must be longer than 0s",
+        return Err(ConfigError::value(
+            "proxy.max_body_bytes",
+            0,
+            "must be at least 1",
         ));
     }
-    if section.upstream_poll_deadline.is_zero() {
-        return Err(ConfigError::new(
-            "proxy.upstream_poll_deadline must be longer than 0s",
-        ));
-    }
-    if section.sse_keepalive.is_zero() {
-        return Err(ConfigError::new(
-            "proxy.sse_keepalive must be longer than 0s",
-        ));
+    for (key, value) in [
+        ("proxy.upstream_timeout", section.upstream_timeout),
+        (
+            "proxy.upstream_poll_deadline",
+            section.upstream_poll_deadline,
+        ),
+        ("proxy.sse_keepalive", section.sse_keepalive),
+    ] {
+        if value.is_zero() {
+            return Err(ConfigError::value(key, "\"0s\"", "must be longer than 0s"));
+        }
     }
     Ok(ProxySettings {
         listen,
@@ -523,8 +563,10 @@ struct UpstreamSide {
 
 fn validate_upstream_side(section: &ProxySection) -> Result<UpstreamSide, ConfigError> {
     if section.upstream_body_timeout.is_zero() {
-        return Err(ConfigError::new(
-            "proxy.upstream_body_timeout must be longer than 0s",
+        return Err(ConfigError::value(
+            "proxy.upstream_body_timeout",
+            "\"0s\"",
+            "must be longer than 0s",
         ));
     }
     let upstream_tls = UpstreamTlsFiles {
@@ -534,16 +576,16 @@ fn validate_upstream_side(section: &ProxySection) -> Result<UpstreamSide, Config
     };
     upstream_tls
         .check()
-        .map_err(|error| ConfigError::new(error.to_string()))?;
+        .map_err(crate::upstream_tls::TlsFileError::into_config_error)?;
     let deny = section
         .request_header_deny
         .iter()
         .map(|name| {
             HeaderName::try_from(name.trim().to_ascii_lowercase()).map_err(|_| {
-                ConfigError::new(format!(
-                    "proxy.request_header_deny: `{}` is not an HTTP header name",
-                    name.escape_debug()
-                ))
+                ConfigError::key(
+                    "proxy.request_header_deny",
+                    format!("`{}` is not an HTTP header name", name.escape_debug()),
+                )
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -551,14 +593,8 @@ fn validate_upstream_side(section: &ProxySection) -> Result<UpstreamSide, Config
         .public_url
         .as_deref()
         .map(|raw| {
-            Url::parse(raw)
-                .ok()
-                .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
-                .ok_or_else(|| {
-                    ConfigError::new(format!(
-                        "proxy.public_url `{raw}` is not an http:// or https:// URL such as https://mcp.example.com/mcp"
-                    ))
-                })
+            parse_http_url(raw, "https://mcp.example.com/mcp")
+                .map_err(|problem| ConfigError::value("proxy.public_url", shown_url(raw), problem))
         })
         .transpose()?;
     Ok(UpstreamSide {
@@ -579,21 +615,37 @@ fn reserved_path(path: &str) -> bool {
         .any(|reserved| path == *reserved || path.starts_with(&format!("{reserved}/")))
 }
 
-/// An upstream URL as a config error may show it: user name and password left
-/// out. A URL written without its scheme (`user:pass@host/mcp`) parses as one of
-/// scheme `user` with the password in its path, so anything up to the last `@`
-/// of a URL without a host is hidden too.
-fn shown_upstream(raw: &str) -> String {
-    match Url::parse(raw) {
-        Ok(mut url) if url.has_host() => {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.to_string()
-        }
-        _ => match raw.rsplit_once('@') {
-            Some((_, host)) => format!("***@{host}"),
-            None => raw.to_owned(),
+/// A `[storage]` error as a proxy configuration error, without a second
+/// "configuration error:" before its message.
+fn storage_error(error: session_store::Error) -> ConfigError {
+    match error {
+        session_store::Error::Config(message) => ConfigError::new(message),
+        other => ConfigError::new(other.to_string()),
+    }
+}
+
+/// A TOML string, for a value shown in an error.
+fn quoted(text: &str) -> String {
+    format!("{text:?}")
+}
+
+/// Parses an `http://` or `https://` URL written out in full (no repair of
+/// `http:/host`, backslashes, tabs, spaces: see [`parse_url_as_written`]).
+fn parse_http_url(raw: &str, example: &str) -> Result<Url, String> {
+    parse_url_as_written(raw, &["http", "https"], example)
+}
+
+/// A URL as a config error may show it, quoted: anything up to the last `@`
+/// (user name and password) left out. The text as written, not as a URL
+/// parser would repair it (`http:/user:pass@host` has no host, so its password
+/// would stay in the repaired form's path).
+fn shown_url(raw: &str) -> String {
+    match raw.rsplit_once('@') {
+        Some((before, host)) => match before.split_once("://") {
+            Some((scheme, _)) => quoted(&format!("{scheme}://***@{host}")),
+            None => quoted(&format!("***@{host}")),
         },
+        None => quoted(raw),
     }
 }
 
@@ -616,6 +668,111 @@ mod tests {
             let text = error.to_string();
             assert!(text.contains("proxy.upstream"), "{raw}: {text}");
             assert!(!text.contains("s3cret"), "{raw}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_url_not_written_scheme_slash_slash_is_refused_without_its_credentials() {
+        // The URL parser would turn each into `http://h/mcp` (or drop the
+        // stray character) silently.
+        for (raw, problem) in [
+            (
+                "http:/user:s3cret@h/mcp",
+                "`http:` is followed by 1 slash(es), not two",
+            ),
+            (
+                "http:user:s3cret@h/mcp",
+                "`http:` is followed by 0 slash(es), not two",
+            ),
+            (
+                "https:///user:s3cret@h/mcp",
+                "`https:` is followed by 3 slash(es), not two",
+            ),
+            (
+                "http:\\\\user:s3cret@h\\mcp",
+                "not a URL as written: backslash",
+            ),
+            (
+                "http://user:s3cret@h/m\tcp",
+                "not a URL as written: tabs or newlines",
+            ),
+            (
+                " http://user:s3cret@h/mcp",
+                "not a URL as written: leading or trailing",
+            ),
+        ] {
+            for key in ["upstream", "public_url"] {
+                let base = if key == "upstream" {
+                    ""
+                } else {
+                    "upstream = \"http://127.0.0.1:9/mcp\"\n"
+                };
+                let toml = format!("[proxy]\n{base}{key} = \"{}\"\n", raw.escape_default());
+                let error = ProxyConfig::from_toml_str(&toml, &Overrides::default())
+                    .unwrap_err()
+                    .to_string();
+                assert!(error.contains(&format!("proxy.{key} = ")), "{raw}: {error}");
+                assert!(error.contains(problem), "{raw}: {error}");
+                assert!(
+                    error.contains("expected `http://` or `https://` and a host"),
+                    "{raw}: {error}"
+                );
+                assert!(!error.contains("s3cret"), "{raw}: {error}");
+            }
+        }
+        for raw in [
+            "HTTP://h/mcp",
+            "https://user:pw@h:8443/mcp",
+            "http://[::1]:3000/mcp",
+        ] {
+            ProxyConfig::from_toml_str(
+                &format!("[proxy]\nupstream = \"{raw}\"\npublic_url = \"{raw}\"\n"),
+                &Overrides::default(),
+            )
+            .unwrap_or_else(|error| panic!("{raw}: {error}"));
+        }
+    }
+
+    #[test]
+    fn proxy_errors_name_where_the_value_came_from() {
+        let flag = Overrides {
+            upstream: Some("http:/user:s3cret@h/mcp".into()),
+            ..Overrides::default()
+        };
+        let error = ProxyConfig::from_toml_str("[proxy]\nupstream = \"http://a/mcp\"\n", &flag)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(
+                "invalid configuration: proxy.upstream = \"***@h/mcp\" (from command-line override proxy.upstream): "
+            ),
+            "{error}"
+        );
+        for (toml, key) in [
+            ("listen = \"nope\"", "proxy.listen"),
+            ("upstream_timeout = \"0s\"", "proxy.upstream_timeout"),
+            ("idle_timeout = \"0s\"", "proxy.idle_timeout"),
+            ("max_connections = 0", "proxy.max_connections"),
+            ("initialize_rate = \"5/fortnight\"", "proxy.initialize_rate"),
+            ("admin_token = \"short\"", "proxy.admin_token"),
+            (
+                "upstream_ca_file = \"/nonexistent/ca.pem\"",
+                "proxy.upstream_ca_file",
+            ),
+            (
+                "[proxy.cache]\nmax_entry_bytes = 0",
+                "proxy.cache.max_entry_bytes",
+            ),
+        ] {
+            let toml = format!("[proxy]\nupstream = \"http://a/mcp\"\n{toml}\n");
+            let error = ProxyConfig::from_toml_str(&toml, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(key), "{toml}: {error}");
+            assert!(
+                error.contains(&format!("(from TOML source string {key}): ")),
+                "{toml}: {error}"
+            );
         }
     }
 
@@ -895,7 +1052,7 @@ mod tests {
             ("public_url = \"ftp://x/mcp\"", "proxy.public_url"),
             (
                 "upstream_ca_file = \"/nonexistent/ca.pem\"",
-                "proxy.upstream_ca_file `/nonexistent/ca.pem`",
+                "proxy.upstream_ca_file = \"/nonexistent/ca.pem\"",
             ),
             (
                 "upstream_client_key = \"/nonexistent/key.pem\"",
@@ -913,8 +1070,11 @@ mod tests {
     #[test]
     fn request_header_deny_comes_from_the_environment_as_a_list() {
         std::env::set_var("MCP_PROXY_REQUEST_HEADER_DENY", "[x-a, X-B]");
-        let figment =
-            Figment::from(Serialized::default("proxy.upstream", "http://a/mcp")).merge(proxy_env());
+        let figment = Figment::from(figment::providers::Serialized::default(
+            "proxy.upstream",
+            "http://a/mcp",
+        ))
+        .merge(proxy_env());
         let config = ProxyConfig::from_figment(figment, &Overrides::default());
         std::env::remove_var("MCP_PROXY_REQUEST_HEADER_DENY");
         assert_eq!(

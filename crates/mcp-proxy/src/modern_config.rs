@@ -73,8 +73,10 @@ pub(crate) fn validate_modern(
     cache: &CacheSection,
 ) -> Result<ModernSettings, ConfigError> {
     if cache.enabled && cache.max_entry_bytes == 0 {
-        return Err(ConfigError::new(
-            "proxy.cache.max_entry_bytes must be at least 1 (set proxy.cache.enabled = false to turn the cache off)",
+        return Err(ConfigError::value(
+            "proxy.cache.max_entry_bytes",
+            0,
+            "must be at least 1 (set proxy.cache.enabled = false to turn the cache off)",
         ));
     }
     Ok(ModernSettings {

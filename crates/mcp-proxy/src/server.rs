@@ -30,7 +30,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use session_store::PurgeTask;
+use session_store::{PurgeTask, SessionStore, StorageConfig};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -94,11 +94,12 @@ pub async fn run(config: ProxyConfig) -> Result<(), String> {
     let state = Arc::new(AppState::new(store, config.proxy, stopping.clone())?);
     let purge = PurgeTask::spawn(state.store.clone(), config.storage.purge_interval);
 
+    let store_state = store_state(&config.storage, state.store.as_ref()).await;
     announce(
         "mcp-proxy listening",
         &listener,
         "mcp",
-        Some(config.storage.backend.as_str()),
+        Some((config.storage.backend.as_str(), &store_state)),
     );
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(serve(
@@ -346,15 +347,35 @@ pub fn disable_nagle(connection: &TcpStream) {
     }
 }
 
+/// The store's state at start, in the words `/healthz` uses: `ok`, or
+/// `degraded: ...` (serving from memory while Redis is unreachable, or writing
+/// back a journal), or `unavailable: ...`. Names Redis's address, never its
+/// credentials.
+async fn store_state(storage: &StorageConfig, store: &dyn SessionStore) -> String {
+    match store.health().await {
+        // Only Redis with `fallback_to_memory` answers as another backend
+        // (`memory-fallback`) than configured.
+        Ok(health) if health.backend != storage.backend.as_str() => format!(
+            "degraded: serving from memory, Redis unreachable at {}; connecting in the background",
+            storage.redis.addresses()
+        ),
+        Ok(health) if health.degraded => format!("degraded: {}", health.detail),
+        Ok(_) => "ok".to_owned(),
+        Err(error) => format!("unavailable: {error}"),
+    }
+}
+
 /// Prints `<what> on <addr>` on stdout: one machine-readable line for scripts and
 /// tests that start with port 0.
 /// Logs and prints that `listener` (`mcp` or `admin`) accepts connections;
-/// `backend`: the session store's, on the MCP listener's line.
-fn announce(what: &str, listener: &TcpListener, name: &'static str, backend: Option<&str>) {
+/// `store`: the session store's backend and [`store_state`], on the MCP
+/// listener's line.
+fn announce(what: &str, listener: &TcpListener, name: &'static str, store: Option<(&str, &str)>) {
     let Ok(address) = listener.local_addr() else {
         return;
     };
-    tracing::info!(%address, listener = name, backend, "{what}");
+    let (backend, state) = store.unzip();
+    tracing::info!(%address, listener = name, backend, state, "{what}");
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "{what} on {address}");
     let _ = stdout.flush();

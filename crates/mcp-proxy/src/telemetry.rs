@@ -46,9 +46,10 @@ pub fn init(default_filter: &str) -> TelemetryGuard {
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
-        );
+        .with_filter(log_filter(
+            std::env::var(EnvFilter::DEFAULT_ENV).ok().as_deref(),
+            default_filter,
+        ));
     let registry = tracing_subscriber::registry().with(logs);
     #[cfg(feature = "otel")]
     {
@@ -61,6 +62,30 @@ pub fn init(default_filter: &str) -> TelemetryGuard {
         registry.init();
         TelemetryGuard::default()
     }
+}
+
+/// Libraries whose warnings repeat, once per pooled connection, what the
+/// proxy reports itself in one line (fred: `Broadcasting error ... Connection
+/// closed` from each of the pool's clients when Redis goes away, while the
+/// store's breaker and the failed requests say so): shown from `error` up unless
+/// `RUST_LOG` names them (`RUST_LOG=info,fred=debug`).
+const QUIETED: &[(&str, &str)] = &[("fred", "fred=error")];
+
+/// `rust_log` (the `RUST_LOG` value) when it parses, else `default_filter`,
+/// with the [`QUIETED`] libraries' directives added unless it names them.
+fn log_filter(rust_log: Option<&str>, default_filter: &str) -> EnvFilter {
+    let text = rust_log
+        .filter(|text| EnvFilter::try_new(text).is_ok())
+        .unwrap_or(default_filter);
+    let mut filter = EnvFilter::new(text);
+    for (target, directive) in QUIETED {
+        if !text.contains(target) {
+            if let Ok(directive) = directive.parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
 }
 
 /// The span of one client request; its parent is the client's `traceparent`
@@ -208,5 +233,28 @@ mod otel {
             return;
         }
         TraceContextPropagator::new().inject_context(&span.context(), &mut HeadersMut(headers));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fred_warnings_are_quieted_unless_rust_log_names_fred() {
+        for (rust_log, quieted) in [
+            (None, true),
+            (Some("info"), true),
+            (Some("debug,mcp_proxy=trace"), true),
+            (Some("info,fred=warn"), false),
+            (Some("[not a filter"), true),
+        ] {
+            let filter = log_filter(rust_log, "info").to_string();
+            assert_eq!(
+                filter.contains("fred=error"),
+                quieted,
+                "RUST_LOG={rust_log:?}: {filter}"
+            );
+        }
     }
 }

@@ -29,12 +29,34 @@ pub struct UpstreamTlsFiles {
 /// A TLS file that cannot be used; the message names the `[proxy]` key and the
 /// path.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TlsFileError(String);
+#[error("{message}")]
+pub struct TlsFileError {
+    message: String,
+    /// The dotted key (`proxy.upstream_ca_file`), the path as written (quoted)
+    /// and what is wrong, when one file is the cause.
+    file: Option<(String, String, String)>,
+}
 
 impl TlsFileError {
     fn new(key: &'static str, path: &Path, reason: impl std::fmt::Display) -> Self {
-        TlsFileError(format!("proxy.{key} `{}`: {reason}", path.display()))
+        TlsFileError {
+            message: format!("proxy.{key} `{}`: {reason}", path.display()),
+            file: Some((
+                format!("proxy.{key}"),
+                format!("{:?}", path.display().to_string()),
+                reason.to_string(),
+            )),
+        }
+    }
+
+    /// A configuration error naming the file's key (so its source can be
+    /// added), or the whole message.
+    pub(crate) fn into_config_error(self) -> crate::config_error::ConfigError {
+        use crate::config_error::ConfigError;
+        match self.file {
+            Some((key, path, reason)) => ConfigError::value(key, path, reason),
+            None => ConfigError::new(self.message),
+        }
     }
 }
 
@@ -88,7 +110,10 @@ impl UpstreamTlsFiles {
         }
         let builder = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|error| TlsFileError(format!("upstream TLS setup failed: {error}")))?
+            .map_err(|error| TlsFileError {
+                message: format!("upstream TLS setup failed: {error}"),
+                file: None,
+            })?
             .with_root_certificates(roots);
         let mut config = match (loaded.client_identity, &self.client_key) {
             (Some((chain, key)), Some(key_path)) => {

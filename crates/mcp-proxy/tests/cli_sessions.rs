@@ -557,7 +557,12 @@ fn the_deploy_config_passes_check_config() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("configuration: valid"), "{stdout}");
+    assert!(stdout.starts_with("configuration: parsed\n"), "{stdout}");
+    assert!(
+        stdout
+            .ends_with("\nresult: valid (offline: the store and the upstream were not checked)\n"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("\n[storage]\nbackend = \"redis\"\n"),
         "{stdout}"
@@ -565,6 +570,159 @@ fn the_deploy_config_passes_check_config() {
     assert!(
         !stdout.contains("ProxySettings {") && !stdout.contains("Some("),
         "a readable listing, not Rust's Debug form: {stdout}"
+    );
+}
+
+/// Runs `mcp-proxy check-config` on `toml` (environment cleared): exit code,
+/// stdout, stderr.
+fn check_config_binary(toml: &str) -> (Option<i32>, String, String) {
+    let dir = scratch_dir();
+    let file = dir.join("check.toml");
+    std::fs::write(&file, toml).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+        .env_clear()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The check lines of a check-config output (`<check>: <outcome>`, one space:
+/// the summary's `store:         redis ...` is not one), for `checks`, in order.
+fn verdict_lines<'a>(stdout: &'a str, checks: &[&str]) -> Vec<&'a str> {
+    stdout
+        .lines()
+        .filter(|line| {
+            line.split_once(": ")
+                .is_some_and(|(check, rest)| checks.contains(&check) && !rest.starts_with(' '))
+        })
+        .collect()
+}
+
+#[test]
+fn check_config_gives_its_verdict_after_the_store_check_with_one_hint() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, stdout, stderr) = check_config_binary(&format!(
+        "[proxy]\nupstream = \"http://127.0.0.1:{closed}/mcp\"\n\
+         [storage]\nbackend = \"redis\"\n[storage.redis]\n\
+         url = \"redis://:s3cret@127.0.0.1:{closed}\"\nconnect_timeout = \"300ms\"\n"
+    ));
+    println!("{stdout}");
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let lines = verdict_lines(&stdout, &["configuration", "store", "upstream", "result"]);
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines[0], "configuration: parsed");
+    assert!(lines[1].starts_with("store: FAILED: "), "{stdout}");
+    assert!(lines[2].starts_with("upstream: FAILED: "), "{stdout}");
+    assert_eq!(lines[3], "result: NOT valid (failed: store, upstream)");
+    // Unreachable: one hint at where the store is configured.
+    assert_eq!(lines[1].matches("(check ").count(), 1, "{}", lines[1]);
+    assert!(
+        lines[1].contains("(check [storage] backend, redis.url"),
+        "{}",
+        lines[1]
+    );
+    assert!(!stdout.contains("s3cret") && !stderr.contains("s3cret"));
+}
+
+#[test]
+#[ignore = "needs Redis: cargo xtask integration"]
+fn check_config_names_refused_credentials_with_their_own_hint_only() {
+    let url = std::env::var(REDIS_URL_VAR).expect("TEST_REDIS_URL (cargo xtask integration)");
+    let address = url.trim_start_matches("redis://").trim_end_matches('/');
+    let (code, stdout, stderr) = check_config_binary(&format!(
+        "[proxy]\nupstream = \"http://127.0.0.1:9/mcp\"\n\
+         [storage]\nbackend = \"redis\"\n[storage.redis]\n\
+         url = \"redis://nobody:s3cret@{address}\"\n"
+    ));
+    println!("{stdout}");
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let lines = verdict_lines(&stdout, &["configuration", "store", "result"]);
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines[0], "configuration: parsed");
+    assert!(lines[1].contains("refused the credentials"), "{stdout}");
+    assert_eq!(lines[1].matches("(check ").count(), 1, "{}", lines[1]);
+    assert!(
+        lines[1].contains("(check storage.redis.username"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("result: NOT valid (failed: store"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cret") && !stderr.contains("s3cret"));
+}
+
+#[test]
+fn a_url_not_written_scheme_slash_slash_is_refused_naming_its_source() {
+    let dir = scratch_dir();
+    let file = dir.join("one-slash.toml");
+    std::fs::write(&file, "[proxy]\nupstream = \"http:/user:s3cret@h/mcp\"\n").unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[proxy]\nupstream = \"http://h/mcp\"\n").unwrap();
+    let run = |config: &PathBuf, args: &[&str], env: &[(&str, &str)]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
+            .env_clear()
+            .envs(env.iter().copied())
+            .args(["check-config", "--offline", "--config"])
+            .arg(config)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+        println!("{stderr}");
+        stderr
+    };
+    let one_slash =
+        "`http:` is followed by 1 slash(es), not two (expected `http://` or `https://` and a host";
+    let stderr = run(&file, &[], &[]);
+    let from_file = format!(
+        "proxy.upstream = \"***@h/mcp\" (from {}: proxy.upstream): {one_slash}",
+        file.display()
+    );
+    assert!(stderr.contains(&from_file), "{stderr}");
+    let stderr = run(
+        &good,
+        &[],
+        &[("MCP_PROXY_UPSTREAM", "http:/user:s3cret@h/mcp")],
+    );
+    assert!(
+        stderr.contains(&format!(
+            "proxy.upstream = \"***@h/mcp\" (from environment variable MCP_PROXY_UPSTREAM): {one_slash}"
+        )),
+        "{stderr}"
+    );
+    let stderr = run(&good, &["--upstream", "http:/user:s3cret@h/mcp"], &[]);
+    assert!(
+        stderr.contains(&format!(
+            "proxy.upstream = \"***@h/mcp\" (from command-line override proxy.upstream): {one_slash}"
+        )),
+        "{stderr}"
+    );
+    // The storage URL has the same check and names its source the same way.
+    let stderr = run(
+        &good,
+        &[],
+        &[("SESSION_STORE_REDIS__URL", "redis:/user:s3cret@h:6379")],
+    );
+    assert!(
+        stderr.contains(
+            "storage.redis.url (from environment variable SESSION_STORE_REDIS__URL): \
+             `redis:` is followed by 1 slash(es), not two (expected `redis://` or `rediss://` and a host"
+        ),
+        "{stderr}"
     );
 }
 

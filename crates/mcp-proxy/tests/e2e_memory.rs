@@ -350,11 +350,15 @@ async fn health_and_metrics_report_the_store_and_the_traffic() {
     );
     println!("start lines:\n{mcp}\n{admin}");
     assert!(
-        mcp.contains("listener=\"mcp\"") && mcp.contains("backend=\"memory\""),
+        mcp.contains("listener=\"mcp\"")
+            && mcp.contains("backend=\"memory\"")
+            && mcp.contains("state=\"ok\""),
         "{mcp}"
     );
     assert!(
-        admin.contains("listener=\"admin\"") && !admin.contains("backend"),
+        admin.contains("listener=\"admin\"")
+            && !admin.contains("backend")
+            && !admin.contains("state"),
         "{admin}"
     );
 

@@ -287,6 +287,7 @@ async fn with_fallback_and_the_store_down_healthz_says_degraded_and_metrics_show
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["store"]["session_store_breaker_state"], 2.0, "{body}");
+    assert_eq!(body["breaker"], "open", "{body}");
     let metrics = common::metrics(&proxy).await;
     for expected in [
         "session_store_breaker_state 2",
@@ -308,6 +309,76 @@ async fn with_fallback_and_the_store_down_healthz_says_degraded_and_metrics_show
     };
     println!("degraded healthz and breaker metrics while Redis was down; back to ok: {body}");
     assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(body["breaker"], "closed", "{body}");
+    // Losing Redis is told by the breaker, once; not by each of the pool's
+    // connections (fred's `Broadcasting error ... Connection closed`).
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    let fred_lines = log.lines().filter(|line| line.contains(" fred")).count();
+    assert_eq!(fred_lines, 0, "{log}");
+    assert_eq!(log.matches("circuit breaker opened").count(), 1, "{log}");
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn with_fallback_and_redis_unreachable_at_start_the_log_says_so_once_per_probe() {
+    let port = closed_port();
+    let upstream = start_upstream();
+    let storage = format!(
+        "[storage]\nbackend = \"redis\"\n[storage.redis]\n\
+         url = \"redis://operator:s3cret@127.0.0.1:{port}\"\nfallback_to_memory = true\n\
+         connect_timeout = \"1s\"\n[storage.redis.breaker]\ncool_down = \"100ms\"\n"
+    );
+    let mut proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", &storage);
+    let (status, body) = healthz(&proxy.url("/healthz")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["backend"], &body["status"], &body["breaker"]),
+        (
+            &json!("memory-fallback"),
+            &json!("degraded"),
+            &json!("open")
+        ),
+        "{body}"
+    );
+    let probe_line = "primary still unreachable; serving from memory";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&proxy.log)
+        .unwrap()
+        .matches(probe_line)
+        .count()
+        < 3
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.stop();
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    let probes = log.matches(probe_line).count();
+    let fred_lines = log.lines().filter(|line| line.contains(" fred")).count();
+    println!("{probes} failed probes logged, {fred_lines} lines from fred");
+    assert!(probes >= 3, "one line per failed probe:\n{log}");
+    assert_eq!(fred_lines, 0, "no quit of already stopped clients:\n{log}");
+    assert!(!log.contains("already stopped"), "{log}");
+    // The start line agrees with /healthz, and names Redis without its credentials.
+    let start = log
+        .lines()
+        .find(|line| line.contains("mcp-proxy listening") && line.contains("listener=\"mcp\""))
+        .unwrap_or_else(|| panic!("no start line:\n{log}"));
+    assert!(
+        start.contains(&format!(
+            "backend=\"redis\" state=\"degraded: serving from memory, Redis unreachable at 127.0.0.1:{port}"
+        )),
+        "{start}"
+    );
+    assert!(!log.contains("s3cret"), "{log}");
 }
 
 #[tokio::test]

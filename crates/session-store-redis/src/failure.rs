@@ -4,6 +4,17 @@
 use fred::error::{Error as FredError, ErrorKind};
 use session_store_core::Error;
 
+/// fred's details of an error as a reader wants them: an I/O error's
+/// operating-system message (`Connection refused`) rather than its `Debug` form
+/// (`Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }`).
+pub(crate) fn readable_details(error: &FredError) -> String {
+    let details = error.details();
+    details
+        .split_once("message: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or_else(|| details.to_owned(), |(message, _)| message.to_owned())
+}
+
 /// Maps a fred error met while doing `what` (e.g. "touch of `mcp:{id}:meta`") on
 /// the deployment at `address` (already free of credentials).
 ///
@@ -153,6 +164,17 @@ mod tests {
             ErrorKind::Unknown,
             "NOSCRIPT No matching script"
         )));
+    }
+
+    #[test]
+    fn an_io_error_reads_as_its_operating_system_message() {
+        let refused = FredError::new(
+            ErrorKind::IO,
+            "Os { code: 111, kind: ConnectionRefused, message: \"Connection refused\" }",
+        );
+        assert_eq!(readable_details(&refused), "Connection refused");
+        let plain = FredError::new(ErrorKind::IO, "Connection closed.");
+        assert_eq!(readable_details(&plain), "Connection closed.");
     }
 
     #[test]

@@ -140,28 +140,40 @@ impl RedisStore {
             .build_pool(config.pool_size)
             .map_err(|e| Error::config(format!("redis client for {address}: {}", e.details())))?;
 
-        match tokio::time::timeout(config.connect_timeout, pool.init()).await {
-            Ok(Ok(_connection_task)) => {}
-            Ok(Err(e)) if refused_credentials(&e) => {
+        // `init` runs as a task of its own, so that when it outlasts
+        // `connect_timeout` it can finish in the background (see `stop_later`).
+        let mut init = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.init().await }
+        });
+        match tokio::time::timeout(config.connect_timeout, &mut init).await {
+            Ok(Ok(Ok(_connection_task))) => {}
+            // A failed `init` has stopped every client of the pool already
+            // (fred resets them): quitting them again only logs a warning per
+            // client ("Attempted to quit client that was already stopped").
+            Ok(Ok(Err(e))) if refused_credentials(&e) => {
                 // Not an outage that passes: waiting (or a fallback serving
                 // from memory meanwhile) cannot fix a wrong password.
-                stop(&pool, config.connect_timeout);
                 return Err(Error::config(format!(
                     "redis at {address} refused the credentials: {} \
                      (check storage.redis.username and storage.redis.password, or the credentials in storage.redis.url)",
                     e.details()
                 )));
             }
-            Ok(Err(e)) => {
-                stop(&pool, config.connect_timeout);
+            Ok(Ok(Err(e))) => {
                 return Err(Error::unavailable(format!(
                     "cannot connect to redis at {address}: {}: {}",
                     e.kind().to_str(),
-                    e.details()
+                    failure::readable_details(&e)
+                )));
+            }
+            Ok(Err(join_error)) => {
+                return Err(Error::unavailable(format!(
+                    "cannot connect to redis at {address}: the connection task ended: {join_error}"
                 )));
             }
             Err(_) => {
-                stop(&pool, config.connect_timeout);
+                stop_later(&pool, init, config.connect_timeout);
                 return Err(Error::unavailable(format!(
                     "cannot connect to redis at {address}: no connection within connect_timeout ({:?})",
                     config.connect_timeout
@@ -405,12 +417,24 @@ impl RedisStore {
     }
 }
 
-/// Stops a pool that failed to connect, in the background so `connect` returns
-/// within its timeout.
-fn stop(pool: &Pool, limit: Duration) {
+/// Stops a pool whose `init` outlasted `connect_timeout`, in the background so
+/// `connect` returns within its timeout: once `init` ends (bounded by `limit`),
+/// a pool that connected after all is quit; one whose `init` failed is already
+/// stopped (fred resets its clients), and quitting it again would only log a
+/// warning per client.
+fn stop_later(
+    pool: &Pool,
+    init: tokio::task::JoinHandle<
+        std::result::Result<fred::types::ConnectHandle, fred::error::Error>,
+    >,
+    limit: Duration,
+) {
     let pool = pool.clone();
     tokio::spawn(async move {
-        let _ = tokio::time::timeout(limit, pool.quit()).await;
+        let stopped_already = matches!(tokio::time::timeout(limit, init).await, Ok(Ok(Err(_))));
+        if !stopped_already {
+            let _ = tokio::time::timeout(limit, pool.quit()).await;
+        }
     });
 }
 

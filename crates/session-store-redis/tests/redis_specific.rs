@@ -284,6 +284,47 @@ async fn unreachable_redis_at_start_is_unavailable_naming_the_address_not_the_pa
     }
 }
 
+/// A server that accepts connections but never answers (a stalled proxy, a
+/// wrong port behind a firewall that completes handshakes): connect gives up
+/// within about `connect_timeout` and the pool still connecting is stopped in
+/// the background. Needs no Redis: the listener is the test's own.
+#[tokio::test]
+async fn a_server_that_never_answers_is_unavailable_within_the_connect_timeout() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let connect_timeout = Duration::from_millis(500);
+    let config = RedisConfig {
+        topology: Topology::Standalone {
+            url: format!("redis://alice:s3cret@127.0.0.1:{port}"),
+        },
+        connect_timeout,
+        reconnect_max_attempts: 0,
+        ..RedisConfig::default()
+    };
+    let started = std::time::Instant::now();
+    let attempt = tokio::time::timeout(
+        connect_timeout * 20,
+        RedisStore::connect(
+            config,
+            suite_settings(),
+            Arc::new(ManualClock::starting_now()),
+        ),
+    )
+    .await
+    .expect("connect must give up");
+    println!("gave up after {:?}: {attempt:?}", started.elapsed());
+    match attempt {
+        Err(Error::Unavailable(message)) => {
+            assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+            assert!(!message.contains("s3cret"), "{message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // The background stop ends with the pool's own attempts.
+    tokio::time::sleep(connect_timeout * 3).await;
+    drop(silent);
+}
+
 #[tokio::test]
 #[ignore = "needs Redis: cargo xtask integration"]
 async fn create_on_an_existing_id_is_already_exists_not_a_parse_error() {

@@ -75,9 +75,9 @@ pub use fallback::{BreakerState, FallbackPrimary, FallbackSettings, FallbackStat
 
 pub use build::{build, build_with_clock};
 pub use config::{
-    describe_extraction_error, Backend, BreakerSection, ClusterSection, MemorySection,
-    RedisSection, RedisUrl, Secret, SentinelSection, StorageConfig, StorageEnv, StorageOverrides,
-    ENV_PREFIX, ENV_SEPARATOR, STORAGE_KEY,
+    describe_extraction_error, describe_source, env_layer_metadata, parse_url_as_written, Backend,
+    BreakerSection, ClusterSection, MemorySection, RedisSection, RedisUrl, Secret, SentinelSection,
+    StorageConfig, StorageEnv, StorageOverrides, ENV_PREFIX, ENV_SEPARATOR, STORAGE_KEY,
 };
 pub use purge::PurgeTask;
 

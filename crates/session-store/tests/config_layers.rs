@@ -231,13 +231,44 @@ fn a_bad_max_lifetime_shows_both_accepted_forms() {
 
 #[test]
 fn a_redis_url_without_a_host_is_refused_and_an_unparsable_one_is_never_echoed() {
-    // A typo: `redis:` without `//` is a path, not a host.
-    let error = StorageConfig::from_toml_str("[storage.redis]\nurl = \"redis:6379\"")
-        .and_then(|config| config.validate().map(|()| config))
+    // Typos: `redis:` without `//` is a path, not a host; so is `redis:/`; a
+    // backslash or a tab is not what a URL parser keeps. Each is refused
+    // saying what was expected, without the credentials.
+    for (url, problem) in [
+        ("redis:6379", "`redis:` is followed by 0 slash(es), not two"),
+        (
+            "redis:/user:s3cret@cache:6379",
+            "`redis:` is followed by 1 slash(es), not two",
+        ),
+        (
+            "rediss:/:s3cret@cache:6379/2",
+            "`rediss:` is followed by 1 slash(es), not two",
+        ),
+        ("redis://:s3cret@cache:6379\t", "not a URL as written"),
+        ("redis://", "names no host"),
+    ] {
+        let error = StorageConfig::from_toml_str(&format!(
+            "[storage.redis]\nurl = \"{}\"",
+            url.escape_default()
+        ))
         .unwrap_err()
         .to_string();
-    assert!(error.contains("storage.redis.url"), "{error}");
-    assert!(error.contains("names no host"), "{error}");
+        assert!(error.contains("storage.redis.url (from "), "{url}: {error}");
+        assert!(error.contains(problem), "{url}: {error}");
+        assert!(
+            error.contains("expected `redis://` or `rediss://` and a host"),
+            "{url}: {error}"
+        );
+        assert!(!error.contains("s3cret"), "{url}: {error}");
+    }
+    for url in [
+        "redis://cache:6379/2",
+        "REDIS://cache",
+        "rediss://[::1]:6380",
+    ] {
+        StorageConfig::from_toml_str(&format!("[storage.redis]\nurl = \"{url}\""))
+            .unwrap_or_else(|error| panic!("{url}: {error}"));
+    }
     let unparsable = session_store::RedisUrl::new("redis://user:pw@[broken");
     assert_eq!(format!("{unparsable:?}"), "RedisUrl(<unparsable URL>)");
     assert_eq!(unparsable.to_string(), "<unparsable URL>");

@@ -43,9 +43,10 @@ pub(crate) fn validate_bridge(
         .iter()
         .position(|key| key.len() < MIN_REQUEST_STATE_KEY_BYTES)
     {
-        return Err(ConfigError::new(format!(
-            "proxy.bridge_request_state_keys[{position}] is shorter than {MIN_REQUEST_STATE_KEY_BYTES} bytes: use a random key of at least {MIN_REQUEST_STATE_KEY_BYTES} bytes (e.g. `openssl rand -hex 32`)"
-        )));
+        return Err(ConfigError::key(
+            "proxy.bridge_request_state_keys",
+            format!("the key at [{position}] is shorter than {MIN_REQUEST_STATE_KEY_BYTES} bytes: use a random key of at least {MIN_REQUEST_STATE_KEY_BYTES} bytes (e.g. `openssl rand -hex 32`)"),
+        ));
     }
     Ok(BridgeSettings {
         mode,
@@ -79,7 +80,11 @@ mod tests {
         assert_eq!(config.proxy.bridge.request_state_keys.len(), 2);
         let error = parse("bridge_request_state_keys = [\"short-secret\"]").unwrap_err();
         let text = error.to_string();
-        assert!(text.contains("bridge_request_state_keys[0]"), "{text}");
+        assert!(
+            text.contains("proxy.bridge_request_state_keys (from ")
+                && text.contains("the key at [0] is shorter"),
+            "{text}"
+        );
         assert!(!text.contains("short-secret"), "{text}");
     }
 }

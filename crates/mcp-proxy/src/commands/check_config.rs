@@ -34,12 +34,14 @@ pub struct CheckReport {
     pub failures: Vec<String>,
 }
 
-/// Prints the effective settings (secrets shown as `***`: `admin_token`,
-/// `binding_secret`, `bridge_request_state_keys`, Redis passwords in URLs and
-/// `password`; credentials in the upstream and public URLs left out), then,
-/// unless `--offline`, checks the store
-/// (connect and health) and the upstream (any HTTP answer below 500 means
-/// reachable: the check sends no MCP request, so 4xx is expected).
+/// Prints that the configuration parsed and the effective settings (secrets
+/// shown as `***`: `admin_token`, `binding_secret`,
+/// `bridge_request_state_keys`, Redis passwords in URLs and `password`;
+/// credentials in the upstream and public URLs left out), then, unless
+/// `--offline`, checks the store (connect and health) and the upstream (any
+/// HTTP answer below 500 means reachable: the check sends no MCP request, so 4xx
+/// is expected), and last the verdict (`result: valid`, or `result: NOT valid
+/// (failed: store, upstream)`).
 ///
 /// Errors: writing to `out`. Failed checks are in the report, not errors.
 pub async fn check(
@@ -48,12 +50,17 @@ pub async fn check(
     out: &mut dyn Write,
 ) -> Result<CheckReport, CommandError> {
     let io = || CommandError::io("writing the check");
-    writeln!(out, "configuration: valid").map_err(io())?;
+    writeln!(out, "configuration: parsed").map_err(io())?;
     writeln!(out, "{}", effective_settings(config)).map_err(io())?;
     let mut report = CheckReport::default();
     if args.offline {
         writeln!(out, "store: not checked (--offline)").map_err(io())?;
         writeln!(out, "upstream: not checked (--offline)").map_err(io())?;
+        writeln!(
+            out,
+            "result: valid (offline: the store and the upstream were not checked)"
+        )
+        .map_err(io())?;
         return Ok(report);
     }
     match check_store(config).await {
@@ -69,6 +76,16 @@ pub async fn check(
             writeln!(out, "upstream: FAILED: {failure}").map_err(io())?;
             report.failures.push(format!("upstream: {failure}"));
         }
+    }
+    if report.failures.is_empty() {
+        writeln!(out, "result: valid").map_err(io())?;
+    } else {
+        let failed: Vec<&str> = report
+            .failures
+            .iter()
+            .filter_map(|failure| failure.split_once(':').map(|(check, _)| check))
+            .collect();
+        writeln!(out, "result: NOT valid (failed: {})", failed.join(", ")).map_err(io())?;
     }
     Ok(report)
 }
@@ -125,11 +142,16 @@ pub fn effective_settings(config: &ProxyConfig) -> String {
     )
 }
 
+/// Connects the store and asks its health. A store that cannot be reached gets
+/// a hint at the keys that say where it is; other errors (refused credentials,
+/// a clock too far from Redis's, an invalid setting) name what to fix
+/// themselves, so they get no second, generic one.
 async fn check_store(config: &ProxyConfig) -> Result<String, String> {
-    let store = open_store(config).await.map_err(|error| {
-        format!(
-            "{error} (check [storage] backend, redis.url or redis.cluster.nodes, credentials, TLS)"
-        )
+    let store = open_store(config).await.map_err(|error| match error {
+        CommandError::Store(session_store::Error::Unavailable(_)) => format!(
+            "{error} (check [storage] backend, redis.url, redis.cluster.nodes or redis.sentinel, and redis.tls)"
+        ),
+        other => other.to_string(),
     })?;
     let health = store
         .health()

@@ -51,7 +51,49 @@ fn quoted(text: &str) -> String {
 
 /// A duration as the configuration writes it, e.g. `"1m 30s"`.
 fn duration(value: Duration) -> String {
-    quoted(&humantime::format_duration(value).to_string())
+    quoted(&duration_text(value))
+}
+
+/// Up to this, durations are written in seconds at most (`"60s"`, `"30s"`), as
+/// the documentation writes them.
+const SECONDS_UP_TO: Duration = Duration::from_secs(60);
+/// Below this, durations are written in hours at most (`"24h"`, `"36h"`); from
+/// it on in days (`"7d"`).
+const DAYS_FROM: Duration = Duration::from_secs(48 * 3600);
+
+/// `value` in the units the documentation uses, largest first, each at most
+/// once: `"24h"` (where humantime writes `1day`), `"7d"`, `"60s"`, `"1m 30s"`,
+/// `"1h"`, `"250ms"`, `"0s"`. Parses back (humantime) to exactly `value`.
+pub(crate) fn duration_text(value: Duration) -> String {
+    const UNITS: [(&str, u128); 7] = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+        ("ns", 1),
+    ];
+    let mut left = value.as_nanos();
+    if left == 0 {
+        return "0s".to_owned();
+    }
+    let units = if value <= SECONDS_UP_TO {
+        &UNITS[3..]
+    } else if value < DAYS_FROM {
+        &UNITS[1..]
+    } else {
+        &UNITS[..]
+    };
+    let mut parts = Vec::new();
+    for (name, nanos) in units {
+        let count = left / nanos;
+        if count > 0 {
+            parts.push(format!("{count}{name}"));
+            left %= nanos;
+        }
+    }
+    parts.join(" ")
 }
 
 /// An enum value by the name the configuration uses for it, e.g. `subject`.
@@ -81,7 +123,7 @@ fn rate(rate: &Rate) -> String {
         1 => "s".to_owned(),
         60 => "min".to_owned(),
         3600 => "hour".to_owned(),
-        _ => humantime::format_duration(rate.period).to_string(),
+        _ => duration_text(rate.period),
     };
     quoted(&format!("{}/{unit}", rate.count))
 }
@@ -359,6 +401,43 @@ mod tests {
         );
         assert!(printed.contains("backend = \"redis\"\n"), "{printed}");
         assert!(!printed.contains("Some("), "no Debug forms: {printed}");
+    }
+
+    #[test]
+    fn durations_print_as_the_docs_write_them_and_parse_back() {
+        for (value, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_micros(1_500), "1ms 500us"),
+            (Duration::from_secs(60), "60s"),
+            (Duration::from_secs(90), "1m 30s"),
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(600), "10m"),
+            (Duration::from_secs(24 * 3600), "24h"),
+            (Duration::from_secs(36 * 3600 + 1), "36h 1s"),
+            (Duration::from_secs(48 * 3600), "2d"),
+            (Duration::from_secs(7 * 86_400), "7d"),
+            (Duration::from_secs(7 * 86_400 + 3600), "7d 1h"),
+            (Duration::new(5, 7), "5s 7ns"),
+        ] {
+            assert_eq!(duration_text(value), text, "{value:?}");
+        }
+        // Every duration parses back to itself, whatever its units.
+        let mut value = Duration::from_nanos(1);
+        while value < Duration::from_secs(400 * 86_400) {
+            let text = duration_text(value);
+            assert_eq!(humantime::parse_duration(&text).unwrap(), value, "{text}");
+            value = value * 3 + Duration::from_nanos(value.subsec_nanos().into()) / 2;
+        }
+        // The defaults, as docs/configuration.md and docs/proxy.md write them.
+        let printed = listed("[proxy]\nupstream = \"http://127.0.0.1:9/mcp\"\n");
+        for line in [
+            "ttl = \"24h\"",
+            "max_lifetime = \"7d\"",
+            "idle_timeout = \"60s\"",
+        ] {
+            assert!(printed.lines().any(|l| l == line), "{line} in {printed}");
+        }
     }
 
     #[test]

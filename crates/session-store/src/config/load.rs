@@ -123,19 +123,33 @@ impl Default for StorageEnv {
     }
 }
 
+/// The metadata of an environment layer whose variables are `prefix` and the
+/// upper-cased keys below the `root` table joined by `separator`
+/// (`SESSION_STORE_REDIS__POOL_SIZE` for `storage.redis.pool_size`), so
+/// errors name the variable itself (`environment variable
+/// SESSION_STORE_REDIS__POOL_SIZE`): for [`StorageEnv`], and for another
+/// section's layer (mcp-proxy's `MCP_PROXY_*` under `proxy`).
+pub fn env_layer_metadata(
+    prefix: &'static str,
+    root: &'static str,
+    separator: &'static str,
+) -> Metadata {
+    Metadata::named(ENV_METADATA_NAME).interpolater(move |_: &Profile, keys: &[&str]| {
+        let relative = match keys.split_first() {
+            Some((first, rest)) if *first == root => rest,
+            _ => keys,
+        };
+        let name: Vec<String> = relative
+            .iter()
+            .map(|key| key.to_ascii_uppercase())
+            .collect();
+        format!("{prefix}{}", name.join(separator))
+    })
+}
+
 impl Provider for StorageEnv {
     fn metadata(&self) -> Metadata {
-        Metadata::named(ENV_METADATA_NAME).interpolater(|_: &Profile, keys: &[&str]| {
-            let relative = match keys.split_first() {
-                Some((first, rest)) if *first == STORAGE_KEY => rest,
-                _ => keys,
-            };
-            let name: Vec<String> = relative
-                .iter()
-                .map(|key| key.to_ascii_uppercase())
-                .collect();
-            format!("{ENV_PREFIX}{}", name.join(ENV_SEPARATOR))
-        })
+        env_layer_metadata(ENV_PREFIX, STORAGE_KEY, ENV_SEPARATOR)
     }
 
     fn data(&self) -> figment::Result<Map<Profile, Dict>> {

@@ -7,7 +7,7 @@
 
 mod load;
 pub(crate) mod origin;
-pub use origin::describe_extraction_error;
+pub use origin::{describe_extraction_error, describe_source};
 pub(crate) mod validate;
 mod values;
 
@@ -16,8 +16,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use session_store_core::StoreSettings;
 
-pub use load::{StorageEnv, StorageOverrides, ENV_PREFIX, ENV_SEPARATOR, STORAGE_KEY};
-pub use values::{RedisUrl, Secret};
+pub use load::{
+    env_layer_metadata, StorageEnv, StorageOverrides, ENV_PREFIX, ENV_SEPARATOR, STORAGE_KEY,
+};
+pub use values::{parse_url_as_written, RedisUrl, Secret};
 
 /// Which backend [`build`](crate::build) creates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
@@ -214,6 +216,28 @@ impl Default for RedisSection {
 }
 
 impl RedisSection {
+    /// Where the store connects, without credentials, for log lines:
+    /// `127.0.0.1:6379`, `cluster 10.0.0.1:7000, 10.0.0.2:7000` or
+    /// `sentinel service mymaster via 10.0.0.1:26379`.
+    pub fn addresses(&self) -> String {
+        let join = |nodes: &[RedisUrl]| {
+            nodes
+                .iter()
+                .map(RedisUrl::address)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (&self.cluster, &self.sentinel) {
+            (Some(cluster), _) => format!("cluster {}", join(&cluster.nodes)),
+            (None, Some(sentinel)) => format!(
+                "sentinel service {} via {}",
+                sentinel.service_name,
+                join(&sentinel.nodes)
+            ),
+            (None, None) => self.url.address(),
+        }
+    }
+
     /// Whether connections use TLS: `tls = true` or a `rediss://` address.
     pub fn tls_enabled(&self) -> bool {
         self.tls

@@ -6,7 +6,9 @@ use session_store_core::Error;
 
 /// The provider name of the environment layer (`StorageEnv`): a value it set is
 /// named by its variable. Only its interpolation is used in messages, because
-/// figment's default one prefixes the profile (`default.storage.ttl`).
+/// figment's default one prefixes the profile (`default.storage.ttl`). Another
+/// section's environment layer gets it from
+/// [`env_layer_metadata`](super::env_layer_metadata).
 pub(crate) const ENV_METADATA_NAME: &str = "environment variable";
 
 /// Names keys and their sources for error messages.
@@ -79,6 +81,16 @@ fn describe(metadata: &Metadata, key: &str) -> String {
         Some(path) => format!("{}: {name}", path.display()),
         None => format!("{} {name}", metadata.name),
     }
+}
+
+/// Where the value at the dotted `key` (from the root: `proxy.upstream`) of
+/// `figment` came from, as [`describe_extraction_error`] names it:
+/// `/etc/mcp-proxy.toml: proxy.upstream`, `environment variable
+/// MCP_PROXY_UPSTREAM` (a layer with [`env_layer_metadata`](super::env_layer_metadata)), `command-line
+/// override proxy.upstream`, or `default`: for a section of the same file
+/// validated by another crate.
+pub fn describe_source(figment: &Figment, key: &str) -> String {
+    FigmentOrigins { figment, root: "" }.source(key)
 }
 
 /// Turns figment's extraction errors into one [`Error::Config`] whose every line

@@ -56,19 +56,7 @@ impl RedisUrl {
     /// path, if any, is a database number (`/3`). The error message never repeats
     /// the address, which may hold a password.
     pub fn parse(&self) -> Result<url::Url, String> {
-        let parsed =
-            url::Url::parse(&self.0).map_err(|error| format!("not a valid URL ({error})"))?;
-        match parsed.scheme() {
-            "redis" | "rediss" => {}
-            other => {
-                return Err(format!(
-                    "scheme must be `redis` or `rediss`, got `{other}` (expected e.g. redis://127.0.0.1:6379)"
-                ))
-            }
-        }
-        if parsed.host_str().is_none_or(str::is_empty) {
-            return Err("the URL names no host (expected e.g. redis://127.0.0.1:6379)".to_owned());
-        }
+        let parsed = parse_url_as_written(&self.0, &["redis", "rediss"], "redis://127.0.0.1:6379")?;
         let path = parsed.path().trim_start_matches('/');
         if !path.is_empty() && path.parse::<u8>().is_err() {
             return Err(format!(
@@ -76,6 +64,20 @@ impl RedisUrl {
             ));
         }
         Ok(parsed)
+    }
+
+    /// `host:port` (IPv6 hosts in brackets), without scheme, credentials or
+    /// database: for log lines. An address that does not parse is
+    /// `<unparsable URL>`.
+    pub fn address(&self) -> String {
+        match self.parse() {
+            Ok(parsed) => format!(
+                "{}:{}",
+                parsed.host_str().unwrap_or_default(),
+                parsed.port().unwrap_or(6379)
+            ),
+            Err(_) => "<unparsable URL>".to_owned(),
+        }
     }
 
     /// True for a `rediss://` address, which implies TLS.
@@ -102,6 +104,74 @@ impl RedisUrl {
             Err(_) => "<unparsable URL>".to_owned(),
         }
     }
+}
+
+/// Parses `text` as a URL of one of `schemes` written out in full,
+/// `scheme://host...`, refusing what a URL parser would otherwise repair
+/// silently: `http:/host` or `http:host` (one or no slash), backslashes for
+/// slashes, tabs or newlines inside, spaces around. The error says what was
+/// expected (`example`) and never repeats `text`, which may hold credentials.
+pub fn parse_url_as_written(
+    text: &str,
+    schemes: &[&str],
+    example: &str,
+) -> Result<url::Url, String> {
+    let expected = || {
+        let schemes: Vec<String> = schemes.iter().map(|s| format!("`{s}://`")).collect();
+        format!(
+            "expected {} and a host, e.g. {example}",
+            schemes.join(" or ")
+        )
+    };
+    let repaired = std::cell::RefCell::new(None);
+    let parsed = url::Url::options()
+        .syntax_violation_callback(Some(&|violation| {
+            use url::SyntaxViolation::{Backslash, C0SpaceIgnored, TabOrNewlineIgnored};
+            if matches!(violation, Backslash | C0SpaceIgnored | TabOrNewlineIgnored) {
+                repaired.borrow_mut().get_or_insert(violation);
+            }
+        }))
+        .parse(text)
+        .map_err(|error| format!("not a valid URL ({error}); {}", expected()))?;
+    if let Some(violation) = repaired.into_inner() {
+        return Err(format!(
+            "not a URL as written: {} ({})",
+            violation.description(),
+            expected()
+        ));
+    }
+    if !schemes.contains(&parsed.scheme()) {
+        // The parsed scheme, lower-cased letters only: never a password.
+        return Err(format!(
+            "scheme must be {}, got `{}` ({})",
+            schemes
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            parsed.scheme(),
+            expected()
+        ));
+    }
+    // `scheme:` then exactly two slashes: `http:/h` and `http:///h` name the
+    // host `h` to a URL parser too.
+    let slashes = text
+        .get(parsed.scheme().len() + 1..)
+        .unwrap_or_default()
+        .chars()
+        .take_while(|c| *c == '/')
+        .count();
+    if slashes != 2 {
+        return Err(format!(
+            "`{}:` is followed by {slashes} slash(es), not two ({})",
+            parsed.scheme(),
+            expected()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("the URL names no host ({})", expected()));
+    }
+    Ok(parsed)
 }
 
 impl Default for RedisUrl {

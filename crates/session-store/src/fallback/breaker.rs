@@ -43,6 +43,18 @@ impl BreakerState {
             BreakerState::Open => 2,
         }
     }
+
+    /// The state of an [`as_gauge`](Self::as_gauge) value (the
+    /// `session_store_breaker_state` reading); `None` for any other number.
+    pub fn from_gauge(value: f64) -> Option<BreakerState> {
+        [
+            BreakerState::Closed,
+            BreakerState::HalfOpen,
+            BreakerState::Open,
+        ]
+        .into_iter()
+        .find(|state| f64::from(state.as_gauge()) == value)
+    }
 }
 
 /// Closed, and nothing waits in memory: the fast path.
@@ -264,10 +276,19 @@ impl Breaker {
         since.is_none_or(|since| now.saturating_duration_since(since) >= self.cool_down)
     }
 
-    /// A probe failed: the cool-down starts again.
-    pub(crate) fn probe_failed(&self) {
-        self.counters.probes_failed.fetch_add(1, Ordering::Relaxed);
+    /// A probe failed: the cool-down starts again. Logged once per probe (at
+    /// info: the breaker's opening was the warning), saying what is down, that
+    /// calls are served from memory and when the next probe is due.
+    pub(crate) fn probe_failed(&self, error: &dyn std::fmt::Display) {
+        let failed = self.counters.probes_failed.fetch_add(1, Ordering::Relaxed) + 1;
         self.times.lock().cool_down_from = Some(Instant::now());
+        tracing::info!(
+            breaker = "open",
+            probes_failed = failed,
+            next_probe_in = ?self.cool_down,
+            %error,
+            "session store: primary still unreachable; serving from memory, probing again after the cool-down"
+        );
     }
 
     /// A probe succeeded after the cool-down: start writing back.

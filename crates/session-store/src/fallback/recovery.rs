@@ -50,8 +50,7 @@ impl<P: FallbackPrimary> Inner<P> {
                 match self.primary.probe().await {
                     Ok(_) => self.breaker.half_open(),
                     Err(error) => {
-                        tracing::debug!(%error, "session store: probe of the primary failed; breaker stays open");
-                        self.breaker.probe_failed();
+                        self.breaker.probe_failed(&error);
                         return;
                     }
                 }
