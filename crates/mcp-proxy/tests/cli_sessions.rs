@@ -308,8 +308,7 @@ async fn an_import_of_a_cut_file_says_how_many_sessions_it_imported_before_the_c
         &ProgressBar::hidden(),
     )
     .await
-    .err()
-    .expect("a cut file is refused");
+    .expect_err("a cut file is refused");
     let message = error.to_string();
     println!("{message}");
     assert!(message.contains("in the middle of its JSON"), "{message}");
