@@ -577,11 +577,8 @@ impl Relay {
 
 /// The proxy's event id of frame `frame` of `target`'s stream.
 fn proxy_event_id(target: &StreamTarget, frame: FrameId) -> String {
-    ProxyEventId {
-        frame,
-        stream: target.stream.clone(),
-    }
-    .to_string()
+    // `ProxyEventId`'s form, without a copy of the stream id per event.
+    format!("{frame}@{}", target.stream)
 }
 
 /// Resolves when `lease` is lost; never when there is none.
