@@ -63,21 +63,39 @@ async fn forward_post(
     let binding = session_binding(&headers, &app.settings);
 
     if let Some(id) = client_session_id(&headers)? {
-        let (session, stream) =
-            resolve_and_record(&app, &id, &headers, binding.as_ref(), &body).await?;
         // The client's headers as the upstream gets them, without a session id:
         // recovery sends the same request into a restored upstream session.
         let upstream_base = app.upstream.request_headers(&headers, peer, None);
-        if handshake_client::is_bridged(&session) {
-            return handshake_client::forward(&app, &session, stream, &upstream_base, &body).await;
-        }
-        let forwarded =
-            with_upstream_session(&upstream_base, session.upstream_session_id.as_deref());
-        let mut reconnect = reconnect_for(&message, &forwarded);
-        let upstream = app
-            .upstream
-            .send(Method::POST, forwarded, Some(body.clone()))
-            .await?;
+        let cached = app
+            .near_cache
+            .get(&id)
+            .filter(|session| !handshake_client::is_bridged(session));
+        let (session, stream, upstream, mut reconnect) = if let Some(session) = cached {
+            session::check_binding(&session, &headers, binding.as_ref())?;
+            let request = Request {
+                headers: &headers,
+                binding: binding.as_ref(),
+                upstream_base: &upstream_base,
+                message: &message,
+                body: &body,
+            };
+            forward_while_recording(&app, session, request).await?
+        } else {
+            let (session, stream) =
+                resolve_and_record(&app, &id, &headers, binding.as_ref(), &body).await?;
+            if handshake_client::is_bridged(&session) {
+                return handshake_client::forward(&app, &session, stream, &upstream_base, &body)
+                    .await;
+            }
+            let forwarded =
+                with_upstream_session(&upstream_base, session.upstream_session_id.as_deref());
+            let reconnect = reconnect_for(&message, &forwarded);
+            let upstream = app
+                .upstream
+                .send(Method::POST, forwarded, Some(body.clone()))
+                .await?;
+            (session, stream, upstream, reconnect)
+        };
         let upstream = match recovery::classify(&app, &session, &upstream_base, upstream).await {
             Answer::Relay(upstream) => upstream,
             Answer::SessionLost if recovery::should_restore(&app, &session) => {
@@ -277,6 +295,66 @@ fn abandon_upstream_session(app: &Arc<AppState>, headers: HeaderMap) {
             tracing::debug!(%error, "could not end an abandoned upstream session");
         }
     });
+}
+
+/// A POST on a session, as the upstream gets it.
+struct Request<'a> {
+    headers: &'a HeaderMap,
+    binding: Option<&'a Principal>,
+    /// The client's headers as forwarded, without an upstream session id.
+    upstream_base: &'a HeaderMap,
+    message: &'a ClientMessage,
+    body: &'a Bytes,
+}
+
+/// Forwards a request on a session in the near cache while its append is in
+/// flight: the append's round trip overlaps the upstream's. Its result (the
+/// request's frame id, which names the reply stream and comes before every
+/// reply event's id) is first needed when the reply is relayed, so both are
+/// awaited before anything reaches the client. The append checks liveness:
+/// when it finds the session gone (`NotFound`, deleted on any instance) or
+/// fails, the upstream's reply is dropped and the client gets the append's
+/// error (404, 503), as when the append came first; only the upstream has then
+/// seen the request (docs/proxy.md, "Near cache"). The reply's frames are
+/// recorded after the request's, since the relay starts only once the append
+/// returned.
+async fn forward_while_recording(
+    app: &AppState,
+    session: Arc<Session>,
+    request: Request<'_>,
+) -> Result<(Arc<Session>, StreamId, reqwest::Response, Option<Reconnect>), ProxyError> {
+    let forwarded = with_upstream_session(
+        request.upstream_base,
+        session.upstream_session_id.as_deref(),
+    );
+    let reconnect = reconnect_for(request.message, &forwarded);
+    let (recorded, sent) = tokio::join!(
+        record_request(app, &session.id, request.body, request.headers),
+        app.upstream
+            .send(Method::POST, forwarded, Some(request.body.clone())),
+    );
+    let stream = match recorded {
+        Ok(stream) => stream,
+        Err(error) => {
+            app.near_cache.remove(&session.id);
+            return Err(error);
+        }
+    };
+    if matches!(stream.kind(), StreamKind::Unrecorded) {
+        // Not recorded (too large): liveness is confirmed by the store anyway.
+        if let Err(error) = session::resolve(
+            app.store.as_ref(),
+            &session.id,
+            request.headers,
+            request.binding,
+        )
+        .await
+        {
+            app.near_cache.remove(&session.id);
+            return Err(error);
+        }
+    }
+    Ok((session, stream, sent?, reconnect))
 }
 
 /// The session a request names, checked against the request's credential, and

@@ -34,12 +34,6 @@ pub const QUEUE_CAPACITY: usize = 4096;
 /// Writes taken from the queue and written together, at most.
 pub const MAX_BATCH: usize = 256;
 
-/// Frames larger than this are appended alone, never in a batch: a batch the
-/// store refuses is lost whole, and a frame too large for the store
-/// (`max_frame_bytes`, 4 MiB by default) must cost only itself. Frames this
-/// large gain nothing from sharing a round trip anyway.
-pub const SOLO_FRAME_BYTES: usize = 64 * 1024;
-
 /// A write queued for the background task.
 #[derive(Debug)]
 enum Write {
@@ -146,12 +140,13 @@ async fn write_queued(
     }
 }
 
-/// Appends one session's `frames` in order with as few round trips as it can:
-/// runs of frames up to [`SOLO_FRAME_BYTES`] in one
-/// [`append_frames`](SessionStore::append_frames) call each, a larger frame
-/// alone (so a frame the store refuses as too large, `max_frame_bytes`, costs
-/// only itself). Returns each frame's id, `None` for a frame not recorded (counted
-/// in `mcp_proxy_frames_not_recorded_total` and logged with `what`).
+/// Appends one session's `frames` in order with one
+/// [`append_frames`](SessionStore::append_frames) call (one round trip). When
+/// the store refuses a batch of several frames as `InvalidInput` (a batch is
+/// atomic for it: one frame over `max_frame_bytes`, 4 MiB by default, refuses
+/// them all), the batch is appended again frame by frame, so such a frame costs
+/// only itself. Returns each frame's id, `None` for a frame not recorded
+/// (counted in `mcp_proxy_frames_not_recorded_total` and logged with `what`).
 pub async fn append_batch(
     store: &dyn SessionStore,
     metrics: &Metrics,
@@ -159,47 +154,15 @@ pub async fn append_batch(
     frames: Vec<Frame>,
     what: &str,
 ) -> Vec<Option<FrameId>> {
-    let mut ids = Vec::with_capacity(frames.len());
-    let mut run = Vec::new();
-    for frame in frames {
-        if frame.payload.len() > SOLO_FRAME_BYTES {
-            append_run(
-                store,
-                metrics,
-                session,
-                std::mem::take(&mut run),
-                what,
-                &mut ids,
-            )
-            .await;
-            append_run(store, metrics, session, vec![frame], what, &mut ids).await;
-        } else {
-            run.push(frame);
-        }
+    let count = frames.len();
+    if count == 0 {
+        return Vec::new();
     }
-    append_run(store, metrics, session, run, what, &mut ids).await;
-    ids
-}
-
-async fn append_run(
-    store: &dyn SessionStore,
-    metrics: &Metrics,
-    session: &SessionId,
-    run: Vec<Frame>,
-    what: &str,
-    ids: &mut Vec<Option<FrameId>>,
-) {
-    let count = run.len();
-    let appended = match count {
-        0 => return,
-        1 => match run.into_iter().next() {
-            Some(frame) => store.append_frame(session, frame).await.map(|id| vec![id]),
-            None => return,
-        },
-        _ => store.append_frames(session, run).await,
-    };
-    match appended {
-        Ok(appended) if appended.len() == count => ids.extend(appended.into_iter().map(Some)),
+    // Kept for the frame-by-frame retry; a batch of one needs none (its frame
+    // is the one refused).
+    let retry = (count > 1).then(|| frames.clone());
+    match store.append_frames(session, frames).await {
+        Ok(appended) if appended.len() == count => appended.into_iter().map(Some).collect(),
         Ok(appended) => {
             // A backend breaking the contract: use none of its ids.
             let error = StoreError::Corrupt(format!(
@@ -207,11 +170,24 @@ async fn append_run(
                 appended.len()
             ));
             not_recorded(metrics, session, count, &error, what);
-            ids.extend(std::iter::repeat_n(None, count));
+            vec![None; count]
+        }
+        Err(StoreError::InvalidInput(_)) if retry.is_some() => {
+            let mut ids = Vec::with_capacity(count);
+            for frame in retry.into_iter().flatten() {
+                ids.push(match store.append_frame(session, frame).await {
+                    Ok(id) => Some(id),
+                    Err(error) => {
+                        not_recorded(metrics, session, 1, &error, what);
+                        None
+                    }
+                });
+            }
+            ids
         }
         Err(error) => {
             not_recorded(metrics, session, count, &error, what);
-            ids.extend(std::iter::repeat_n(None, count));
+            vec![None; count]
         }
     }
 }
@@ -232,5 +208,164 @@ fn not_recorded(
 async fn put(store: &dyn SessionStore, key: KvKey, value: Vec<u8>, ttl: Duration) {
     if let Err(error) = store.kv_put(&key, &value, ttl, KvCondition::Any).await {
         tracing::debug!(%key, %error, "keyed value not written");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use session_store::{
+        Clock, Cursor, Direction, FramePage, Health, KvEntry, KvPut, MemoryStore, NewSession, Page,
+        Result, Session, StoreSettings, StoredFrame, SystemClock,
+    };
+
+    use super::*;
+
+    /// A memory store that logs the append calls it gets (method, frames).
+    #[derive(Debug)]
+    struct Logged {
+        inner: MemoryStore,
+        calls: Mutex<Vec<(&'static str, usize)>>,
+    }
+
+    #[async_trait]
+    impl SessionStore for Logged {
+        async fn create(&self, new: NewSession) -> Result<Session> {
+            self.inner.create(new).await
+        }
+        async fn get(&self, id: &SessionId) -> Result<Session> {
+            self.inner.get(id).await
+        }
+        async fn get_many(&self, ids: &[SessionId]) -> Result<Vec<Option<Session>>> {
+            self.inner.get_many(ids).await
+        }
+        async fn update(&self, session: &Session) -> Result<Session> {
+            self.inner.update(session).await
+        }
+        async fn touch(&self, id: &SessionId) -> Result<()> {
+            self.inner.touch(id).await
+        }
+        async fn delete(&self, id: &SessionId) -> Result<bool> {
+            self.inner.delete(id).await
+        }
+        async fn list(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page<Session>> {
+            self.inner.list(cursor, limit).await
+        }
+        async fn count(&self) -> Result<u64> {
+            self.inner.count().await
+        }
+        async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId> {
+            self.calls.lock().unwrap().push(("append_frame", 1));
+            self.inner.append_frame(id, frame).await
+        }
+        async fn append_frames(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(("append_frames", frames.len()));
+            self.inner.append_frames(id, frames).await
+        }
+        async fn read_frames(
+            &self,
+            id: &SessionId,
+            after: Option<FrameId>,
+            limit: usize,
+        ) -> Result<Vec<StoredFrame>> {
+            self.inner.read_frames(id, after, limit).await
+        }
+        async fn read_frames_page(
+            &self,
+            id: &SessionId,
+            after: Option<FrameId>,
+            limit: usize,
+        ) -> Result<FramePage> {
+            self.inner.read_frames_page(id, after, limit).await
+        }
+        async fn count_frames(&self, id: &SessionId) -> Result<u64> {
+            self.inner.count_frames(id).await
+        }
+        async fn delete_frames(&self, id: &SessionId) -> Result<u64> {
+            self.inner.delete_frames(id).await
+        }
+        async fn purge_expired(&self) -> Result<u64> {
+            self.inner.purge_expired().await
+        }
+        async fn health(&self) -> Result<Health> {
+            self.inner.health().await
+        }
+        async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>> {
+            self.inner.kv_get(key).await
+        }
+        async fn kv_put(
+            &self,
+            key: &KvKey,
+            value: &[u8],
+            ttl: Duration,
+            condition: KvCondition,
+        ) -> Result<KvPut> {
+            self.inner.kv_put(key, value, ttl, condition).await
+        }
+        async fn kv_delete(&self, key: &KvKey, condition: KvCondition) -> Result<bool> {
+            self.inner.kv_delete(key, condition).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_as_invalid_is_appended_frame_by_frame_so_only_the_big_frame_is_lost() {
+        let settings = StoreSettings {
+            max_frame_bytes: 1024,
+            ..StoreSettings::default()
+        };
+        let store = Logged {
+            inner: MemoryStore::new(settings).unwrap(),
+            calls: Mutex::new(Vec::new()),
+        };
+        let session = store
+            .create(NewSession::new(SessionId::new("s1").unwrap()))
+            .await
+            .unwrap()
+            .id;
+        let metrics = Metrics::default();
+        let frame = |bytes: usize| {
+            Frame::new(
+                Direction::ServerToClient,
+                SystemClock.now(),
+                vec![b'x'; bytes],
+            )
+        };
+        let frames = vec![frame(10), frame(4096), frame(20)];
+        let ids = append_batch(&store, &metrics, &session, frames, "event").await;
+        let calls = store.calls.lock().unwrap().clone();
+        println!("append calls for 3 frames, the middle one over max_frame_bytes: {calls:?}");
+        assert_eq!(
+            calls,
+            [
+                ("append_frames", 3),
+                ("append_frame", 1),
+                ("append_frame", 1),
+                ("append_frame", 1)
+            ]
+        );
+        assert!(ids[0].is_some() && ids[1].is_none() && ids[2].is_some());
+        let stored = store.read_frames(&session, None, 10).await.unwrap();
+        let sizes: Vec<usize> = stored.iter().map(|s| s.frame.payload.len()).collect();
+        assert_eq!(sizes, [10, 20], "only the big frame is lost");
+        assert!(metrics
+            .render(None)
+            .contains("mcp_proxy_frames_not_recorded_total 1"));
+        // A batch the store takes costs one call.
+        store.calls.lock().unwrap().clear();
+        let ids = append_batch(
+            &store,
+            &metrics,
+            &session,
+            vec![frame(1), frame(2)],
+            "event",
+        )
+        .await;
+        assert_eq!(ids.iter().flatten().count(), 2);
+        assert_eq!(store.calls.lock().unwrap().clone(), [("append_frames", 2)]);
     }
 }

@@ -104,6 +104,9 @@ pub struct Relay {
     answered: Vec<Value>,
     upstream_event_id: Option<String>,
     retry_millis: Option<u64>,
+    /// The `retry` of an upstream priming event not passed on, for the next
+    /// event sent.
+    pending_retry: Option<u64>,
 }
 
 /// What polling the upstream for the rest of a POST reply stream needs.
@@ -194,6 +197,7 @@ impl Relay {
             answered: Vec::new(),
             upstream_event_id: None,
             retry_millis: None,
+            pending_retry: None,
         }
     }
 
@@ -470,7 +474,9 @@ impl Relay {
     /// Records events that arrived together, in one store round trip where the
     /// store can ([`append_batch`]), and returns them as they are sent to the
     /// client: each message with its own frame id as event id (without one when
-    /// it could not be recorded), each priming event with the frame it came after.
+    /// it could not be recorded); the upstream's priming events are not sent
+    /// (the client already has their id: one priming event per stream, the
+    /// proxy's own, 2025-11-25 "Sending Messages to the Server").
     async fn record_batch(&mut self, app: &AppState, events: Vec<SseEvent>) -> Vec<SseEvent> {
         for event in &events {
             if event.id.is_some() {
@@ -522,12 +528,13 @@ impl Relay {
                 {
                     resume_point = Some((target.cursor, upstream_id.clone()));
                 }
-                // A priming event: resuming from it replays the whole stream so far.
-                outgoing.push(SseEvent {
-                    id: Some(proxy_event_id(target, target.cursor)),
-                    data: String::new(),
-                    ..event
-                });
+                // An upstream priming event is not passed on: the client's last
+                // event id already is the one it would carry (the proxy's own
+                // priming event's, or the last recorded event's), so it would
+                // repeat it. Its `retry` rides on the next event sent.
+                if event.retry.is_some() {
+                    self.pending_retry = event.retry;
+                }
                 continue;
             }
             if let Some(request_id) = &self.pending_initialize {
@@ -548,7 +555,8 @@ impl Relay {
             if id.is_some() && event.id.is_some() {
                 resume_point = None; // the recorded frame carries a later one
             }
-            outgoing.push(SseEvent { id, ..event });
+            let retry = event.retry.or(self.pending_retry.take());
+            outgoing.push(SseEvent { id, retry, ..event });
         }
         // Kept for a takeover, which only a stream still open can need.
         if let (Some((after, upstream_id)), false) = (resume_point, self.stream_complete()) {
@@ -569,11 +577,8 @@ impl Relay {
 
 /// The proxy's event id of frame `frame` of `target`'s stream.
 fn proxy_event_id(target: &StreamTarget, frame: FrameId) -> String {
-    ProxyEventId {
-        frame,
-        stream: target.stream.clone(),
-    }
-    .to_string()
+    // `ProxyEventId`'s form, without a copy of the stream id per event.
+    format!("{frame}@{}", target.stream)
 }
 
 /// Resolves when `lease` is lost; never when there is none.

@@ -64,10 +64,13 @@ impl SseEvent {
 fn push_field(out: &mut String, name: &str, value: &str) {
     // A value never holds a line break: ids and types are single tokens, and
     // data was split by line above.
-    let value: String = value.chars().filter(|c| *c != '\n' && *c != '\r').collect();
     out.push_str(name);
     out.push_str(": ");
-    out.push_str(&value);
+    if value.contains(['\n', '\r']) {
+        out.extend(value.chars().filter(|c| *c != '\n' && *c != '\r'));
+    } else {
+        out.push_str(value);
+    }
     out.push('\n');
 }
 

@@ -102,10 +102,12 @@ impl Upstream {
         headers: HeaderMap,
         body: Option<Bytes>,
     ) -> Result<reqwest::Response, ProxyError> {
-        let target = without_credentials(&url);
+        // Named in errors only: built when one happens (a URL copy and edit per
+        // call otherwise).
+        let target = || without_credentials(&url);
         let mut headers = headers;
         let span = telemetry::upstream_span(&method, &mut headers);
-        let mut request = self.client.request(method, url).headers(headers);
+        let mut request = self.client.request(method, url.clone()).headers(headers);
         if let Some(body) = body {
             request = request.body(body);
         }
@@ -114,7 +116,8 @@ impl Upstream {
             Err(_) => Err(ProxyError::UpstreamTimeout(self.timeout)),
             Ok(Err(error)) if error.is_timeout() => Err(ProxyError::UpstreamTimeout(self.timeout)),
             Ok(Err(error)) => Err(ProxyError::UpstreamUnreachable(format!(
-                "{target}: {}",
+                "{}: {}",
+                target(),
                 error_chain(&error.without_url())
             ))),
             Ok(Ok(response)) => Ok(response),

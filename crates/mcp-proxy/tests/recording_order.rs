@@ -9,7 +9,14 @@
 //!   upstream's reply and the client).
 //! - A graceful stop's flush waits for the recordings still queued.
 //! - SSE events that arrived in one upstream chunk are recorded with one
-//!   `append_frames` call and sent each with its own frame id.
+//!   `append_frames` call and sent each with its own frame id, after one
+//!   priming event (the proxy's; the upstream's is not repeated).
+//! - An event too large for the store costs only itself: its batch is appended
+//!   again frame by frame.
+//! - A request on a session in the near cache is forwarded while its append is
+//!   in flight, and answered only once the append returned: its reply is
+//!   recorded after it, and a session the append finds deleted is 404 though
+//!   the upstream saw the request.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::{
@@ -21,6 +28,7 @@ use std::{
 use async_trait::async_trait;
 use axum::{
     body::{Body, Bytes},
+    extract::State,
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
@@ -45,6 +53,11 @@ use tokio::sync::{watch, Notify};
 /// Longest wait for anything in these tests: a deadlock guard, not a timing.
 const GUARD: Duration = Duration::from_secs(30);
 
+/// `max_frame_bytes` of the store in the oversized-event test, and the size of
+/// the event that exceeds it.
+const SMALL_FRAME_LIMIT: usize = 4096;
+const BIG_EVENT_BYTES: usize = 2 * SMALL_FRAME_LIMIT;
+
 /// A store that forwards every call, counts the appends of server-to-client
 /// frames (calls and frames per call), and, while its gate is closed, holds
 /// such appends back until it opens.
@@ -56,6 +69,11 @@ struct WatchedStore {
     appends: Mutex<Vec<(&'static str, usize)>>,
     /// Told whenever an append waits at the closed gate.
     held: Arc<Notify>,
+    /// The gate of client-to-server appends (requests), open unless a test
+    /// closes it.
+    requests_open: watch::Sender<bool>,
+    /// Told whenever a request's append waits at its closed gate.
+    request_held: Arc<Notify>,
 }
 
 fn memory_store() -> MemoryStore {
@@ -82,6 +100,8 @@ impl WatchedStore {
             open,
             appends: Mutex::new(Vec::new()),
             held: Arc::new(Notify::new()),
+            requests_open: watch::channel(true).0,
+            request_held: Arc::new(Notify::new()),
         });
         (store, Gate(gate))
     }
@@ -95,6 +115,11 @@ impl WatchedStore {
             .iter()
             .any(|frame| frame.direction == Direction::ServerToClient)
         {
+            let mut open = self.requests_open.subscribe();
+            if !*open.borrow() {
+                self.request_held.notify_one();
+                open.wait_for(|open| *open).await.unwrap();
+            }
             return;
         }
         self.appends.lock().unwrap().push((method, frames.len()));
@@ -207,10 +232,37 @@ fn burst_reply(id: &Value) -> String {
     )
 }
 
-/// The test's upstream: sessions, JSON replies, and the `burst` tool's SSE reply.
-async fn upstream_post(body: Bytes) -> Response {
+/// The `big_burst` tool's SSE reply, one chunk: a priming event, a small
+/// progress notification, one of `big` bytes and the result.
+fn big_burst_reply(id: &Value, big: usize) -> String {
+    let progress = |message: String| {
+        json!({"jsonrpc":"2.0","method":"notifications/message",
+               "params":{"level":"info","data":message}})
+    };
+    let result =
+        json!({"jsonrpc":"2.0","id":id,"result":{"content":[{"type":"text","text":"big done"}]}});
+    format!(
+        "id: up-0\nretry: 2500\ndata:\n\nid: up-1\ndata: {}\n\nid: up-2\ndata: {}\n\nid: up-3\ndata: {}\n\n",
+        progress("small".into()),
+        progress("x".repeat(big)),
+        result
+    )
+}
+
+/// What the test's upstream has seen: told on every `tools/call`.
+#[derive(Default)]
+struct UpstreamSeen {
+    calls: Notify,
+}
+
+/// The test's upstream: sessions, JSON replies, and the `burst` and
+/// `big_burst` tools' SSE replies.
+async fn upstream_post(State(seen): State<Arc<UpstreamSeen>>, body: Bytes) -> Response {
     let message: Value = serde_json::from_slice(&body).unwrap();
     let id = message["id"].clone();
+    if message["method"] == "tools/call" {
+        seen.calls.notify_one();
+    }
     match message["method"].as_str() {
         Some("initialize") => (
             [("mcp-session-id", "upstream-1")],
@@ -223,6 +275,10 @@ async fn upstream_post(body: Bytes) -> Response {
             .header(header::CONTENT_TYPE, "text/event-stream")
             .body(Body::from(burst_reply(&id)))
             .unwrap(),
+        Some("tools/call") if message["params"]["name"] == "big_burst" => Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(Body::from(big_burst_reply(&id, BIG_EVENT_BYTES)))
+            .unwrap(),
         Some("tools/call") => axum::Json(json!({"jsonrpc":"2.0","id":id,"result":{
             "content":[{"type":"text","text":"json reply"}]}}))
         .into_response(),
@@ -234,6 +290,7 @@ async fn upstream_post(body: Bytes) -> Response {
 struct Proxy {
     address: SocketAddr,
     state: Arc<AppState>,
+    upstream_seen: Arc<UpstreamSeen>,
     _stop: watch::Sender<bool>,
     _upstream: tokio::task::JoinHandle<()>,
 }
@@ -249,8 +306,12 @@ impl Proxy {
     ) -> (Proxy, Option<Arc<WatchedStore>>) {
         let upstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream_address = upstream_listener.local_addr().unwrap();
+        let upstream_seen = Arc::new(UpstreamSeen::default());
+        let seen = upstream_seen.clone();
         let upstream = tokio::spawn(async move {
-            let app = Router::new().route("/mcp", post(upstream_post));
+            let app = Router::new()
+                .route("/mcp", post(upstream_post))
+                .with_state(seen);
             axum::serve(upstream_listener, app).await.unwrap();
         });
         let config = ProxyConfig::from_toml_str(
@@ -280,6 +341,7 @@ impl Proxy {
         let proxy = Proxy {
             address,
             state,
+            upstream_seen,
             _stop: stop,
             _upstream: upstream,
         };
@@ -341,6 +403,20 @@ impl Proxy {
             .await
             .unwrap()
     }
+}
+
+/// Every event of an SSE reply, read to its end.
+async fn sse_events(reply: reqwest::Response) -> Vec<SseEvent> {
+    let mut parser = SseParser::new(1 << 20);
+    let mut events: Vec<SseEvent> = Vec::new();
+    let mut body = reply.bytes_stream();
+    while let Some(chunk) = tokio::time::timeout(GUARD, body.next())
+        .await
+        .expect("the stream ended")
+    {
+        events.extend(parser.push(&chunk.unwrap()).unwrap());
+    }
+    events
 }
 
 fn server_frames(frames: &[StoredFrame]) -> Vec<&StoredFrame> {
@@ -441,15 +517,7 @@ async fn sse_events_that_arrive_in_one_chunk_are_recorded_with_one_append_frames
 
     let reply = proxy.call(&session, 7, "burst").await;
     assert_eq!(reply.status(), 200);
-    let mut parser = SseParser::new(1 << 20);
-    let mut events: Vec<SseEvent> = Vec::new();
-    let mut body = reply.bytes_stream();
-    while let Some(chunk) = tokio::time::timeout(GUARD, body.next())
-        .await
-        .expect("the stream ended")
-    {
-        events.extend(parser.push(&chunk.unwrap()).unwrap());
-    }
+    let events = sse_events(reply).await;
 
     let appends = outer.appends()[before..].to_vec();
     println!("appends of server-to-client frames for one chunk of 3 events: {appends:?}");
@@ -457,6 +525,14 @@ async fn sse_events_that_arrive_in_one_chunk_are_recorded_with_one_append_frames
 
     let messages: Vec<&SseEvent> = events.iter().filter(|event| !event.is_empty()).collect();
     assert_eq!(messages.len(), 3);
+    let priming: Vec<&SseEvent> = events.iter().filter(|event| event.is_empty()).collect();
+    println!("events sent: {events:?}");
+    assert_eq!(
+        priming.len(),
+        1,
+        "one priming event, the proxy's; the upstream's is not repeated"
+    );
+    assert_eq!(&events[0], priming[0], "the priming event comes first");
     let recorded = proxy.frames(&session).await;
     let recorded = server_frames(&recorded);
     let recorded = &recorded[recorded.len() - 3..];
@@ -473,4 +549,178 @@ async fn sse_events_that_arrive_in_one_chunk_are_recorded_with_one_append_frames
         serde_json::from_str::<Value>(&messages[2].data).unwrap()["result"]["content"][0]["text"],
         "burst done"
     );
+}
+
+#[tokio::test]
+async fn an_event_too_large_for_the_store_costs_only_itself() {
+    let settings = StoreSettings {
+        max_frame_bytes: SMALL_FRAME_LIMIT,
+        ..StoreSettings::default()
+    };
+    let store = Arc::new(MemoryStore::new(settings).unwrap());
+    let (proxy, outer) = Proxy::start(store, true).await;
+    let outer = outer.unwrap();
+    let session = proxy.initialize().await;
+    let before = outer.appends().len();
+
+    let reply = proxy.call(&session, 9, "big_burst").await;
+    assert_eq!(reply.status(), 200);
+    let events = sse_events(reply).await;
+
+    let appends = outer.appends()[before..].to_vec();
+    println!("appends for 3 events, the middle one over max_frame_bytes: {appends:?}");
+    // The upstream's chunk may reach the relay in parts (the big event spans
+    // several reads), so the batches vary; the order of calls for one batch
+    // is asserted in `recorder::tests`. Whatever the batches, only the big
+    // event is lost.
+    assert!(appends.contains(&("append_frame", 1)) || appends.contains(&("append_frames", 1)));
+    let messages: Vec<&SseEvent> = events.iter().filter(|event| !event.is_empty()).collect();
+    assert_eq!(messages.len(), 3, "every event reaches the client");
+    assert!(messages[0].id.is_some(), "recorded: {:?}", messages[0]);
+    assert!(messages[1].id.is_none(), "not recorded: sent without an id");
+    assert!(messages[2].id.is_some(), "recorded: {:?}", messages[2]);
+    assert_eq!(
+        messages[0].retry,
+        Some(2500),
+        "the upstream priming event's retry rides on the next event"
+    );
+    let recorded = proxy.frames(&session).await;
+    let recorded = server_frames(&recorded);
+    let payloads: Vec<&[u8]> = recorded[recorded.len() - 2..]
+        .iter()
+        .map(|stored| &stored.frame.payload[..])
+        .collect();
+    assert_eq!(
+        payloads,
+        [messages[0].data.as_bytes(), messages[2].data.as_bytes()]
+    );
+    let metrics = proxy.state.metrics.render(None);
+    assert!(
+        metrics.contains("mcp_proxy_frames_not_recorded_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_is_forwarded_while_its_append_is_in_flight() {
+    let (proxy, outer) = Proxy::start(Arc::new(memory_store()), true).await;
+    let outer = outer.unwrap();
+    let session = proxy.initialize().await;
+    // The session is in the near cache now: the next request is forwarded
+    // while its append is held back.
+    outer.requests_open.send_replace(false);
+    let held = outer.request_held.clone();
+    let request_held = held.notified();
+    let upstream_saw_it = proxy.upstream_seen.calls.notified();
+    let call = {
+        let address = proxy.address;
+        let session = session.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("http://{address}/mcp"))
+                .header(header::ACCEPT, "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("mcp-session-id", session)
+                .json(&json!({"jsonrpc":"2.0","id":5,"method":"tools/call",
+                              "params":{"name":"burst","arguments":{}}}))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::timeout(GUARD, request_held)
+        .await
+        .expect("the request's append reached the store");
+    tokio::time::timeout(GUARD, upstream_saw_it)
+        .await
+        .expect("the upstream got the request while its append was held back");
+    tokio::task::yield_now().await;
+    assert!(
+        !call.is_finished(),
+        "no reply before the request's append returned"
+    );
+    outer.requests_open.send_replace(true);
+    let reply = tokio::time::timeout(GUARD, call)
+        .await
+        .expect("answered once the append returned")
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let events = sse_events(reply).await;
+    let frames = proxy.frames(&session).await;
+    let request = frames
+        .iter()
+        .position(|stored| {
+            stored.frame.direction == Direction::ClientToServer
+                && serde_json::from_slice::<Value>(&stored.frame.payload).unwrap()["id"] == 5
+        })
+        .expect("the request is recorded");
+    let stream = format!("r{}", frames[request].id);
+    let replies: Vec<usize> = frames
+        .iter()
+        .enumerate()
+        .filter(|(_, stored)| stored.frame.stream_id.as_deref() == Some(stream.as_str()))
+        .map(|(index, _)| index)
+        .collect();
+    println!("request at {request}, its stream's frames at {replies:?}");
+    assert_eq!(replies.len(), 3);
+    assert!(
+        replies.iter().all(|&index| index > request),
+        "the reply is recorded after the request"
+    );
+    assert_eq!(
+        events[0].id.as_deref(),
+        Some(format!("{}@{stream}", frames[request].id).as_str()),
+        "the priming event names the request's frame"
+    );
+}
+
+#[tokio::test]
+async fn a_request_on_a_session_deleted_meanwhile_is_404_though_the_upstream_saw_it() {
+    let (proxy, outer) = Proxy::start(Arc::new(memory_store()), true).await;
+    let outer = outer.unwrap();
+    let session = proxy.initialize().await;
+    outer.requests_open.send_replace(false);
+    let request_held = outer.request_held.notified();
+    let upstream_saw_it = proxy.upstream_seen.calls.notified();
+    let call = {
+        let address = proxy.address;
+        let session = session.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("http://{address}/mcp"))
+                .header(header::ACCEPT, "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("mcp-session-id", session)
+                .json(&json!({"jsonrpc":"2.0","id":6,"method":"tools/call",
+                              "params":{"name":"json","arguments":{}}}))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::timeout(GUARD, request_held)
+        .await
+        .expect("the request's append reached the store");
+    tokio::time::timeout(GUARD, upstream_saw_it)
+        .await
+        .expect("the upstream got the request");
+    // Deleted as another instance would: in the store, not in this
+    // instance's near cache.
+    assert!(outer
+        .inner
+        .delete(&SessionId::new(&session).unwrap())
+        .await
+        .unwrap());
+    outer.requests_open.send_replace(true);
+    let reply = tokio::time::timeout(GUARD, call)
+        .await
+        .expect("answered once the append returned")
+        .unwrap();
+    assert_eq!(
+        reply.status(),
+        404,
+        "the upstream's reply is dropped for a deleted session"
+    );
+    let next = proxy.call(&session, 7, "json").await;
+    assert_eq!(next.status(), 404, "and the session stays gone");
 }
