@@ -312,12 +312,14 @@ struct Request<'a> {
 /// request's frame id, which names the reply stream and comes before every
 /// reply event's id) is first needed when the reply is relayed, so both are
 /// awaited before anything reaches the client. The append checks liveness:
-/// when it finds the session gone (`NotFound`, deleted on any instance) or
-/// fails, the upstream's reply is dropped and the client gets the append's
-/// error (404, 503), as when the append came first; only the upstream has then
-/// seen the request (docs/proxy.md, "Near cache"). The reply's frames are
-/// recorded after the request's, since the relay starts only once the append
-/// returned.
+/// when it finds the session gone (`NotFound`, deleted on any instance), the
+/// upstream's reply is dropped and the client gets 404, as when the append came
+/// first; only the upstream has then seen the request (docs/proxy.md, "Near
+/// cache"). When the append fails otherwise (the store unavailable, a timeout)
+/// but the upstream took the request, its reply is relayed unrecorded: the
+/// upstream has run the request, and a 503 would invite the client to run it
+/// again. The reply's frames are recorded after the request's, since the relay
+/// starts only once the append returned.
 async fn forward_while_recording(
     app: &AppState,
     session: Arc<Session>,
@@ -335,9 +337,14 @@ async fn forward_while_recording(
     );
     let stream = match recorded {
         Ok(stream) => stream,
-        Err(error) => {
+        Err(error) if matches!(error, ProxyError::SessionNotFound) || sent.is_err() => {
             app.near_cache.remove(&session.id);
             return Err(error);
+        }
+        Err(error) => {
+            app.metrics.frame_not_recorded();
+            tracing::warn!(session = %session.id, %error, "request forwarded while the store failed; its reply is relayed without being recorded");
+            return Ok((session, StreamId::new_unrecorded(), sent?, reconnect));
         }
     };
     if matches!(stream.kind(), StreamKind::Unrecorded) {

@@ -21,7 +21,10 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -74,6 +77,8 @@ struct WatchedStore {
     requests_open: watch::Sender<bool>,
     /// Told whenever a request's append waits at its closed gate.
     request_held: Arc<Notify>,
+    /// While set, a request's append fails as a store down would (`Unavailable`).
+    requests_fail: AtomicBool,
 }
 
 fn memory_store() -> MemoryStore {
@@ -102,6 +107,7 @@ impl WatchedStore {
             held: Arc::new(Notify::new()),
             requests_open: watch::channel(true).0,
             request_held: Arc::new(Notify::new()),
+            requests_fail: AtomicBool::new(false),
         });
         (store, Gate(gate))
     }
@@ -163,6 +169,12 @@ impl SessionStore for WatchedStore {
     }
     async fn append_frame(&self, id: &SessionId, frame: Frame) -> Result<FrameId> {
         self.watch_append("append_frame", &[&frame]).await;
+        if frame.direction == Direction::ClientToServer && self.requests_fail.load(Ordering::SeqCst)
+        {
+            return Err(session_store::Error::unavailable(
+                "the test's store is down",
+            ));
+        }
         self.inner.append_frame(id, frame).await
     }
     async fn append_frames(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>> {
@@ -671,6 +683,45 @@ async fn a_request_is_forwarded_while_its_append_is_in_flight() {
         events[0].id.as_deref(),
         Some(format!("{}@{stream}", frames[request].id).as_str()),
         "the priming event names the request's frame"
+    );
+}
+
+/// The upstream ran a request whose append failed (the store down): the client
+/// gets the upstream's reply, unrecorded, not a 503 that would invite it to run
+/// the request again.
+#[tokio::test]
+async fn a_request_the_upstream_ran_while_its_append_failed_gets_the_upstreams_reply() {
+    let (proxy, outer) = Proxy::start(Arc::new(memory_store()), true).await;
+    let outer = outer.unwrap();
+    let session = proxy.initialize().await;
+    outer.requests_fail.store(true, Ordering::SeqCst);
+    let reply = proxy.call(&session, 8, "json").await;
+    assert_eq!(reply.status(), 200, "the upstream's reply is relayed");
+    let body: Value = serde_json::from_slice(&reply.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["id"], 8, "{body}");
+    assert!(body.get("result").is_some(), "{body}");
+    outer.requests_fail.store(false, Ordering::SeqCst);
+    let next = proxy.call(&session, 9, "json").await;
+    assert_eq!(
+        next.status(),
+        200,
+        "the session goes on once the store answers"
+    );
+    // The failed request was not recorded; the next one was.
+    let requests: Vec<Value> = proxy
+        .frames(&session)
+        .await
+        .iter()
+        .filter(|stored| stored.frame.direction == Direction::ClientToServer)
+        .map(|stored| serde_json::from_slice(&stored.frame.payload).unwrap())
+        .collect();
+    assert!(
+        requests.iter().all(|request| request["id"] != 8),
+        "{requests:?}"
+    );
+    assert!(
+        requests.iter().any(|request| request["id"] == 9),
+        "{requests:?}"
     );
 }
 
