@@ -8,7 +8,7 @@ use std::fmt;
 /// A configuration that cannot be used. An error about one key reads as the
 /// `[storage]` errors do: `proxy.upstream = "ftp://host/mcp" (from
 /// environment variable MCP_PROXY_UPSTREAM): <what is wrong>`; the source is
-/// added where the layered configuration is known ([`with_source`](Self::with_source)).
+/// added where the layered configuration is known (`ConfigError::with_source`).
 #[derive(Debug)]
 pub struct ConfigError {
     /// The dotted key (`proxy.upstream`), when the error is about one key.
