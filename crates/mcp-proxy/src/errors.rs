@@ -53,8 +53,8 @@ pub enum ProxyError {
     NoStandaloneStream,
     /// A resumption (`GET` with `Last-Event-ID`) of a reply stream the store can
     /// no longer serve: its request frame is gone (trimmed, or lost with a store
-    /// that restarted without persistence) and no response of it is recorded
-    /// after the client's event. 410, so SDK clients stop retrying and fail the
+    /// that restarted without persistence) and no response of it is recorded.
+    /// 410, so SDK clients stop retrying and fail the
     /// call instead of resuming an empty stream forever.
     #[error("this stream cannot be resumed: its request is no longer in the session store (trimmed, or lost by the store) and no response to it was recorded; send the request again")]
     StreamNotResumable,

@@ -11,7 +11,7 @@
 //! continues from a new upstream GET, resumed the same way.
 //!
 //! A resumption of a reply stream the store can no longer serve (its request
-//! frame is gone and no response of it is recorded after the client's event) is
+//! frame is gone and no response of it is recorded) is
 //! refused with 410 before any event is sent, so the client gives up instead of
 //! resuming an empty stream again and again.
 
@@ -65,7 +65,7 @@ pub async fn resume(
     forwarded: HeaderMap,
 ) -> Result<axum::response::Response, ProxyError> {
     if !servable(app.store.as_ref(), &session.id, &last).await? {
-        tracing::warn!(session = %session.id, stream = %last.stream, delivered = %last.frame, "resumption refused with 410: the stream's request frame is not in the store (trimmed, or lost by the store) and no response of it is recorded after the client's event");
+        tracing::warn!(session = %session.id, stream = %last.stream, delivered = %last.frame, "resumption refused with 410: the stream's request frame is not in the store (trimmed, or lost by the store) and no response of it is recorded");
         return Err(ProxyError::StreamNotResumable);
     }
     let priming = StreamTarget {
@@ -96,8 +96,8 @@ pub async fn resume(
 /// Whether a resumption after `last` can be served from the store: always for a
 /// GET stream (it continues live); for a reply stream when its request frame is
 /// there (it tells which responses end the stream), or, when it is gone, when a
-/// response on the stream is recorded after `last` (the replay delivers it and
-/// ends). Otherwise a replay could only send the priming event and close, and
+/// response on the stream is still recorded (the replay delivers it, or the
+/// client already has it, and the stream ends). Otherwise a replay could only send the priming event and close, and
 /// the client would resume again, forever. Reads one frame in the usual case.
 async fn servable(
     store: &dyn SessionStore,
@@ -117,7 +117,7 @@ async fn servable(
     {
         return Ok(true);
     }
-    let mut cursor = Some(last.frame.max(request));
+    let mut cursor = frame_before(request);
     loop {
         let page = store.read_frames_page(session, cursor, REPLAY_PAGE).await?;
         let Some(newest) = page.frames.last() else {
