@@ -3,7 +3,8 @@
 //! stream that replays and then goes silent ends with a JSON-RPC error for the
 //! call (not a hang), a takeover whose client left stops and gives its lease up,
 //! and a resumption whose request frame the store lost is refused with 410
-//! instead of an empty stream the client would resume forever. Needs Redis:
+//! instead of an empty stream the client would resume forever (with raw HTTP,
+//! and with the Python SDK's client, which then fails the call). Needs Redis:
 //! `cargo xtask integration` starts one and sets `TEST_REDIS_URL`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -240,4 +241,64 @@ async fn a_resume_whose_request_frame_the_store_lost_is_refused_with_410_not_an_
     assert_eq!(other.status, 200);
     let (_, results) = countdown_messages(&other.messages());
     assert_eq!(results, ["countdown from 2 done"]);
+}
+
+/// The next JSON line a client script prints (bounded).
+async fn next_json_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> Value {
+    let line = tokio::time::timeout(EXCHANGE_TIMEOUT, lines.next_line())
+        .await
+        .expect("the Python client printed in time")
+        .unwrap()
+        .expect("the Python client printed a line");
+    serde_json::from_str(&line).unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and the Python MCP SDK: cargo xtask integration"]
+async fn the_python_sdk_gives_up_with_an_error_when_its_stream_record_was_lost() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let upstream = start_upstream_with("127.0.0.1:0", &["--event-store"]);
+    let (storage, prefix) = redis_storage();
+    let mut a = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", &storage);
+    let address = a.address.to_string();
+    let mut client = tokio::process::Command::new(common::python::python())
+        .arg(common::python::script("resume_client.py"))
+        .arg(a.mcp_url())
+        .args(["40", "500"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    let first = next_json_line(&mut lines).await;
+    assert_eq!(first["progress"], 1.0, "{first}");
+
+    // The session's record is lost (as with a Redis restarted without
+    // persistence), and the instance relaying the call dies; it comes back on the
+    // same address, where the SDK resumes.
+    let frames = redis_cli(&["--scan", "--pattern", &format!("{prefix}:{{*}}:frames")]);
+    let frames = frames.lines().next().expect("the session's frame stream");
+    a.kill();
+    assert_eq!(redis_cli(&["DEL", frames.trim()]).trim(), "1");
+    let restarted = start_proxy(&upstream.mcp_url(), &address, "", &storage);
+    let started = Instant::now();
+    let outcome = next_json_line(&mut lines).await;
+    let refused = std::fs::read_to_string(&restarted.log)
+        .unwrap()
+        .matches("resumption refused with 410")
+        .count();
+    println!(
+        "Python SDK after its stream's record was lost: {outcome} after {:?}, {refused} resumes refused with 410",
+        started.elapsed()
+    );
+    assert!(outcome["error"].is_string(), "{outcome}");
+    assert!(
+        refused >= 1,
+        "the SDK's resume was refused, not answered 200-and-close"
+    );
+    assert!(refused <= 3, "the SDK stopped retrying: {refused} resumes");
 }
