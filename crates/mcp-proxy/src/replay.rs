@@ -56,15 +56,23 @@ const TAIL_POLL: Duration = Duration::from_millis(100);
 ///
 /// # Errors
 ///
-/// [`ProxyError::StreamNotResumable`] (410) for a reply stream the store can no
-/// longer serve (see [`servable`]); the store's error when it cannot be read.
+/// [`ProxyError::StreamNotResumable`] (410) for a reply stream the store answers
+/// it can no longer serve (see [`servable`]). When the store cannot be read for
+/// that check (Redis down, the fallback lacking older frames), the replay is
+/// tried as before: the loss of a record is only concluded from an answer.
 pub async fn resume(
     app: Arc<AppState>,
     session: Session,
     last: ProxyEventId,
     forwarded: HeaderMap,
 ) -> Result<axum::response::Response, ProxyError> {
-    if !servable(app.store.as_ref(), &session.id, &last).await? {
+    let servable = servable(app.store.as_ref(), &session.id, &last)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::debug!(session = %session.id, %error, "could not check whether the stream's record is kept; replaying");
+            true
+        });
+    if !servable {
         tracing::warn!(session = %session.id, stream = %last.stream, delivered = %last.frame, "resumption refused with 410: the stream's request frame is not in the store (trimmed, or lost by the store) and no response of it is recorded");
         return Err(ProxyError::StreamNotResumable);
     }
