@@ -1,7 +1,8 @@
 //! No client stranded when a taken-over stream cannot be finished, over Redis
 //! with several `mcp-proxy` processes and real SIGKILLs: a resumed upstream
 //! stream that replays and then goes silent ends with a JSON-RPC error for the
-//! call (not a hang), a takeover whose client left stops and gives its lease up,
+//! call (not a hang), server-everything's (which delivers nothing live after a
+//! resume) is resumed again until its result, a takeover whose client left stops and gives its lease up,
 //! and a resumption whose request frame the store lost is refused with 410
 //! instead of an empty stream the client would resume forever (with raw HTTP,
 //! and with the Python SDK's client, which then fails the call). Needs Redis:
@@ -301,4 +302,58 @@ async fn the_python_sdk_gives_up_with_an_error_when_its_stream_record_was_lost()
         "the SDK's resume was refused, not answered 200-and-close"
     );
     assert!(refused <= 3, "the SDK stopped retrying: {refused} resumes");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis and server-everything: cargo xtask integration"]
+async fn a_taken_over_server_everything_stream_ends_with_one_response_never_a_hang() {
+    let everything = common::everything::Everything::start();
+    let (storage, prefix) = redis_storage();
+    let mut a = start_proxy(
+        &everything.mcp_url(),
+        "127.0.0.1:0",
+        POLL_DEADLINE,
+        &storage,
+    );
+    let b = start_proxy(
+        &everything.mcp_url(),
+        "127.0.0.1:0",
+        POLL_DEADLINE,
+        &storage,
+    );
+    let mut client = RawClient::new();
+    client.initialize(&a.mcp_url()).await;
+    let call = json!({"jsonrpc":"2.0","id":8,"method":"tools/call","params":{
+        "name":"trigger-long-running-operation","arguments":{"duration":12,"steps":12},
+        "_meta":{"progressToken":"everything"}}});
+    let stream = client.post_stream(&a.mcp_url(), &call).await;
+    let first = tokio::time::timeout(EXCHANGE_TIMEOUT, read_events(stream, 2))
+        .await
+        .unwrap();
+    let last_id = first.last().unwrap().id.clone().unwrap();
+    a.kill();
+    let killed = Instant::now();
+
+    let resumed = client.resume(&b.mcp_url(), &last_id).await;
+    assert_eq!(resumed.status, 200);
+    let messages = resumed.messages();
+    let responses: Vec<&Value> = messages.iter().filter(|m| m["id"] == 8).collect();
+    let progress = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .count();
+    println!(
+        "server-everything taken over: {progress} progress events after the takeover, \
+         stream ended {:?} after the SIGKILL with {responses:?}",
+        killed.elapsed()
+    );
+    assert_eq!(
+        responses.len(),
+        1,
+        "exactly one response (the result, or the proxy's JSON-RPC error): {messages:?}"
+    );
+    assert!(
+        leases_gone(&prefix).await,
+        "the takeover's lease is released once the stream ended"
+    );
 }
