@@ -179,7 +179,9 @@ impl StreamLease {
 
 impl StreamLease {
     /// Renews the lease every [`LEASE_RENEWAL`] in a task of its own until it is
-    /// released, lost, or the returned handle is dropped (then it lapses).
+    /// released, lost, or the returned handle is dropped (a relay that stopped
+    /// without releasing it: it is released then too, so a resuming instance
+    /// need not wait for it to lapse).
     pub fn keep_renewed(self, store: Arc<dyn SessionStore>) -> RenewedLease {
         spawn_renewals(store, Holding::Held(self))
     }
@@ -231,10 +233,10 @@ fn spawn_renewals(store: Arc<dyn SessionStore>, holding: Holding) -> RenewedLeas
         };
         loop {
             tokio::select! {
-                outcome = &mut released => {
-                    if outcome.is_ok() {
-                        lease.release(store.as_ref()).await;
-                    }
+                _ = &mut released => {
+                    // Released, or the handle dropped by a relay that stopped:
+                    // either way nobody relays under this lease any more.
+                    lease.release(store.as_ref()).await;
                     return;
                 }
                 () = tokio::time::sleep(LEASE_RENEWAL) => {}

@@ -407,7 +407,7 @@ impl Replay {
                 tokio::select! {
                     () = relay.run(app, upstream, tx) => {}
                     () = client_gone_for(tx, bound) => {
-                        tracing::info!(session = %session.id, stream = %self.stream, ?bound, "client left a taken-over stream and did not come back; stopped relaying it (its lease lapses; a later resumption takes the stream over again)");
+                        tracing::info!(session = %session.id, stream = %self.stream, ?bound, "client left a taken-over stream and did not come back; stopped relaying it and released its lease (a later resumption takes the stream over again)");
                     }
                 }
             }
