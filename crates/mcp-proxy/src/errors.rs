@@ -51,6 +51,13 @@ pub enum ProxyError {
     /// 405); the session itself is fine.
     #[error("the upstream MCP server offers no standalone SSE stream (GET)")]
     NoStandaloneStream,
+    /// A resumption (`GET` with `Last-Event-ID`) of a reply stream the store can
+    /// no longer serve: its request frame is gone (trimmed, or lost with a store
+    /// that restarted without persistence) and no response of it is recorded.
+    /// 410, so SDK clients stop retrying and fail the
+    /// call instead of resuming an empty stream forever.
+    #[error("this stream cannot be resumed: its request is no longer in the session store (trimmed, or lost by the store) and no response to it was recorded; send the request again")]
+    StreamNotResumable,
     /// The store is down or slow; the session may well still exist.
     #[error("session store unavailable, retry later: {0}")]
     StoreUnavailable(String),
@@ -103,6 +110,7 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::MissingSessionId => StatusCode::BAD_REQUEST,
             ProxyError::SessionNotFound => StatusCode::NOT_FOUND,
+            ProxyError::StreamNotResumable => StatusCode::GONE,
             ProxyError::NoStandaloneStream => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -67,7 +67,7 @@ async fn open_stream(
     match last_event_id {
         Some(last) => {
             let forwarded = app.upstream.request_headers(&headers, peer, None);
-            Ok(replay::resume(app, session, last, forwarded))
+            replay::resume(app, session, last, forwarded).await
         }
         None if crate::bridge::handshake_client::is_bridged(&session) => {
             let base = app.upstream.request_headers(&headers, peer, None);

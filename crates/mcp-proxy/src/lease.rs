@@ -4,8 +4,10 @@
 //! The instance relaying a POST reply stream holds the lease
 //! `lease:<session>:<stream>`, a small keyed value with a TTL of
 //! [`LEASE_TTL`], renewed every [`LEASE_RENEWAL`] by a compare-and-set on its
-//! revision. When the instance dies the renewals stop and the lease lapses; an
-//! instance resuming the stream for a client then takes it (a put that succeeds
+//! revision (taken again with a put-if-absent when the store has no lease at all:
+//! a store that failed over or restarted lost it; only another holder's token
+//! means the stream was taken over). When the instance dies the renewals stop
+//! and the lease lapses; an instance resuming the stream for a client then takes it (a put that succeeds
 //! only when no lease is live, so exactly one of several racing instances wins)
 //! and resumes the upstream stream itself (see [`replay`](crate::replay)).
 //!
@@ -88,7 +90,8 @@ pub struct StreamLease {
 pub enum Renewal {
     /// Still ours for another [`LEASE_TTL`].
     Renewed,
-    /// Someone else holds it now (ours lapsed): stop relaying.
+    /// Another holder's token is in the store (ours lapsed and another instance
+    /// took the stream over): stop relaying.
     Lost,
 }
 
@@ -112,6 +115,18 @@ impl StreamLease {
     }
 
     /// Extends the lease by [`LEASE_TTL`] from now when it is still ours.
+    ///
+    /// Only another holder's token in the store means the lease is lost. A lease
+    /// the store does not have at all (the store failed over, for instance to the
+    /// fallback's memory while Redis is down, or restarted without persistence;
+    /// or it lapsed and nobody took it) is taken again with a put that succeeds
+    /// only when no lease is live, so relaying goes on; only when another
+    /// instance wins that put is the lease lost.
+    ///
+    /// # Errors
+    ///
+    /// The store's error when it cannot be reached: the caller keeps relaying and
+    /// tries again at the next renewal.
     pub async fn renew(&mut self, store: &dyn SessionStore) -> Result<Renewal> {
         let put = store
             .kv_put(
@@ -121,6 +136,23 @@ impl StreamLease {
                 KvCondition::Revision(self.revision),
             )
             .await?;
+        let put = match put {
+            KvPut::Rejected { current: None } => {
+                let retaken = store
+                    .kv_put(
+                        &self.key,
+                        self.token.as_bytes(),
+                        LEASE_TTL,
+                        KvCondition::Absent,
+                    )
+                    .await?;
+                if retaken.stored_revision().is_some() {
+                    tracing::info!(key = %self.key, "stream lease not found in the store at renewal (the store failed over or restarted, or the lease lapsed and no instance took it); taken again, relaying goes on");
+                }
+                retaken
+            }
+            put => put,
+        };
         let revision = match put {
             KvPut::Stored { revision, .. } => Some(revision),
             ref rejected => already_ours(rejected, &self.token),
@@ -147,7 +179,9 @@ impl StreamLease {
 
 impl StreamLease {
     /// Renews the lease every [`LEASE_RENEWAL`] in a task of its own until it is
-    /// released, lost, or the returned handle is dropped (then it lapses).
+    /// released, lost, or the returned handle is dropped (a relay that stopped
+    /// without releasing it: it is released then too, so a resuming instance
+    /// need not wait for it to lapse).
     pub fn keep_renewed(self, store: Arc<dyn SessionStore>) -> RenewedLease {
         spawn_renewals(store, Holding::Held(self))
     }
@@ -199,10 +233,10 @@ fn spawn_renewals(store: Arc<dyn SessionStore>, holding: Holding) -> RenewedLeas
         };
         loop {
             tokio::select! {
-                outcome = &mut released => {
-                    if outcome.is_ok() {
-                        lease.release(store.as_ref()).await;
-                    }
+                _ = &mut released => {
+                    // Released, or the handle dropped by a relay that stopped:
+                    // either way nobody relays under this lease any more.
+                    lease.release(store.as_ref()).await;
                     return;
                 }
                 () = tokio::time::sleep(LEASE_RENEWAL) => {}
@@ -336,7 +370,34 @@ mod tests {
         store.kv_delete(&key, KvCondition::Any).await.unwrap(); // as if it lapsed
         let second = StreamLease::take_over(&store, &key).await.unwrap().unwrap();
         assert_eq!(first.renew(&store).await.unwrap(), Renewal::Lost);
+        assert!(
+            is_held(&store, &key).await.unwrap(),
+            "the new holder's lease stays"
+        );
         second.release(&store).await;
+        assert!(!is_held(&store, &key).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_lease_the_store_lost_is_taken_again_at_renewal_not_reported_lost() {
+        let store = MemoryStore::new(StoreSettings::default()).unwrap();
+        let session = SessionId::new("s1").unwrap();
+        let stream = StreamId::for_request(FrameId::new(1, 0));
+        let key = lease_key(&session, &stream).unwrap();
+        let mut ours = StreamLease::take_over(&store, &key).await.unwrap().unwrap();
+        // As if the store failed over to one without it (or lost it in a restart).
+        store.kv_delete(&key, KvCondition::Any).await.unwrap();
+        assert_eq!(ours.renew(&store).await.unwrap(), Renewal::Renewed);
+        assert!(is_held(&store, &key).await.unwrap());
+        assert!(
+            StreamLease::take_over(&store, &key)
+                .await
+                .unwrap()
+                .is_none(),
+            "it is ours again: nobody else takes it"
+        );
+        assert_eq!(ours.renew(&store).await.unwrap(), Renewal::Renewed);
+        ours.release(&store).await;
         assert!(!is_held(&store, &key).await.unwrap());
     }
 

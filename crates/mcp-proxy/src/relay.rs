@@ -40,6 +40,18 @@ pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 /// Wait before polling a closed reply stream when the upstream gave no `retry`.
 const DEFAULT_RECONNECT_MILLIS: u64 = 1_000;
 
+/// How long a resumed upstream connection (a GET with `Last-Event-ID`) may bring
+/// no event at all before it is treated as closed and resumed again (see
+/// [`resumed_silence_bound`]).
+pub const RESUMED_SILENCE: Duration = Duration::from_secs(30);
+
+/// The silence bound of resumed upstream connections: [`RESUMED_SILENCE`], or
+/// half of `upstream_poll_deadline` when that is shorter, so a silent upstream
+/// is resumed again at least once before the deadline gives up on it.
+pub fn resumed_silence_bound(settings: &crate::config::ProxySettings) -> Duration {
+    RESUMED_SILENCE.min(settings.upstream_poll_deadline / 2)
+}
+
 /// Events buffered between the relay task and a slow client.
 const CLIENT_BUFFER_EVENTS: usize = 64;
 
@@ -101,6 +113,10 @@ pub struct Relay {
     pub reconnect: Option<Reconnect>,
     /// The stream's lease, renewed while this relay runs (POST reply streams).
     pub lease: Option<RenewedLease>,
+    /// The first upstream connection is already a resumption (a takeover's GET
+    /// with `Last-Event-ID`): like every poll, it is bounded by
+    /// [`resumed_silence_bound`].
+    pub first_connection_resumed: bool,
     answered: Vec<Value>,
     upstream_event_id: Option<String>,
     retry_millis: Option<u64>,
@@ -194,6 +210,7 @@ impl Relay {
             when_client_leaves,
             reconnect: None,
             lease: None,
+            first_connection_resumed: false,
             answered: Vec::new(),
             upstream_event_id: None,
             retry_millis: None,
@@ -234,9 +251,10 @@ impl Relay {
         let mut upstream = upstream;
         let mut client_open = true;
         let mut last_progress = Instant::now();
+        let mut resumed = self.first_connection_resumed;
         let failure = loop {
             match self
-                .relay_connection(app, upstream, tx, &mut client_open)
+                .relay_connection(app, upstream, tx, &mut client_open, resumed)
                 .await
             {
                 ConnectionEnd::Stop => break None,
@@ -255,7 +273,10 @@ impl Relay {
                 break None;
             }
             match self.poll_upstream_again(app, last_progress).await {
-                Ok(next) => upstream = next,
+                Ok(next) => {
+                    upstream = next;
+                    resumed = true;
+                }
                 Err(ConnectionEnd::LeaseLost) => {
                     self.lease_lost(app);
                     return;
@@ -292,7 +313,7 @@ impl Relay {
     fn lease_lost(&self, app: &AppState) {
         app.metrics.stream_failed(StreamFailure::LeaseLost);
         if let Some(target) = &self.target {
-            tracing::warn!(session = %target.session, stream = %target.stream, "stream lease lost to another instance (renewals were late); it carries the stream on, this instance stops relaying it");
+            tracing::warn!(session = %target.session, stream = %target.stream, "stream lease found held by another instance (ours had lapsed, or was not taken yet, when that instance resumed the stream); it carries the stream on, this one stops relaying it");
         }
     }
 
@@ -362,7 +383,14 @@ impl Relay {
         upstream: reqwest::Response,
         tx: &mpsc::Sender<Bytes>,
         client_open: &mut bool,
+        resumed: bool,
     ) -> ConnectionEnd {
+        // A resumed connection that brings no event (comments do not count: an
+        // upstream can keep a connection alive that never delivers) for the
+        // bound is treated as closed: it is resumed again, within the poll
+        // deadline, from the newest event id.
+        let silence = resumed.then(|| resumed_silence_bound(&app.settings));
+        let mut silent_from = Instant::now();
         let mut parser = SseParser::new(MAX_EVENT_BYTES);
         let mut chunks = upstream.bytes_stream();
         let mut shutdown = app.shutdown.clone();
@@ -374,6 +402,10 @@ impl Relay {
                 () = lease_lost(self.lease.as_mut()) => return ConnectionEnd::LeaseLost,
                 () = tx.closed(), if stop_with_client => return ConnectionEnd::Stop,
                 _ = shutdown.wait_for(|stopping| *stopping), if stop_with_client => return ConnectionEnd::Stop,
+                () = sleep_for_silence(silent_from, silence) => {
+                    tracing::info!(silence = ?silence, "resumed upstream stream sent no event within the bound; resuming it again");
+                    return ConnectionEnd::Closed { relayed_events };
+                }
             };
             let chunk = match next {
                 None => return ConnectionEnd::Closed { relayed_events },
@@ -384,6 +416,9 @@ impl Relay {
                 }
             };
             let (events, end) = take_ready_events(&mut parser, &mut chunks, &chunk);
+            if !events.is_empty() {
+                silent_from = Instant::now();
+            }
             relayed_events |= events.iter().any(|event| !event.is_empty());
             let outgoing = self.record_batch(app, events).await;
             if *client_open && !outgoing.is_empty() && tx.send(encode_all(&outgoing)).await.is_err()
@@ -579,6 +614,14 @@ impl Relay {
 fn proxy_event_id(target: &StreamTarget, frame: FrameId) -> String {
     // `ProxyEventId`'s form, without a copy of the stream id per event.
     format!("{frame}@{}", target.stream)
+}
+
+/// Resolves `silence` after `from`; never without a bound.
+async fn sleep_for_silence(from: Instant, silence: Option<Duration>) {
+    match silence {
+        Some(bound) => tokio::time::sleep_until(from + bound).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when `lease` is lost; never when there is none.

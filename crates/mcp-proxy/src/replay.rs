@@ -9,6 +9,11 @@
 //! upstream stream at the upstream's own id of the last recorded event, relays
 //! and records it under the same stream id, and holds the lease. A GET stream
 //! continues from a new upstream GET, resumed the same way.
+//!
+//! A resumption of a reply stream the store can no longer serve (its request
+//! frame is gone and no response of it is recorded) is
+//! refused with 410 before any event is sent, so the client gives up instead of
+//! resuming an empty stream again and again.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,17 +21,22 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use bytes::Bytes;
 use serde_json::Value;
 use session_store::{
-    Direction, Error as StoreError, FrameGap, FrameId, Session, SessionId, StoredFrame,
+    Direction, Error as StoreError, FrameGap, FrameId, Session, SessionId, SessionStore,
+    StoredFrame,
 };
 use tokio::sync::mpsc;
 
 use crate::{
+    errors::ProxyError,
     event_id::{ProxyEventId, StreamId, StreamKind},
     headers::with_upstream_session,
     jsonrpc,
     lease::{self, lease_key, RenewedLease, StreamLease},
     metrics::StreamFailure,
-    relay::{client_channel, sse_response, Reconnect, Relay, StreamTarget, WhenClientLeaves},
+    relay::{
+        client_channel, resumed_silence_bound, sse_response, Reconnect, Relay, StreamTarget,
+        WhenClientLeaves,
+    },
     sse::is_event_stream,
     sse::SseEvent,
     state::AppState,
@@ -40,15 +50,32 @@ const REPLAY_PAGE: usize = 256;
 /// How often a POST reply stream still being recorded elsewhere is polled.
 const TAIL_POLL: Duration = Duration::from_millis(100);
 
-/// Answers a GET with `Last-Event-ID` at once; the replay runs in its own task.
+/// Answers a GET with `Last-Event-ID`; the replay runs in its own task.
 /// `forwarded` are the client's headers as the upstream gets them (without a
 /// session id), for continuing a GET stream live.
-pub fn resume(
+///
+/// # Errors
+///
+/// [`ProxyError::StreamNotResumable`] (410) for a reply stream the store answers
+/// it can no longer serve (see [`servable`]). When the store cannot be read for
+/// that check (Redis down, the fallback lacking older frames), the replay is
+/// tried as before: the loss of a record is only concluded from an answer.
+pub async fn resume(
     app: Arc<AppState>,
     session: Session,
     last: ProxyEventId,
     forwarded: HeaderMap,
-) -> axum::response::Response {
+) -> Result<axum::response::Response, ProxyError> {
+    let servable = servable(app.store.as_ref(), &session.id, &last)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::debug!(session = %session.id, %error, "could not check whether the stream's record is kept; replaying");
+            true
+        });
+    if !servable {
+        tracing::warn!(session = %session.id, stream = %last.stream, delivered = %last.frame, "resumption refused with 410: the stream's request frame is not in the store (trimmed, or lost by the store) and no response of it is recorded");
+        return Err(ProxyError::StreamNotResumable);
+    }
     let priming = StreamTarget {
         session: session.id.clone(),
         stream: last.stream.clone(),
@@ -66,7 +93,53 @@ pub fn resume(
             }
         }
     });
-    sse_response(StatusCode::OK, HeaderMap::new(), Some(&id), body)
+    Ok(sse_response(
+        StatusCode::OK,
+        HeaderMap::new(),
+        Some(&id),
+        body,
+    ))
+}
+
+/// Whether a resumption after `last` can be served from the store: always for a
+/// GET stream (it continues live); for a reply stream when its request frame is
+/// there (it tells which responses end the stream), or, when it is gone, when a
+/// response on the stream is still recorded (the replay delivers it, or the
+/// client already has it, and the stream ends). Otherwise a replay could only send the priming event and close, and
+/// the client would resume again, forever. Reads one frame in the usual case.
+async fn servable(
+    store: &dyn SessionStore,
+    session: &SessionId,
+    last: &ProxyEventId,
+) -> Result<bool, StoreError> {
+    let StreamKind::Request(request) = last.stream.kind() else {
+        return Ok(true);
+    };
+    let first = store
+        .read_frames_page(session, frame_before(request), 1)
+        .await?;
+    if first
+        .frames
+        .first()
+        .is_some_and(|stored| stored.id == request)
+    {
+        return Ok(true);
+    }
+    let mut cursor = frame_before(request);
+    loop {
+        let page = store.read_frames_page(session, cursor, REPLAY_PAGE).await?;
+        let Some(newest) = page.frames.last() else {
+            return Ok(false);
+        };
+        cursor = Some(newest.id);
+        if page.frames.iter().any(|stored| {
+            stored.frame.direction == Direction::ServerToClient
+                && stored.frame.stream_id.as_deref() == Some(last.stream.as_str())
+                && !jsonrpc::response_ids(&stored.frame.payload).is_empty()
+        }) {
+            return Ok(true);
+        }
+    }
 }
 
 /// Why a replay stopped early.
@@ -314,7 +387,8 @@ impl Replay {
             awaiting: self.request_ids.clone().unwrap_or_default(),
         });
         relay.lease = Some(lease);
-        tracing::info!(session = %session.id, stream = %self.stream, upstream_event_id = ?self.upstream_event_id, "stream lease lapsed (its relaying instance is gone); taking the stream over");
+        relay.first_connection_resumed = true;
+        tracing::info!(session = %session.id, stream = %self.stream, upstream_event_id = ?self.upstream_event_id, "no instance holds the stream's lease (its relaying instance stopped renewing it, or the store lost it); taking the stream over");
         let Some(last) = self
             .upstream_event_id
             .as_deref()
@@ -329,7 +403,13 @@ impl Replay {
             Ok(upstream)
                 if upstream.status().is_success() && is_event_stream(upstream.headers()) =>
             {
-                relay.run(app, upstream, tx).await;
+                let bound = resumed_silence_bound(&app.settings);
+                tokio::select! {
+                    () = relay.run(app, upstream, tx) => {}
+                    () = client_gone_for(tx, bound) => {
+                        tracing::info!(session = %session.id, stream = %self.stream, ?bound, "client left a taken-over stream and did not come back; stopped relaying it and released its lease (a later resumption takes the stream over again)");
+                    }
+                }
             }
             Ok(upstream) => {
                 tracing::info!(session = %session.id, status = %upstream.status(), "upstream refused to resume a stream being taken over");
@@ -389,6 +469,14 @@ impl Replay {
         let relay = Relay::new(Some(target), WhenClientLeaves::Stop);
         relay.run(app, upstream, tx).await;
     }
+}
+
+/// Resolves `bound` after the client of `tx` has gone: a takeover relay records
+/// for a client that may resume, not for nobody forever (a client that resumes
+/// later gets the stream taken over again).
+async fn client_gone_for(tx: &mpsc::Sender<Bytes>, bound: Duration) {
+    tx.closed().await;
+    tokio::time::sleep(bound).await;
 }
 
 /// The largest frame id below `id`, so reading "after" it starts at `id`; `None`

@@ -3,7 +3,9 @@
 //! gets 503 with `Retry-After`, never 404 (the session may well still exist);
 //! `/healthz` is 503. Restarted on the same port from its append-only file, Redis
 //! has the session again, and the same session works. With the fallback, a proxy
-//! started while Redis is down serves from memory and writes back once it answers.
+//! started while Redis is down serves from memory and writes back once it answers,
+//! and a streamed call relayed through a Redis outage goes on to its result (its
+//! lease, absent from the fallback's memory, is taken again, not reported lost).
 //!
 //! Needs `redis-server`: `TEST_REDIS_SERVER` (set by `cargo xtask
 //! integration`) or the one on PATH.
@@ -156,6 +158,18 @@ async fn healthz(url: &str) -> (reqwest::StatusCode, Value) {
     (status, body)
 }
 
+/// `[storage]` on `redis` under `prefix` with the fallback on and a breaker that
+/// opens at the first failure and probes every 200 ms.
+fn quick_fallback_storage(redis: &DurableRedis, prefix: &str) -> String {
+    format!(
+        "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"{}\"\n\
+         key_prefix = \"{prefix}\"\nfallback_to_memory = true\n\
+         connect_timeout = \"1s\"\ncommand_timeout = \"500ms\"\n\
+         [storage.redis.breaker]\nfailure_threshold = 1\ncool_down = \"200ms\"\n",
+        redis.url()
+    )
+}
+
 fn result_text(reply: &Reply) -> Value {
     reply.messages().last().unwrap()["result"]["content"][0]["text"].clone()
 }
@@ -260,13 +274,7 @@ async fn with_the_store_down_an_existing_session_gets_503_and_works_again_after_
 async fn with_fallback_and_the_store_down_healthz_says_degraded_and_metrics_show_the_breaker() {
     let mut redis = DurableRedis::start();
     let upstream = start_upstream();
-    let storage = format!(
-        "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"{}\"\n\
-         key_prefix = \"store-degraded\"\nfallback_to_memory = true\n\
-         connect_timeout = \"1s\"\ncommand_timeout = \"500ms\"\n\
-         [storage.redis.breaker]\nfailure_threshold = 1\ncool_down = \"200ms\"\n",
-        redis.url()
-    );
+    let storage = quick_fallback_storage(&redis, "store-degraded");
     let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", &storage);
     let mut client = RawClient::new();
     client.initialize(&proxy.mcp_url()).await;
@@ -440,4 +448,59 @@ async fn with_fallback_the_proxy_starts_while_redis_is_down_and_writes_back_once
         .await;
     assert_eq!(after.status, 200, "{after:?}");
     assert_eq!(result_text(&after), "written back");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn with_fallback_a_redis_blip_does_not_stop_a_streamed_call_nor_blame_another_instance() {
+    use futures::StreamExt;
+    use mcp_proxy::sse::SseParser;
+
+    let mut redis = DurableRedis::start();
+    let upstream = common::start_upstream_with("127.0.0.1:0", &["--event-store"]);
+    let storage = quick_fallback_storage(&redis, "store-blip");
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", &storage);
+    let mut client = RawClient::new();
+    client.initialize(&proxy.mcp_url()).await;
+    // 16 steps of 500 ms: the lease is renewed (every second) through the outage.
+    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{
+        "name":"countdown","arguments":{"from":16,"interval_ms":500},
+        "_meta":{"progressToken":"blip"}}});
+    let stream = client.post_stream(&proxy.mcp_url(), &call).await;
+    let mut body = stream.bytes_stream();
+    let mut parser = SseParser::new(16 * 1024 * 1024);
+    let mut messages: Vec<Value> = Vec::new();
+    let mut blipped = false;
+    let started = Instant::now();
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(EXCHANGE_TIMEOUT, body.next()).await {
+        for event in parser.push(&chunk).unwrap() {
+            if !event.data.is_empty() {
+                messages.push(serde_json::from_str(&event.data).unwrap());
+            }
+        }
+        if !blipped && !messages.is_empty() {
+            // After the first progress event (the lease is taken within 20 ms):
+            // Redis is gone for over two renewals, then back from its AOF.
+            blipped = true;
+            redis.kill();
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            redis.restart();
+        }
+    }
+    let (progress, results) = common::countdown_messages(&messages);
+    let metrics = common::metrics(&proxy).await;
+    let lost = common::metric(
+        &metrics,
+        "mcp_proxy_streams_failed_total{reason=\"lease_lost\"}",
+    );
+    println!(
+        "streamed call through a 2.5 s Redis outage: {} progress events, results {results:?}, \
+         ended {:?} after it started; streams failed with lease_lost: {lost}",
+        progress.len(),
+        started.elapsed()
+    );
+    assert!(blipped, "Redis went down during the stream");
+    assert_eq!(progress, (1..=16).collect::<Vec<u64>>(), "{messages:?}");
+    assert_eq!(results, ["countdown from 16 done"]);
+    assert_eq!(lost, 0.0, "no other instance exists to lose the lease to");
 }

@@ -8,7 +8,10 @@
 //! (see `event_store`). For the proxy's tests it can also answer
 //! an unknown session with 400 (`--lost-session-status 400`) and close reply
 //! streams early with a `retry` (`--close-streams-early N --close-retry-ms MS`):
-//! see `faults`.
+//! see `faults`. `--resume-goes-silent` (with `--event-store`) makes a resumed
+//! stream replay what is stored and then send nothing more, live events included,
+//! while the connection stays open (as `@modelcontextprotocol/server-everything`
+//! does).
 
 mod event_store;
 mod faults;
@@ -52,6 +55,10 @@ struct Args {
     /// The `retry` (milliseconds) sent before each early close.
     #[arg(long, default_value_t = 3_000)]
     close_retry_ms: u64,
+    /// A resumed stream replays the stored events and then goes silent: no live
+    /// event ever follows (needs `--event-store`).
+    #[arg(long, requires = "event_store")]
+    resume_goes_silent: bool,
 }
 
 fn parse_lost_session_status(value: &str) -> Result<u16, String> {
@@ -176,6 +183,7 @@ fn main() -> ExitCode {
         lost_session_status,
         args.close_streams_early,
         args.close_retry_ms,
+        args.resume_goes_silent,
     ));
     match runtime.block_on(serve(args.listen, args.event_store, faults)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -205,6 +213,10 @@ async fn serve(
         .layer(axum::middleware::from_fn_with_state(
             faults.clone(),
             faults::close_streams_early,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            faults.clone(),
+            faults::resume_goes_silent,
         ))
         .layer(axum::middleware::from_fn_with_state(
             faults,
