@@ -57,7 +57,7 @@ const TAIL_POLL: Duration = Duration::from_millis(100);
 /// # Errors
 ///
 /// [`ProxyError::StreamNotResumable`] (410) for a reply stream the store answers
-/// it can no longer serve (see [`servable`]). When the store cannot be read for
+/// it can no longer serve (see `servable`). When the store cannot be read for
 /// that check (Redis down, the fallback lacking older frames), the replay is
 /// tried as before: the loss of a record is only concluded from an answer.
 pub async fn resume(
