@@ -318,7 +318,9 @@ struct Request<'a> {
 /// cache"). When the append fails otherwise (the store unavailable, a timeout)
 /// but the upstream took the request, its reply is relayed unrecorded: the
 /// upstream has run the request, and a 503 would invite the client to run it
-/// again. The reply's frames are recorded after the request's, since the relay
+/// again; the session leaves the near cache, so its next request asks the store
+/// first and, while the store stays down, is refused (503) before the upstream
+/// sees it. The reply's frames are recorded after the request's, since the relay
 /// starts only once the append returned.
 async fn forward_while_recording(
     app: &AppState,
@@ -342,6 +344,10 @@ async fn forward_while_recording(
             return Err(error);
         }
         Err(error) => {
+            // The next request on the session takes the path that asks the
+            // store first, so while the store stays down it is refused (503)
+            // before the upstream sees it.
+            app.near_cache.remove(&session.id);
             app.metrics.frame_not_recorded();
             tracing::warn!(session = %session.id, %error, "request forwarded while the store failed; its reply is relayed without being recorded");
             return Ok((session, StreamId::new_unrecorded(), sent?, reconnect));
