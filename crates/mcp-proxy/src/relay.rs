@@ -512,7 +512,16 @@ impl Relay {
     /// it could not be recorded); the upstream's priming events are not sent
     /// (the client already has their id: one priming event per stream, the
     /// proxy's own, 2025-11-25 "Sending Messages to the Server").
-    async fn record_batch(&mut self, app: &AppState, events: Vec<SseEvent>) -> Vec<SseEvent> {
+    async fn record_batch(&mut self, app: &AppState, mut events: Vec<SseEvent>) -> Vec<SseEvent> {
+        for event in &mut events {
+            if !carries_a_message(event) {
+                // An upstream's priming event with data such as `{}` (seen when
+                // server-everything's event store replays a session): its id is
+                // a resume point, its data no JSON-RPC message to record or send.
+                tracing::debug!(id = ?event.id, "upstream event without a JSON-RPC message; kept as a priming event");
+                event.data.clear();
+            }
+        }
         for event in &events {
             if event.id.is_some() {
                 self.upstream_event_id.clone_from(&event.id);
@@ -608,6 +617,14 @@ impl Relay {
         }
         outgoing
     }
+}
+
+/// Whether an event's data is a JSON-RPC message (or batch) rather than empty or
+/// some other JSON (an empty object a server sends as a priming event's data).
+/// A substring check, not a parse: the hot path reads each event once more only
+/// as bytes.
+fn carries_a_message(event: &SseEvent) -> bool {
+    !event.data.is_empty() && event.data.contains("\"jsonrpc\"")
 }
 
 /// The proxy's event id of frame `frame` of `target`'s stream.
@@ -727,6 +744,42 @@ mod tests {
             relayed.extend(parser.push(&chunk).unwrap());
         }
         assert_eq!(relayed.len(), 2, "the notification and the response");
+    }
+
+    /// server-everything's event store replays a session's priming events with
+    /// data `{}`: no JSON-RPC message, so neither recorded nor sent (the SDKs
+    /// fail to parse it).
+    #[tokio::test]
+    async fn an_upstream_event_whose_data_is_no_json_rpc_message_is_neither_sent_nor_recorded() {
+        let app = app();
+        let mut relay = Relay::new(None, WhenClientLeaves::KeepRecording);
+        relay.reconnect = Some(Reconnect {
+            headers: HeaderMap::new(),
+            awaiting: vec![json!(3)],
+        });
+        let upstream = open_ended_upstream(
+            "id: prime-1\ndata: {}\n\n\
+             id: ev-2\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n\n",
+        );
+        let (tx, mut rx) = mpsc::channel(8);
+        tokio::time::timeout(Duration::from_secs(30), relay.run(&app, upstream, &tx))
+            .await
+            .expect("the relay ended after the response");
+        drop(tx);
+        let mut parser = SseParser::new(MAX_EVENT_BYTES);
+        let mut relayed = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            relayed.extend(parser.push(&chunk).unwrap());
+        }
+        assert!(
+            relayed.iter().all(|event| event.data != "{}"),
+            "{relayed:?}"
+        );
+        assert_eq!(
+            relayed.iter().filter(|event| !event.is_empty()).count(),
+            1,
+            "only the response: {relayed:?}"
+        );
     }
 
     #[test]
