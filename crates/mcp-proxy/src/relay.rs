@@ -720,29 +720,39 @@ mod tests {
         Arc::new(AppState::new(store, settings, shutdown).unwrap())
     }
 
-    #[tokio::test]
-    async fn a_reply_stream_ends_once_every_request_is_answered_even_if_the_upstream_stays_open() {
+    /// Relays `events` from an upstream that then stays open, on a reply stream
+    /// awaiting the response to request 3; returns what the client got.
+    async fn relayed_until_request_3_is_answered(events: &'static str) -> Vec<SseEvent> {
         let app = app();
         let mut relay = Relay::new(None, WhenClientLeaves::KeepRecording);
         relay.reconnect = Some(Reconnect {
             headers: HeaderMap::new(),
             awaiting: vec![json!(3)],
         });
-        let upstream = open_ended_upstream(
-            "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n\
-             data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n\n",
-        );
         let (tx, mut rx) = mpsc::channel(8);
         // Bounded: a relay that waited for the upstream to close would never end.
-        tokio::time::timeout(Duration::from_secs(30), relay.run(&app, upstream, &tx))
-            .await
-            .expect("the relay ended after the last response");
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            relay.run(&app, open_ended_upstream(events), &tx),
+        )
+        .await
+        .expect("the relay ended after the last response");
         drop(tx);
         let mut parser = SseParser::new(MAX_EVENT_BYTES);
         let mut relayed = Vec::new();
         while let Some(chunk) = rx.recv().await {
             relayed.extend(parser.push(&chunk).unwrap());
         }
+        relayed
+    }
+
+    #[tokio::test]
+    async fn a_reply_stream_ends_once_every_request_is_answered_even_if_the_upstream_stays_open() {
+        let relayed = relayed_until_request_3_is_answered(
+            "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n\
+             data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n\n",
+        )
+        .await;
         assert_eq!(relayed.len(), 2, "the notification and the response");
     }
 
@@ -751,26 +761,11 @@ mod tests {
     /// fail to parse it).
     #[tokio::test]
     async fn an_upstream_event_whose_data_is_no_json_rpc_message_is_neither_sent_nor_recorded() {
-        let app = app();
-        let mut relay = Relay::new(None, WhenClientLeaves::KeepRecording);
-        relay.reconnect = Some(Reconnect {
-            headers: HeaderMap::new(),
-            awaiting: vec![json!(3)],
-        });
-        let upstream = open_ended_upstream(
+        let relayed = relayed_until_request_3_is_answered(
             "id: prime-1\ndata: {}\n\n\
              id: ev-2\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n\n",
-        );
-        let (tx, mut rx) = mpsc::channel(8);
-        tokio::time::timeout(Duration::from_secs(30), relay.run(&app, upstream, &tx))
-            .await
-            .expect("the relay ended after the response");
-        drop(tx);
-        let mut parser = SseParser::new(MAX_EVENT_BYTES);
-        let mut relayed = Vec::new();
-        while let Some(chunk) = rx.recv().await {
-            relayed.extend(parser.push(&chunk).unwrap());
-        }
+        )
+        .await;
         assert!(
             relayed.iter().all(|event| event.data != "{}"),
             "{relayed:?}"

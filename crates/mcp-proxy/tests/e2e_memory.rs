@@ -392,25 +392,13 @@ async fn sessionless_requests_get_no_session_id_and_are_recorded_per_client_unle
             &format!("record_stateless = \"{record_stateless}\""),
             MEMORY,
         );
-        let response = reqwest::Client::new()
-            .post(proxy.mcp_url())
-            .timeout(EXCHANGE_TIMEOUT)
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "add")
-            .body(
-                json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
-                    "name":"add","arguments":{"a":1,"b":2},"_meta":{
-                        "io.modelcontextprotocol/protocolVersion":"2026-07-28",
-                        "io.modelcontextprotocol/clientCapabilities":{},
-                        "io.modelcontextprotocol/clientInfo":{"name":"sessionless","version":"1"}}}})
-                .to_string(),
-            )
-            .send()
-            .await
-            .unwrap();
+        let response = modern_tools_call(
+            &proxy.mcp_url(),
+            "add",
+            json!({"a": 1, "b": 2}),
+            json!({"io.modelcontextprotocol/clientInfo":{"name":"sessionless","version":"1"}}),
+        )
+        .await;
         assert!(response.headers().get("mcp-session-id").is_none());
         let reply = common::read_reply(response).await;
         assert_eq!(reply.status, 200, "{reply:?}");
@@ -445,26 +433,14 @@ async fn sessionless_requests_get_no_session_id_and_are_recorded_per_client_unle
 async fn a_modern_reply_stream_carries_no_event_ids_even_from_a_resumable_upstream() {
     let upstream = start_upstream_with("127.0.0.1:0", &["--event-store"]);
     let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", MEMORY);
-    let response = reqwest::Client::new()
-        .post(proxy.mcp_url())
-        .timeout(EXCHANGE_TIMEOUT)
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "countdown")
-        .body(
-            json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
-                "name":"countdown","arguments":{"from":3,"interval_ms":10},"_meta":{
-                    "progressToken":"t",
-                    "io.modelcontextprotocol/protocolVersion":"2026-07-28",
-                    "io.modelcontextprotocol/clientCapabilities":{},
-                    "io.modelcontextprotocol/clientInfo":{"name":"no-ids","version":"1"}}}})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = modern_tools_call(
+        &proxy.mcp_url(),
+        "countdown",
+        json!({"from": 3, "interval_ms": 10}),
+        json!({"progressToken":"t",
+               "io.modelcontextprotocol/clientInfo":{"name":"no-ids","version":"1"}}),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let body = String::from_utf8(response.bytes().await.unwrap().to_vec()).unwrap();
     println!("{body}");
@@ -476,6 +452,38 @@ async fn a_modern_reply_stream_carries_no_event_ids_even_from_a_resumable_upstre
             "a resumption field reached a 2026-07-28 client: {line:?}"
         );
     }
+}
+
+/// A 2026-07-28 `tools/call` (no session: its protocol version and client
+/// capabilities in `_meta`, plus `meta`'s fields) sent to `url`.
+async fn modern_tools_call(
+    url: &str,
+    tool: &str,
+    arguments: Value,
+    meta: Value,
+) -> reqwest::Response {
+    let mut all_meta = json!({
+        "io.modelcontextprotocol/protocolVersion":"2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities":{}});
+    if let (Some(all), Some(extra)) = (all_meta.as_object_mut(), meta.as_object()) {
+        all.extend(extra.clone());
+    }
+    reqwest::Client::new()
+        .post(url)
+        .timeout(EXCHANGE_TIMEOUT)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .body(
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+                "name":tool,"arguments":arguments,"_meta":all_meta}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
 }
 
 #[test]
@@ -575,26 +583,14 @@ async fn new_per_client_sessions_count_against_max_sessions_per_client() {
     let call = |name: &'static str| {
         let url = proxy.mcp_url();
         async move {
-            reqwest::Client::new()
-                .post(url)
-                .timeout(EXCHANGE_TIMEOUT)
-                .header("accept", "application/json, text/event-stream")
-                .header("content-type", "application/json")
-                .header("mcp-protocol-version", "2026-07-28")
-                .header("mcp-method", "tools/call")
-                .header("mcp-name", "add")
-                .body(
-                    json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
-                        "name":"add","arguments":{"a":1,"b":2},"_meta":{
-                            "io.modelcontextprotocol/protocolVersion":"2026-07-28",
-                            "io.modelcontextprotocol/clientCapabilities":{},
-                            "io.modelcontextprotocol/clientInfo":{"name":name,"version":"1"}}}})
-                    .to_string(),
-                )
-                .send()
-                .await
-                .unwrap()
-                .status()
+            modern_tools_call(
+                &url,
+                "add",
+                json!({"a": 1, "b": 2}),
+                json!({"io.modelcontextprotocol/clientInfo":{"name":name,"version":"1"}}),
+            )
+            .await
+            .status()
         }
     };
     assert_eq!(call("first").await, 200);
