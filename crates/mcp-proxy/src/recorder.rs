@@ -1,5 +1,7 @@
 //! Store writes that need not finish before the client is answered: a JSON
-//! reply's frame, an upstream stream's resume point. They are queued and written
+//! reply's frame, the frames that answer an SSE reply stream's last open
+//! request, an upstream stream's resume point, and the release of a stream's
+//! lease behind its last frames. They are queued and written
 //! by one background task per instance, so no store round trip sits between
 //! the upstream's reply and the client.
 //!
@@ -26,7 +28,7 @@ use session_store::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::metrics::Metrics;
+use crate::{lease::RenewedLease, metrics::Metrics};
 
 /// Writes waiting to be written, at most: beyond this [`Recorder::record`] waits.
 pub const QUEUE_CAPACITY: usize = 4096;
@@ -37,8 +39,11 @@ pub const MAX_BATCH: usize = 256;
 /// A write queued for the background task.
 #[derive(Debug)]
 enum Write {
-    /// Append a frame to a session.
-    Frame { session: SessionId, frame: Frame },
+    /// Append frames to a session, in order.
+    Frames {
+        session: SessionId,
+        frames: Vec<Frame>,
+    },
     /// Put a small keyed value (last write of a key in a batch wins).
     Value {
         key: KvKey,
@@ -47,6 +52,8 @@ enum Write {
     },
     /// Answer once every write queued before this one is written.
     Flush(oneshot::Sender<()>),
+    /// Release a stream's lease once every write queued before it is written.
+    Release(RenewedLease),
 }
 
 /// The per-instance queue of background store writes (see the module doc).
@@ -65,9 +72,19 @@ impl Recorder {
 
     /// Queues `frame` for `session`; waits only while the queue is full.
     pub async fn record(&self, session: &SessionId, frame: Frame) {
-        self.enqueue(Write::Frame {
+        self.record_all(session, vec![frame]).await;
+    }
+
+    /// Queues `frames` for `session` as one write: they go to the store in one
+    /// [`append_frames`](SessionStore::append_frames) call with whatever else
+    /// of the session is in the same batch. Waits only while the queue is full.
+    pub async fn record_all(&self, session: &SessionId, frames: Vec<Frame>) {
+        if frames.is_empty() {
+            return;
+        }
+        self.enqueue(Write::Frames {
             session: session.clone(),
-            frame,
+            frames,
         })
         .await;
     }
@@ -76,6 +93,13 @@ impl Recorder {
     /// effort, as every caller's value is a hint: a failure is logged at debug.
     pub async fn put_value(&self, key: KvKey, value: Vec<u8>, ttl: Duration) {
         self.enqueue(Write::Value { key, value, ttl }).await;
+    }
+
+    /// Releases `lease` once every write queued before this call is written (or
+    /// failed): a stream whose last frames are queued stays held until they
+    /// are in the store. Waits only while the queue is full.
+    pub async fn release_after_queued(&self, lease: RenewedLease) {
+        self.enqueue(Write::Release(lease)).await;
     }
 
     /// Returns once every write queued before this call is written (or failed).
@@ -105,16 +129,20 @@ async fn write_queued(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while writes.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut flushed = Vec::new();
+        let mut released = Vec::new();
         let mut frames: Vec<(SessionId, Vec<Frame>)> = Vec::new();
         let mut session_index: HashMap<SessionId, usize> = HashMap::new();
         let mut values: Vec<(KvKey, Vec<u8>, Duration)> = Vec::new();
         for write in batch.drain(..) {
             match write {
-                Write::Frame { session, frame } => match session_index.get(&session) {
-                    Some(&index) => frames[index].1.push(frame),
+                Write::Frames {
+                    session,
+                    frames: queued,
+                } => match session_index.get(&session) {
+                    Some(&index) => frames[index].1.extend(queued),
                     None => {
                         session_index.insert(session.clone(), frames.len());
-                        frames.push((session, vec![frame]));
+                        frames.push((session, queued));
                     }
                 },
                 Write::Value { key, value, ttl } => {
@@ -122,6 +150,7 @@ async fn write_queued(
                     values.push((key, value, ttl));
                 }
                 Write::Flush(done) => flushed.push(done),
+                Write::Release(lease) => released.push(lease),
             }
         }
         let appends = join_all(frames.into_iter().map(|(session, frames)| {
@@ -136,6 +165,9 @@ async fn write_queued(
         futures::join!(appends, puts);
         for done in flushed {
             let _ = done.send(());
+        }
+        for lease in released {
+            lease.release();
         }
     }
 }
@@ -223,11 +255,13 @@ mod tests {
 
     use super::*;
 
-    /// A memory store that logs the append calls it gets (method, frames).
+    /// A memory store that logs the append calls it gets (method, frames),
+    /// and holds `append_frames` back while `open` is false.
     #[derive(Debug)]
     struct Logged {
         inner: MemoryStore,
         calls: Mutex<Vec<(&'static str, usize)>>,
+        open: tokio::sync::watch::Sender<bool>,
     }
 
     #[async_trait]
@@ -265,6 +299,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(("append_frames", frames.len()));
+            let _ = self.open.subscribe().wait_for(|open| *open).await;
             self.inner.append_frames(id, frames).await
         }
         async fn read_frames(
@@ -321,6 +356,7 @@ mod tests {
         let store = Logged {
             inner: MemoryStore::new(settings).unwrap(),
             calls: Mutex::new(Vec::new()),
+            open: tokio::sync::watch::channel(true).0,
         };
         let session = store
             .create(NewSession::new(SessionId::new("s1").unwrap()))
@@ -367,5 +403,61 @@ mod tests {
         .await;
         assert_eq!(ids.iter().flatten().count(), 2);
         assert_eq!(store.calls.lock().unwrap().clone(), [("append_frames", 2)]);
+    }
+
+    #[tokio::test]
+    async fn a_lease_released_behind_queued_frames_is_held_until_they_are_written() {
+        use crate::{
+            event_id::StreamId,
+            lease::{is_held, lease_key, StreamLease},
+        };
+        let store = Arc::new(Logged {
+            inner: MemoryStore::new(StoreSettings::default()).unwrap(),
+            calls: Mutex::new(Vec::new()),
+            open: tokio::sync::watch::channel(false).0,
+        });
+        let session = store
+            .create(NewSession::new(SessionId::new("s1").unwrap()))
+            .await
+            .unwrap()
+            .id;
+        let key = lease_key(&session, &StreamId::new_get()).unwrap();
+        let lease = StreamLease::take_over(store.as_ref(), &key)
+            .await
+            .unwrap()
+            .expect("nobody holds it")
+            .keep_renewed(store.clone());
+        let recorder = Recorder::start(store.clone(), Arc::new(Metrics::default()));
+        let frame = Frame::new(Direction::ServerToClient, SystemClock.now(), b"{}".to_vec());
+        recorder.record_all(&session, vec![frame]).await;
+        recorder.release_after_queued(lease).await;
+        // The append reached the store and waits there.
+        for _ in 0..1_000 {
+            if !store.calls.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(store.calls.lock().unwrap().clone(), [("append_frames", 1)]);
+        tokio::task::yield_now().await;
+        assert!(
+            is_held(store.as_ref(), &key).await.unwrap(),
+            "held while its stream's last frames are not written"
+        );
+        store.open.send_replace(true);
+        recorder.flush().await;
+        let mut held = true;
+        for _ in 0..1_000 {
+            held = is_held(store.as_ref(), &key).await.unwrap();
+            if !held {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!held, "released once they are");
+        assert_eq!(
+            store.read_frames(&session, None, 10).await.unwrap().len(),
+            1
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! Relaying an upstream SSE stream to the client: events are recorded as frames
 //! first, then sent on with the proxy's event ids, as they arrive. The events
 //! that arrived together (one upstream chunk and whatever further chunks were
-//! already there) are recorded in one store call and sent as one chunk.
+//! already there) are recorded in one store call and sent as one chunk. The
+//! batch that answers a reply stream's last open request is the exception: it
+//! is sent at once, without event ids, and recorded in the background like a
+//! JSON reply (a client that has it never resumes the stream).
 //!
 //! The relay runs in its own task, so a POST reply stream is read to its end even
 //! when the client has gone: every event is recorded and can be replayed from the
@@ -123,6 +126,9 @@ pub struct Relay {
     /// The `retry` of an upstream priming event not passed on, for the next
     /// event sent.
     pending_retry: Option<u64>,
+    /// Frames of this stream were queued on the recorder (the completing
+    /// batch): the lease is released behind them.
+    recorded_in_background: bool,
 }
 
 /// What polling the upstream for the rest of a POST reply stream needs.
@@ -215,6 +221,7 @@ impl Relay {
             upstream_event_id: None,
             retry_millis: None,
             pending_retry: None,
+            recorded_in_background: false,
         }
     }
 
@@ -289,8 +296,18 @@ impl Relay {
             self.answer_unanswered_with_errors(app, reason, tx, client_open)
                 .await;
         }
+        self.release_lease(app).await;
+    }
+
+    /// Gives the stream's lease up: at once, or, when frames of the stream
+    /// are still queued on the recorder, once they are written.
+    async fn release_lease(&mut self, app: &AppState) {
         if let Some(lease) = self.lease.take() {
-            lease.release();
+            if self.recorded_in_background {
+                app.recorder.release_after_queued(lease).await;
+            } else {
+                lease.release();
+            }
         }
     }
 
@@ -305,9 +322,7 @@ impl Relay {
     ) {
         self.answer_unanswered_with_errors(app, reason, tx, true)
             .await;
-        if let Some(lease) = self.lease.take() {
-            lease.release();
-        }
+        self.release_lease(app).await;
     }
 
     fn lease_lost(&self, app: &AppState) {
@@ -534,6 +549,12 @@ impl Relay {
                     .extend(jsonrpc::response_ids(event.data.as_bytes()));
             }
         }
+        // The batch that answers the stream's last open request is sent before
+        // it is recorded (see `send_completing_batch`); the `initialize` reply
+        // is recorded first, as on the JSON path.
+        if self.stream_complete() && self.pending_initialize.is_none() {
+            return self.send_completing_batch(app, events).await;
+        }
         let Some(target) = &mut self.target else {
             return events;
         };
@@ -614,6 +635,54 @@ impl Relay {
                 )
                 .await;
             }
+        }
+        outgoing
+    }
+}
+
+impl Relay {
+    /// The batch that answers a reply stream's last open request: its messages
+    /// are queued on the instance's [`Recorder`](crate::recorder::Recorder),
+    /// like a JSON reply, and returned to be sent at once, without event ids
+    /// (an id is the frame id the append returns). No store round trip sits
+    /// between the upstream's answer and the client (issue 14). A client that
+    /// has the answer does not resume the stream; one that lost the connection
+    /// before it resumes from the last id it has (the priming event's or an
+    /// earlier message's) and is replayed these frames once they are written.
+    /// The stream's lease is released only after they are (see
+    /// [`Relay::run`]), so an instance resuming the stream meanwhile finds it
+    /// held and tails the store instead of taking the upstream over.
+    async fn send_completing_batch(
+        &mut self,
+        app: &AppState,
+        events: Vec<SseEvent>,
+    ) -> Vec<SseEvent> {
+        let mut outgoing = Vec::with_capacity(events.len());
+        let mut frames = Vec::with_capacity(events.len());
+        let now = SystemClock.now();
+        for event in events {
+            if event.is_empty() {
+                if event.retry.is_some() {
+                    self.pending_retry = event.retry;
+                }
+                continue;
+            }
+            if let Some(target) = &self.target {
+                let mut frame = Frame::new(Direction::ServerToClient, now, event.data.as_bytes())
+                    .with_stream_id(target.stream.as_str());
+                frame.event_id.clone_from(&event.id);
+                frames.push(frame);
+            }
+            let retry = event.retry.or(self.pending_retry.take());
+            outgoing.push(SseEvent {
+                id: None,
+                retry,
+                ..event
+            });
+        }
+        if let (Some(target), false) = (&self.target, frames.is_empty()) {
+            app.recorder.record_all(&target.session, frames).await;
+            self.recorded_in_background = true;
         }
         outgoing
     }

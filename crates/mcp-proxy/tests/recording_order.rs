@@ -11,6 +11,9 @@
 //! - SSE events that arrived in one upstream chunk are recorded with one
 //!   `append_frames` call and sent each with its own frame id, after one
 //!   priming event (the proxy's; the upstream's is not repeated).
+//! - The SSE events that answer a stream's last open request reach the client
+//!   while their recording is held back (sent without ids, recorded in the
+//!   background with one `append_frames`, like a JSON reply).
 //! - An event too large for the store costs only itself: its batch is appended
 //!   again frame by frame.
 //! - A request on a session in the near cache is forwarded while its append is
@@ -265,6 +268,27 @@ fn big_burst_reply(id: &Value, big: usize) -> String {
 #[derive(Default)]
 struct UpstreamSeen {
     calls: Notify,
+    /// Lets the `slow_burst` tool send its result.
+    result_allowed: Notify,
+}
+
+/// The `slow_burst` tool's SSE reply: [`burst_reply`]'s priming event and two
+/// progress notifications in one chunk, then its result in a second chunk
+/// once the test allows it.
+fn slow_burst_reply(id: &Value, seen: Arc<UpstreamSeen>) -> Body {
+    let reply = burst_reply(id);
+    let result_at = reply.rfind("id: up-3").unwrap();
+    let (progress, result) = reply.split_at(result_at);
+    let (progress, result) = (
+        Bytes::from(progress.to_owned()),
+        Bytes::from(result.to_owned()),
+    );
+    let first = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(progress) });
+    let then = futures::stream::once(async move {
+        seen.result_allowed.notified().await;
+        Ok(result)
+    });
+    Body::from_stream(first.chain(then))
 }
 
 /// The test's upstream: sessions, JSON replies, and the `burst` and
@@ -286,6 +310,10 @@ async fn upstream_post(State(seen): State<Arc<UpstreamSeen>>, body: Bytes) -> Re
         Some("tools/call") if message["params"]["name"] == "burst" => Response::builder()
             .header(header::CONTENT_TYPE, "text/event-stream")
             .body(Body::from(burst_reply(&id)))
+            .unwrap(),
+        Some("tools/call") if message["params"]["name"] == "slow_burst" => Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(slow_burst_reply(&id, seen.clone()))
             .unwrap(),
         Some("tools/call") if message["params"]["name"] == "big_burst" => Response::builder()
             .header(header::CONTENT_TYPE, "text/event-stream")
@@ -520,6 +548,23 @@ async fn a_graceful_stops_flush_waits_for_the_replies_still_being_recorded() {
     assert_eq!(server_frames(&frames).len(), 2, "initialize and the call");
 }
 
+/// Reads `body` until `count` events with data arrived; every event read.
+async fn sse_messages(
+    body: &mut (impl futures::Stream<Item = reqwest::Result<Bytes>> + Unpin),
+    parser: &mut SseParser,
+    count: usize,
+) -> Vec<SseEvent> {
+    let mut events: Vec<SseEvent> = Vec::new();
+    while events.iter().filter(|event| !event.is_empty()).count() < count {
+        let chunk = tokio::time::timeout(GUARD, body.next())
+            .await
+            .expect("the events arrived")
+            .expect("the stream is still open");
+        events.extend(parser.push(&chunk.unwrap()).unwrap());
+    }
+    events
+}
+
 #[tokio::test]
 async fn sse_events_that_arrive_in_one_chunk_are_recorded_with_one_append_frames() {
     let (proxy, outer) = Proxy::start(Arc::new(memory_store()), true).await;
@@ -527,16 +572,19 @@ async fn sse_events_that_arrive_in_one_chunk_are_recorded_with_one_append_frames
     let session = proxy.initialize().await;
     let before = outer.appends().len();
 
-    let reply = proxy.call(&session, 7, "burst").await;
+    let reply = proxy.call(&session, 7, "slow_burst").await;
     assert_eq!(reply.status(), 200);
-    let events = sse_events(reply).await;
+    let mut body = reply.bytes_stream();
+    let mut parser = SseParser::new(1 << 20);
+    // The first chunk: the upstream's priming event and two progress
+    // notifications; the stream stays open for its result.
+    let events = sse_messages(&mut body, &mut parser, 2).await;
 
     let appends = outer.appends()[before..].to_vec();
-    println!("appends of server-to-client frames for one chunk of 3 events: {appends:?}");
-    assert_eq!(appends, [("append_frames", 3)], "one call for the batch");
+    println!("appends of server-to-client frames for one chunk of 2 events: {appends:?}");
+    assert_eq!(appends, [("append_frames", 2)], "one call for the batch");
 
     let messages: Vec<&SseEvent> = events.iter().filter(|event| !event.is_empty()).collect();
-    assert_eq!(messages.len(), 3);
     let priming: Vec<&SseEvent> = events.iter().filter(|event| event.is_empty()).collect();
     println!("events sent: {events:?}");
     assert_eq!(
@@ -547,7 +595,7 @@ async fn sse_events_that_arrive_in_one_chunk_are_recorded_with_one_append_frames
     assert_eq!(&events[0], priming[0], "the priming event comes first");
     let recorded = proxy.frames(&session).await;
     let recorded = server_frames(&recorded);
-    let recorded = &recorded[recorded.len() - 3..];
+    let recorded = &recorded[recorded.len() - 2..];
     for (event, stored) in messages.iter().zip(recorded) {
         let (frame, _stream) = event.id.as_deref().unwrap().split_once('@').unwrap();
         assert_eq!(
@@ -557,9 +605,89 @@ async fn sse_events_that_arrive_in_one_chunk_are_recorded_with_one_append_frames
         );
         assert_eq!(event.data.as_bytes(), &stored.frame.payload[..]);
     }
+
+    // The result answers the stream: sent without an id, recorded after.
+    proxy.upstream_seen.result_allowed.notify_one();
+    let rest = sse_messages(&mut body, &mut parser, 1).await;
+    let result = rest.iter().find(|event| !event.is_empty()).unwrap();
     assert_eq!(
-        serde_json::from_str::<Value>(&messages[2].data).unwrap()["result"]["content"][0]["text"],
+        serde_json::from_str::<Value>(&result.data).unwrap()["result"]["content"][0]["text"],
         "burst done"
+    );
+    assert_eq!(result.id, None, "the answer is sent before it is recorded");
+    tokio::time::timeout(GUARD, proxy.state.recorder.flush())
+        .await
+        .expect("the recording finished");
+    let recorded = proxy.frames(&session).await;
+    let last = server_frames(&recorded).pop().unwrap();
+    assert_eq!(last.frame.payload, result.data.as_bytes());
+    assert_eq!(
+        last.frame.stream_id,
+        recorded[recorded.len() - 2].frame.stream_id
+    );
+    assert_eq!(
+        last.frame.event_id.as_deref(),
+        Some("up-3"),
+        "with the upstream's id"
+    );
+}
+
+#[tokio::test]
+async fn the_events_that_answer_an_sse_stream_reach_the_client_while_their_recording_is_held_back()
+{
+    let (store, gate) = WatchedStore::memory();
+    let (proxy, _) = Proxy::start(store.clone(), false).await;
+    let session = proxy.initialize().await;
+    let before = server_frames(&proxy.frames(&session).await).len();
+
+    gate.close();
+    // One chunk: priming, two progress notifications and the result.
+    let reply = proxy.call(&session, 3, "burst").await;
+    assert_eq!(reply.status(), 200);
+    let events = sse_events(reply).await;
+    let messages: Vec<&SseEvent> = events.iter().filter(|event| !event.is_empty()).collect();
+    println!("events sent: {events:?}");
+    assert_eq!(messages.len(), 3, "every event reached the client");
+    assert!(
+        messages.iter().all(|event| event.id.is_none()),
+        "sent before recorded, so without frame ids"
+    );
+    assert!(
+        events[0].is_empty() && events[0].id.is_some(),
+        "the priming event first"
+    );
+    assert_eq!(
+        server_frames(&proxy.frames(&session).await).len(),
+        before,
+        "nothing recorded yet"
+    );
+
+    tokio::time::timeout(GUARD, store.held.notified())
+        .await
+        .expect("the recording reached the store");
+    assert_eq!(
+        store.appends().last(),
+        Some(&("append_frames", 3)),
+        "the batch is recorded with one call"
+    );
+    gate.open();
+    tokio::time::timeout(GUARD, proxy.state.recorder.flush())
+        .await
+        .expect("the recording finished once the store let it");
+    let frames = proxy.frames(&session).await;
+    let [.., request, a, b, c] = &frames[..] else {
+        panic!("the request and its three events are recorded: {frames:?}");
+    };
+    assert_eq!(request.frame.direction, Direction::ClientToServer);
+    let stream = format!("r{}", request.id);
+    for (stored, event) in [a, b, c].into_iter().zip(&messages) {
+        assert_eq!(stored.frame.stream_id.as_deref(), Some(stream.as_str()));
+        assert_eq!(stored.frame.payload, event.data.as_bytes());
+    }
+    assert_eq!(
+        events[0].id.as_deref(),
+        Some(format!("{}@{stream}", request.id).as_str()),
+        "a client resuming from the priming event is replayed all three"
     );
 }
 
@@ -582,15 +710,19 @@ async fn an_event_too_large_for_the_store_costs_only_itself() {
     let appends = outer.appends()[before..].to_vec();
     println!("appends for 3 events, the middle one over max_frame_bytes: {appends:?}");
     // The upstream's chunk may reach the relay in parts (the big event spans
-    // several reads), so the batches vary; the order of calls for one batch
-    // is asserted in `recorder::tests`. Whatever the batches, only the big
-    // event is lost.
-    assert!(appends.contains(&("append_frame", 1)) || appends.contains(&("append_frames", 1)));
+    // several reads), so the batches vary, and the batch that answers the
+    // stream is written by the recorder, not on this path; the order of calls
+    // for one batch is asserted in `recorder::tests`. Whatever the batches,
+    // only the big event is lost.
     let messages: Vec<&SseEvent> = events.iter().filter(|event| !event.is_empty()).collect();
     assert_eq!(messages.len(), 3, "every event reaches the client");
-    assert!(messages[0].id.is_some(), "recorded: {:?}", messages[0]);
+    // The events answer the stream, so they are sent before they are
+    // recorded (without ids) unless the chunk came in parts; the big event
+    // never has one.
     assert!(messages[1].id.is_none(), "not recorded: sent without an id");
-    assert!(messages[2].id.is_some(), "recorded: {:?}", messages[2]);
+    tokio::time::timeout(GUARD, proxy.state.recorder.flush())
+        .await
+        .expect("the recording finished");
     assert_eq!(
         messages[0].retry,
         Some(2500),
@@ -658,6 +790,10 @@ async fn a_request_is_forwarded_while_its_append_is_in_flight() {
         .unwrap();
     assert_eq!(reply.status(), 200);
     let events = sse_events(reply).await;
+    // The events answer the stream: recorded in the background.
+    tokio::time::timeout(GUARD, proxy.state.recorder.flush())
+        .await
+        .expect("the recording finished");
     let frames = proxy.frames(&session).await;
     let request = frames
         .iter()
