@@ -528,12 +528,26 @@ impl Relay {
     /// (the client already has their id: one priming event per stream, the
     /// proxy's own, 2025-11-25 "Sending Messages to the Server").
     async fn record_batch(&mut self, app: &AppState, mut events: Vec<SseEvent>) -> Vec<SseEvent> {
+        let on_get_stream = self
+            .target
+            .as_ref()
+            .is_some_and(|target| target.stream.kind() == StreamKind::Get);
         for event in &mut events {
             if !carries_a_message(event) {
                 // An upstream's priming event with data such as `{}` (seen when
                 // server-everything's event store replays a session): its id is
                 // a resume point, its data no JSON-RPC message to record or send.
                 tracing::debug!(id = ?event.id, "upstream event without a JSON-RPC message; kept as a priming event");
+                event.data.clear();
+            } else if on_get_stream && !jsonrpc::response_ids(event.data.as_bytes()).is_empty() {
+                // A response on a GET stream answers a request of some POST
+                // stream, which the client already had or gets there (2025-11-25
+                // transport, "Listening for Messages from the Server": the
+                // server MUST NOT send responses on it). server-everything's
+                // event store replays earlier POST streams' responses into a
+                // resumed GET stream; passed on, the client would see answers
+                // twice. Its id is still a resume point.
+                tracing::debug!(id = ?event.id, "upstream response on a GET stream; not passed on");
                 event.data.clear();
             }
         }
@@ -844,6 +858,60 @@ mod tests {
             1,
             "only the response: {relayed:?}"
         );
+    }
+
+    /// A resumed upstream GET stream carrying responses (server-everything's
+    /// event store replays earlier POST streams' responses into it): neither
+    /// sent nor recorded; its requests and notifications are.
+    #[tokio::test]
+    async fn responses_on_a_get_stream_are_neither_sent_nor_recorded() {
+        let app = app();
+        let session = app
+            .store
+            .create(session_store::NewSession::new(
+                SessionId::new("s1").unwrap(),
+            ))
+            .await
+            .unwrap()
+            .id;
+        let target = StreamTarget {
+            session: session.clone(),
+            stream: StreamId::new_get(),
+            cursor: FrameId::new(0, 0),
+        };
+        // (`KeepRecording`: `app()` drops its shutdown sender, which a relay
+        // that stops with the client reads as a shutdown.)
+        let relay = Relay::new(Some(target), WhenClientLeaves::KeepRecording);
+        let events = "id: up-1\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n\
+             id: up-2\ndata: [{\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":1,\"message\":\"x\"}}]\n\n\
+             id: up-3\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\n";
+        let upstream = axum::http::Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(reqwest::Body::from(events))
+            .unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            relay.run(&app, reqwest::Response::from(upstream), &tx),
+        )
+        .await
+        .expect("the relay ended with the upstream");
+        drop(tx);
+        let mut parser = SseParser::new(MAX_EVENT_BYTES);
+        let mut relayed = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            relayed.extend(parser.push(&chunk).unwrap());
+        }
+        let sent: Vec<&str> = relayed
+            .iter()
+            .filter(|event| !event.is_empty())
+            .map(|event| event.data.as_str())
+            .collect();
+        assert_eq!(sent.len(), 1, "only the notification: {relayed:?}");
+        assert!(sent[0].contains("notifications/message"), "{sent:?}");
+        let recorded = app.store.read_frames(&session, None, 10).await.unwrap();
+        assert_eq!(recorded.len(), 1, "only the notification: {recorded:?}");
+        assert_eq!(recorded[0].frame.event_id.as_deref(), Some("up-3"));
     }
 
     #[test]
