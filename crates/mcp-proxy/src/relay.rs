@@ -566,7 +566,7 @@ impl Relay {
         // The batch that answers the stream's last open request is sent before
         // it is recorded (see `send_completing_batch`); the `initialize` reply
         // is recorded first, as on the JSON path.
-        if self.stream_complete() && self.pending_initialize.is_none() {
+        if self.target.is_some() && self.stream_complete() && self.pending_initialize.is_none() {
             return self.send_completing_batch(app, events).await;
         }
         let Some(target) = &mut self.target else {
@@ -857,6 +857,12 @@ mod tests {
             relayed.iter().filter(|event| !event.is_empty()).count(),
             1,
             "only the response: {relayed:?}"
+        );
+        // Sessionless (nothing recorded): the events keep the upstream's ids,
+        // the answer too.
+        assert_eq!(
+            relayed.last().and_then(|event| event.id.as_deref()),
+            Some("ev-2")
         );
     }
 
