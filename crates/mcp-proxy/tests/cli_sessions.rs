@@ -575,19 +575,33 @@ fn the_deploy_config_passes_check_config() {
 /// Runs `mcp-proxy check-config` on `toml` (environment cleared): exit code,
 /// stdout, stderr.
 fn check_config_binary(toml: &str) -> (Option<i32>, String, String) {
+    let (code, stdout, stderr, _) = check_config_binary_with(toml, &[], &[]);
+    (code, stdout, stderr)
+}
+
+/// [`check_config_binary`] with environment variables `env` and more flags
+/// `args`; also returns the configuration file's path.
+fn check_config_binary_with(
+    toml: &str,
+    env: &[(&str, String)],
+    args: &[String],
+) -> (Option<i32>, String, String, PathBuf) {
     let dir = scratch_dir();
     let file = dir.join("check.toml");
     std::fs::write(&file, toml).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
         .env_clear()
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .args(["check-config", "--config"])
         .arg(&file)
+        .args(args)
         .output()
         .unwrap();
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
+        file,
     )
 }
 
@@ -626,11 +640,94 @@ fn check_config_gives_its_verdict_after_the_store_check_with_one_hint() {
     // Unreachable: one hint at where the store is configured.
     assert_eq!(lines[1].matches("(check ").count(), 1, "{}", lines[1]);
     assert!(
-        lines[1].contains("(check [storage] backend, redis.url"),
+        lines[1].contains(&format!(
+            "(check storage.redis.url = \"redis://:***@127.0.0.1:{closed}\", from "
+        )),
         "{}",
         lines[1]
     );
     assert!(!stdout.contains("s3cret") && !stderr.contains("s3cret"));
+}
+
+#[test]
+fn check_config_hints_name_the_source_of_the_upstream_and_the_redis_url() {
+    let closed = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (upstream_port, redis_port) = (closed(), closed());
+    let upstream = format!("http://127.0.0.1:{upstream_port}/mcp");
+    let redis = format!("redis://127.0.0.1:{redis_port}");
+    // The file names other (also closed) addresses where a layer above overrides it.
+    let file_values = |upstream: &str, redis: &str| {
+        format!(
+            "[proxy]\nupstream = \"{upstream}\"\n[storage]\nbackend = \"redis\"\n\
+             [storage.redis]\nurl = \"{redis}\"\nconnect_timeout = \"300ms\"\n"
+        )
+    };
+    let beneath = file_values("http://127.0.0.1:9/mcp", "redis://127.0.0.1:9");
+    let cases: [(&str, String, Vec<(&str, String)>, Vec<String>); 3] = [
+        ("file", file_values(&upstream, &redis), vec![], vec![]),
+        (
+            "environment",
+            beneath.clone(),
+            vec![
+                ("MCP_PROXY_UPSTREAM", upstream.clone()),
+                ("SESSION_STORE_REDIS__URL", redis.clone()),
+            ],
+            vec![],
+        ),
+        (
+            "flags",
+            beneath,
+            vec![],
+            vec![
+                "--upstream".to_owned(),
+                upstream.clone(),
+                "--redis-url".to_owned(),
+                redis.clone(),
+            ],
+        ),
+    ];
+    for (layer, toml, env, args) in cases {
+        let (code, stdout, stderr, file) = check_config_binary_with(&toml, &env, &args);
+        let lines = verdict_lines(&stdout, &["store", "upstream"]);
+        println!("{layer}:\n  {}", lines.join("\n  "));
+        assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+        assert_eq!(lines.len(), 2, "{stdout}");
+        let (upstream_source, redis_source) = match layer {
+            "file" => (
+                format!("{}: proxy.upstream", file.display()),
+                format!("{}: storage.redis.url", file.display()),
+            ),
+            "environment" => (
+                "environment variable MCP_PROXY_UPSTREAM".to_owned(),
+                "environment variable SESSION_STORE_REDIS__URL".to_owned(),
+            ),
+            _ => (
+                "command-line override proxy.upstream".to_owned(),
+                "command-line override storage.redis.url".to_owned(),
+            ),
+        };
+        assert!(
+            lines[0].contains(&format!(
+                "(check storage.redis.url = \"{redis}\", from {redis_source}; and storage.redis.tls)"
+            )),
+            "{layer}: {}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains(&format!(
+                "(check proxy.upstream = \"{upstream}\", from {upstream_source})"
+            )),
+            "{layer}: {}",
+            lines[1]
+        );
+        assert!(!stdout.contains("[proxy] upstream"), "{stdout}");
+    }
 }
 
 #[test]
