@@ -434,7 +434,8 @@ async fn tail_prints_the_newest_frames_then_a_new_one() {
     appender.await.unwrap();
     let text = String::from_utf8(out).unwrap();
     println!("{text}");
-    assert_eq!(printed, 1);
+    assert_eq!(printed.printed, 1);
+    assert_eq!(printed.ended, None, "--count reached, the session lives on");
     assert_eq!(
         text.lines().count(),
         4,
@@ -994,6 +995,88 @@ async fn show_lines_up_its_columns_and_reads_past_pages_cut_short_by_bytes() {
         }
         assert_eq!(&row[size_end - 2..=size_end], " B ", "{row:?}");
     }
+}
+
+/// The frame table as a tail writes it, readable while the tail runs.
+#[derive(Clone, Default)]
+struct SharedOutput(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedOutput {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedOutput {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// The tail polls on tokio's paused clock: what happens between two polls is
+/// decided by the test, not by timing.
+#[tokio::test(start_paused = true)]
+async fn a_tail_whose_session_is_deleted_between_polls_says_the_last_frames_may_be_missing() {
+    let store = sample_store().await;
+    let id = store.list(None, 1).await.unwrap().items[0].id.clone();
+    let interval = Duration::from_secs(1);
+    let args = TailArgs {
+        id: id.to_string(),
+        lines: 1,
+        interval,
+        count: None,
+        payload: false,
+    };
+    let output = SharedOutput::default();
+    let mut writer = output.clone();
+    let progress = |method: &str| {
+        let message = format!(r#"{{"jsonrpc":"2.0","method":"{method}"}}"#);
+        Frame::new(Direction::ServerToClient, now(), message)
+    };
+    let session = async {
+        // The tail printed the newest frame and sleeps until its next poll.
+        while !output.text().contains("FRAME") {
+            tokio::task::yield_now().await;
+        }
+        let read = store
+            .append_frame(&id, progress("read/before"))
+            .await
+            .unwrap();
+        tokio::time::advance(interval).await;
+        for _ in 0..10_000 {
+            if output.text().contains("read/before") {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        // Recorded after that poll, then the session ends before the next one.
+        for method in ["lost/one", "lost/two"] {
+            store.append_frame(&id, progress(method)).await.unwrap();
+        }
+        assert!(store.delete(&id).await.unwrap());
+        read
+    };
+    let (tailed, read) = tokio::join!(sessions::tail(store.as_ref(), &args, &mut writer), session);
+    let tailed = tailed.unwrap();
+    let text = output.text();
+    println!("{text}{:?}", tailed.ended);
+    assert_eq!(
+        tailed.printed, 1,
+        "the frame read before the end is printed: {text}"
+    );
+    assert!(text.contains("read/before"), "{text}");
+    assert!(!text.contains("lost/"), "{text}");
+    let ended = tailed.ended.expect("the tail says the session ended");
+    assert!(
+        ended.contains(&format!("session `{id}` ended"))
+            && ended.contains(&format!("frames recorded after frame {read}"))
+            && ended.contains("may be missing"),
+        "{ended}"
+    );
 }
 
 #[tokio::test]
