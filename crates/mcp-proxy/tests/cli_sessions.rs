@@ -670,7 +670,9 @@ fn check_config_hints_name_the_source_of_the_upstream_and_the_redis_url() {
         )
     };
     let beneath = file_values("http://127.0.0.1:9/mcp", "redis://127.0.0.1:9");
-    let cases: [(&str, String, Vec<(&str, String)>, Vec<String>); 3] = [
+    /// The layer, the file, the environment and the flags of one run.
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, Vec<String>);
+    let cases: [Case; 3] = [
         ("file", file_values(&upstream, &redis), vec![], vec![]),
         (
             "environment",

@@ -47,8 +47,9 @@ fn ids(list: &Value) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn the_browser_api_filters_tails_ends_and_revokes_with_the_admin_token() {
+/// An upstream and a proxy in front of it with the admin token set (the
+/// upstream is returned to keep it running).
+fn proxy_with_admin_token() -> (Process, Process) {
     let upstream = start_upstream();
     let proxy = start_proxy(
         &upstream.mcp_url(),
@@ -56,6 +57,12 @@ async fn the_browser_api_filters_tails_ends_and_revokes_with_the_admin_token() {
         &format!("admin_token = \"{TOKEN}\"\n"),
         MEMORY,
     );
+    (upstream, proxy)
+}
+
+#[tokio::test]
+async fn the_browser_api_filters_tails_ends_and_revokes_with_the_admin_token() {
+    let (_upstream, proxy) = proxy_with_admin_token();
     let alice_1 = client(&proxy, "alice-laptop", "alice").await;
     let alice_2 = client(&proxy, "alice-phone", "alice").await;
     let bob = client(&proxy, "bob-laptop", "bob").await;
@@ -166,13 +173,7 @@ async fn the_live_tail_of_an_ended_session_names_its_last_frame_and_that_later_o
     use futures::StreamExt;
     use mcp_proxy::sse::SseParser;
 
-    let upstream = start_upstream();
-    let proxy = start_proxy(
-        &upstream.mcp_url(),
-        "127.0.0.1:0",
-        &format!("admin_token = \"{TOKEN}\"\n"),
-        MEMORY,
-    );
+    let (_upstream, proxy) = proxy_with_admin_token();
     let carol = client(&proxy, "carol-laptop", "carol").await;
     let id = carol.session.clone().unwrap();
     let (status, ticket) = admin(
