@@ -209,15 +209,22 @@ impl Breaker {
         if state == HALF_OPEN {
             self.half_open_successes.fetch_add(1, Ordering::Relaxed);
         }
+        if matches!(state, CLOSED | DRAINING) {
+            self.answers_again();
+        }
+    }
+
+    /// Logs, once, that the primary answers again after failures that left the
+    /// breaker closed: at the first call it answers, or when the write-back of
+    /// the blip completes first (no call came meanwhile).
+    fn answers_again(&self) {
         if let Some(unanswered) = self.reachability.answered() {
-            if matches!(state, CLOSED | DRAINING) {
-                tracing::info!(
-                    breaker = "closed",
-                    down_for = ?unanswered.down_for,
-                    failed_calls = unanswered.failed_calls,
-                    "session store: primary answers again; circuit breaker stayed closed"
-                );
-            }
+            tracing::info!(
+                breaker = "closed",
+                down_for = ?unanswered.down_for,
+                failed_calls = unanswered.failed_calls,
+                "session store: primary answers again; circuit breaker stayed closed"
+            );
         }
     }
 
@@ -349,6 +356,7 @@ impl Breaker {
         if self.transition(state, CLOSED) {
             self.consecutive_failures.store(0, Ordering::Relaxed);
             if state == DRAINING {
+                self.answers_again();
                 tracing::info!(
                     breaker = "closed",
                     "session store: calls served from memory while the primary was unavailable are written back"
@@ -442,6 +450,28 @@ mod tests {
         assert_eq!(log.matches("are written back").count(), 1, "{log}");
         assert!(!log.contains("probe") && !log.contains("opened"), "{log}");
         assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_blip_written_back_before_any_call_still_says_the_primary_answers_again() {
+        let breaker = Breaker::new(5, Duration::from_secs(1));
+        let log = logged(|| {
+            breaker.record_failure(&"x");
+            breaker.mark_draining();
+            breaker.close();
+            breaker.record_success();
+        });
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 3, "{log}");
+        assert!(
+            lines[0].contains("primary unavailable; calls it fails"),
+            "{log}"
+        );
+        assert!(
+            lines[1].contains("primary answers again; circuit breaker stayed closed"),
+            "{log}"
+        );
+        assert!(lines[2].contains("are written back"), "{log}");
     }
 
     #[test]
