@@ -170,13 +170,13 @@ fn quick_fallback_storage(redis: &DurableRedis, prefix: &str) -> String {
     )
 }
 
-/// The proxy's log so far, its `session store` lines printed (the outage as an
-/// operator greps it).
+/// The proxy's log so far, its `session store` and `redis connection` lines
+/// printed (the outage as an operator greps it).
 fn log_with_store_lines_printed(proxy: &common::Process) -> String {
     let log = std::fs::read_to_string(&proxy.log).unwrap();
     let store_lines: Vec<&str> = log
         .lines()
-        .filter(|line| line.contains("session store"))
+        .filter(|line| line.contains("session store") || line.contains("redis connection"))
         .collect();
     println!("store lines:\n{}", store_lines.join("\n"));
     log
@@ -316,6 +316,10 @@ async fn with_the_store_down_an_existing_session_gets_503_and_works_again_after_
             .count(),
         0,
         "the 503s are told by the store's line, not one line each:\n{log}"
+    );
+    assert!(
+        !log.contains("redis connection re-established"),
+        "nor one line per pooled connection that reconnected:\n{log}"
     );
 }
 
