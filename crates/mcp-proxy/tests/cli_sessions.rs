@@ -5,6 +5,8 @@
 //! once through the real binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::{
     collections::BTreeSet,
     path::PathBuf,
@@ -17,6 +19,7 @@ use std::{
 };
 
 use axum::{http::HeaderMap, routing::delete, Router};
+use common::SharedOutput;
 use indicatif::ProgressBar;
 use mcp_proxy::{
     commands::{
@@ -996,26 +999,6 @@ async fn show_lines_up_its_columns_and_reads_past_pages_cut_short_by_bytes() {
             );
         }
         assert_eq!(&row[size_end - 2..=size_end], " B ", "{row:?}");
-    }
-}
-
-/// The frame table as a tail writes it, readable while the tail runs.
-#[derive(Clone, Default)]
-struct SharedOutput(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for SharedOutput {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl SharedOutput {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 }
 
