@@ -82,8 +82,10 @@ pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
             Json(body).into_response()
         }
         Err(error) => {
-            // The store's error names its address: the log gets it, the client not.
-            tracing::warn!(%error, "health check: the session store is unavailable");
+            // The store's error names its address: the log gets it, the client
+            // not. Debug: the store logs the outage once (when it stops
+            // answering and when it answers again), not once per health check.
+            tracing::debug!(%error, "health check: the session store is unavailable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({ "status": "unavailable", "error": "session store unavailable" })),

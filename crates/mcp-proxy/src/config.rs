@@ -288,6 +288,9 @@ pub struct ProxyConfig {
     pub proxy: ProxySettings,
     /// The `[storage]` table (the `session-store` facade's configuration).
     pub storage: StorageConfig,
+    /// The layers the settings were read from, so a hint can name where a
+    /// value came from ([`source_of`](ProxyConfig::source_of)).
+    layers: Figment,
 }
 
 /// Values from command-line flags; they override the environment and the file.
@@ -352,7 +355,20 @@ impl ProxyConfig {
         let storage = StorageConfig::from_figment(&figment, STORAGE_KEY).map_err(storage_error)?;
         let proxy = validate(section, &storage)
             .map_err(|error| error.with_source(|key| describe_source(&figment, key)))?;
-        Ok(ProxyConfig { proxy, storage })
+        Ok(ProxyConfig {
+            proxy,
+            storage,
+            layers: figment,
+        })
+    }
+
+    /// Where the value of the dotted `key` (`proxy.upstream`,
+    /// `storage.redis.url`) came from, as configuration errors name it:
+    /// `/etc/mcp-proxy.toml: proxy.upstream`, `environment variable
+    /// MCP_PROXY_UPSTREAM`, `command-line override proxy.upstream` (`--upstream`),
+    /// or `default`.
+    pub fn source_of(&self, key: &str) -> String {
+        describe_source(&self.layers, key)
     }
 }
 

@@ -168,7 +168,11 @@ impl IntoResponse for ProxyError {
         // The detail may quote client input (a Last-Event-ID, a JSON error):
         // escaped, so it cannot forge log lines.
         let detail = self.to_string();
-        if status.is_server_error() {
+        if matches!(self, ProxyError::StoreUnavailable(_)) {
+            // The store logs when it stops answering and when it answers again
+            // (docs/operations.md); a line per refused request would bury them.
+            tracing::debug!(%status, error = %detail.escape_debug(), "request refused: session store unavailable");
+        } else if status.is_server_error() {
             tracing::warn!(%status, error = %detail.escape_debug(), "request failed");
         } else {
             tracing::debug!(%status, error = %detail.escape_debug(), "request rejected");

@@ -11,6 +11,10 @@
 //! only when no lease is live, so exactly one of several racing instances wins)
 //! and resumes the upstream stream itself (see [`replay`](crate::replay)).
 //!
+//! A complete stream's lease is given up at once, only while it is still ours:
+//! rewritten on its revision to expire [`RELEASED_TTL`] later, so the store
+//! drops its key (see [`StreamLease::release`]).
+//!
 //! A new POST reply stream's lease is taken by its renewal task
 //! ([`StreamLease::take_in_background`]), not before the relay starts, so the
 //! client's first bytes wait for no store round trip, and only after
@@ -49,6 +53,12 @@ pub const LEASE_RENEWAL: Duration = Duration::from_secs(1);
 /// and never write a lease at all; it stays well under the 100 ms a resuming
 /// instance tails the store before it looks for a lease (`replay`'s poll).
 pub const LEASE_TAKE_DELAY: Duration = Duration::from_millis(20);
+
+/// What is left of a released lease's life: the shortest a store accepts, so
+/// the store drops its key at once (Redis: `PEXPIREAT`) rather than keeping it
+/// for the rest of [`LEASE_TTL`]. A resuming instance that looks within it
+/// finds the stream still held and looks again at its next poll.
+pub const RELEASED_TTL: Duration = Duration::from_millis(1);
 
 /// This process's holder name: random per process, so a restarted instance on
 /// the same address is a new holder.
@@ -166,10 +176,22 @@ impl StreamLease {
         })
     }
 
-    /// Gives the lease up (the stream is complete), if it is still ours.
+    /// Gives the lease up (the stream is complete), only while it is still ours:
+    /// a compare-and-set on its revision that rewrites it to expire
+    /// [`RELEASED_TTL`] later, so the store drops the key itself. (A
+    /// [`kv_delete`](SessionStore::kv_delete) would only mark it expired: the
+    /// store keeps a deleted value's record until its own expiry, up to
+    /// [`LEASE_TTL`] later, so that revisions written after it keep growing.) A
+    /// lease another instance took over is left alone. A store that cannot be
+    /// reached is logged at debug: the lease lapses on its own.
     pub async fn release(self, store: &dyn SessionStore) {
         if let Err(error) = store
-            .kv_delete(&self.key, KvCondition::Revision(self.revision))
+            .kv_put(
+                &self.key,
+                self.token.as_bytes(),
+                RELEASED_TTL,
+                KvCondition::Revision(self.revision),
+            )
             .await
         {
             tracing::debug!(key = %self.key, %error, "stream lease not released; it lapses on its own");
@@ -336,6 +358,18 @@ mod tests {
     use super::*;
     use session_store::{FrameId, MemoryStore, StoreSettings};
 
+    /// Whether the lease at `key` stops being held within a bounded wait: a
+    /// released lease lives [`RELEASED_TTL`] more.
+    async fn gone_after_release(store: &dyn SessionStore, key: &KvKey) -> bool {
+        for _ in 0..1_000 {
+            if !is_held(store, key).await.unwrap() {
+                return true;
+            }
+            tokio::time::sleep(RELEASED_TTL).await;
+        }
+        false
+    }
+
     #[test]
     fn a_rejection_carrying_our_own_token_is_our_write_re_sent() {
         let ours = holder();
@@ -375,7 +409,7 @@ mod tests {
             "the new holder's lease stays"
         );
         second.release(&store).await;
-        assert!(!is_held(&store, &key).await.unwrap());
+        assert!(gone_after_release(&store, &key).await);
     }
 
     #[tokio::test]
@@ -398,7 +432,7 @@ mod tests {
         );
         assert_eq!(ours.renew(&store).await.unwrap(), Renewal::Renewed);
         ours.release(&store).await;
-        assert!(!is_held(&store, &key).await.unwrap());
+        assert!(gone_after_release(&store, &key).await);
     }
 
     #[tokio::test]

@@ -5,6 +5,8 @@
 //! once through the real binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::{
     collections::BTreeSet,
     path::PathBuf,
@@ -17,6 +19,7 @@ use std::{
 };
 
 use axum::{http::HeaderMap, routing::delete, Router};
+use common::SharedOutput;
 use indicatif::ProgressBar;
 use mcp_proxy::{
     commands::{
@@ -434,7 +437,8 @@ async fn tail_prints_the_newest_frames_then_a_new_one() {
     appender.await.unwrap();
     let text = String::from_utf8(out).unwrap();
     println!("{text}");
-    assert_eq!(printed, 1);
+    assert_eq!(printed.printed, 1);
+    assert_eq!(printed.ended, None, "--count reached, the session lives on");
     assert_eq!(
         text.lines().count(),
         4,
@@ -575,19 +579,33 @@ fn the_deploy_config_passes_check_config() {
 /// Runs `mcp-proxy check-config` on `toml` (environment cleared): exit code,
 /// stdout, stderr.
 fn check_config_binary(toml: &str) -> (Option<i32>, String, String) {
+    let (code, stdout, stderr, _) = check_config_binary_with(toml, &[], &[]);
+    (code, stdout, stderr)
+}
+
+/// [`check_config_binary`] with environment variables `env` and more flags
+/// `args`; also returns the configuration file's path.
+fn check_config_binary_with(
+    toml: &str,
+    env: &[(&str, String)],
+    args: &[String],
+) -> (Option<i32>, String, String, PathBuf) {
     let dir = scratch_dir();
     let file = dir.join("check.toml");
     std::fs::write(&file, toml).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"))
         .env_clear()
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .args(["check-config", "--config"])
         .arg(&file)
+        .args(args)
         .output()
         .unwrap();
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
+        file,
     )
 }
 
@@ -626,11 +644,96 @@ fn check_config_gives_its_verdict_after_the_store_check_with_one_hint() {
     // Unreachable: one hint at where the store is configured.
     assert_eq!(lines[1].matches("(check ").count(), 1, "{}", lines[1]);
     assert!(
-        lines[1].contains("(check [storage] backend, redis.url"),
+        lines[1].contains(&format!(
+            "(check storage.redis.url = \"redis://:***@127.0.0.1:{closed}\", from "
+        )),
         "{}",
         lines[1]
     );
     assert!(!stdout.contains("s3cret") && !stderr.contains("s3cret"));
+}
+
+#[test]
+fn check_config_hints_name_the_source_of_the_upstream_and_the_redis_url() {
+    let closed = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (upstream_port, redis_port) = (closed(), closed());
+    let upstream = format!("http://127.0.0.1:{upstream_port}/mcp");
+    let redis = format!("redis://127.0.0.1:{redis_port}");
+    // The file names other (also closed) addresses where a layer above overrides it.
+    let file_values = |upstream: &str, redis: &str| {
+        format!(
+            "[proxy]\nupstream = \"{upstream}\"\n[storage]\nbackend = \"redis\"\n\
+             [storage.redis]\nurl = \"{redis}\"\nconnect_timeout = \"300ms\"\n"
+        )
+    };
+    let beneath = file_values("http://127.0.0.1:9/mcp", "redis://127.0.0.1:9");
+    /// The layer, the file, the environment and the flags of one run.
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, Vec<String>);
+    let cases: [Case; 3] = [
+        ("file", file_values(&upstream, &redis), vec![], vec![]),
+        (
+            "environment",
+            beneath.clone(),
+            vec![
+                ("MCP_PROXY_UPSTREAM", upstream.clone()),
+                ("SESSION_STORE_REDIS__URL", redis.clone()),
+            ],
+            vec![],
+        ),
+        (
+            "flags",
+            beneath,
+            vec![],
+            vec![
+                "--upstream".to_owned(),
+                upstream.clone(),
+                "--redis-url".to_owned(),
+                redis.clone(),
+            ],
+        ),
+    ];
+    for (layer, toml, env, args) in cases {
+        let (code, stdout, stderr, file) = check_config_binary_with(&toml, &env, &args);
+        let lines = verdict_lines(&stdout, &["store", "upstream"]);
+        println!("{layer}:\n  {}", lines.join("\n  "));
+        assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+        assert_eq!(lines.len(), 2, "{stdout}");
+        let (upstream_source, redis_source) = match layer {
+            "file" => (
+                format!("{}: proxy.upstream", file.display()),
+                format!("{}: storage.redis.url", file.display()),
+            ),
+            "environment" => (
+                "environment variable MCP_PROXY_UPSTREAM".to_owned(),
+                "environment variable SESSION_STORE_REDIS__URL".to_owned(),
+            ),
+            _ => (
+                "command-line override proxy.upstream".to_owned(),
+                "command-line override storage.redis.url".to_owned(),
+            ),
+        };
+        assert!(
+            lines[0].contains(&format!(
+                "(check storage.redis.url = \"{redis}\", from {redis_source}; and storage.redis.tls)"
+            )),
+            "{layer}: {}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains(&format!(
+                "(check proxy.upstream = \"{upstream}\", from {upstream_source})"
+            )),
+            "{layer}: {}",
+            lines[1]
+        );
+        assert!(!stdout.contains("[proxy] upstream"), "{stdout}");
+    }
 }
 
 #[test]
@@ -897,6 +1000,68 @@ async fn show_lines_up_its_columns_and_reads_past_pages_cut_short_by_bytes() {
         }
         assert_eq!(&row[size_end - 2..=size_end], " B ", "{row:?}");
     }
+}
+
+/// The tail polls on tokio's paused clock: what happens between two polls is
+/// decided by the test, not by timing.
+#[tokio::test(start_paused = true)]
+async fn a_tail_whose_session_is_deleted_between_polls_says_the_last_frames_may_be_missing() {
+    let store = sample_store().await;
+    let id = store.list(None, 1).await.unwrap().items[0].id.clone();
+    let interval = Duration::from_secs(1);
+    let args = TailArgs {
+        id: id.to_string(),
+        lines: 1,
+        interval,
+        count: None,
+        payload: false,
+    };
+    let output = SharedOutput::default();
+    let mut writer = output.clone();
+    let progress = |method: &str| {
+        let message = format!(r#"{{"jsonrpc":"2.0","method":"{method}"}}"#);
+        Frame::new(Direction::ServerToClient, now(), message)
+    };
+    let session = async {
+        // The tail printed the newest frame and sleeps until its next poll.
+        while !output.text().contains("FRAME") {
+            tokio::task::yield_now().await;
+        }
+        let read = store
+            .append_frame(&id, progress("read/before"))
+            .await
+            .unwrap();
+        tokio::time::advance(interval).await;
+        for _ in 0..10_000 {
+            if output.text().contains("read/before") {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        // Recorded after that poll, then the session ends before the next one.
+        for method in ["lost/one", "lost/two"] {
+            store.append_frame(&id, progress(method)).await.unwrap();
+        }
+        assert!(store.delete(&id).await.unwrap());
+        read
+    };
+    let (tailed, read) = tokio::join!(sessions::tail(store.as_ref(), &args, &mut writer), session);
+    let tailed = tailed.unwrap();
+    let text = output.text();
+    println!("{text}{:?}", tailed.ended);
+    assert_eq!(
+        tailed.printed, 1,
+        "the frame read before the end is printed: {text}"
+    );
+    assert!(text.contains("read/before"), "{text}");
+    assert!(!text.contains("lost/"), "{text}");
+    let ended = tailed.ended.expect("the tail says the session ended");
+    assert!(
+        ended.contains(&format!("session `{id}` ended"))
+            && ended.contains(&format!("frames recorded after frame {read}"))
+            && ended.contains("may be missing"),
+        "{ended}"
+    );
 }
 
 #[tokio::test]

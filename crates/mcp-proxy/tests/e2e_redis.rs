@@ -7,7 +7,7 @@ mod common;
 
 use common::{
     admin_session, countdown_messages, read_events, start_proxy, start_upstream, Process,
-    RawClient, EXCHANGE_TIMEOUT,
+    RawClient, SharedOutput, EXCHANGE_TIMEOUT,
 };
 use mcp_proxy::event_id::ProxyEventId;
 use serde_json::{json, Value};
@@ -167,4 +167,76 @@ async fn a_session_deleted_on_one_instance_is_404_on_the_next_call_to_another_th
         .call_tool(&a.mcp_url(), 7, "add", json!({"a": 1, "b": 1}))
         .await;
     assert_eq!(on_a.status, 404);
+}
+
+/// `mcp-proxy sessions tail` on the store a proxy records into: the client's
+/// call and DELETE land between two of the tail's polls, so the call's frames
+/// go with the session before the tail could read them; the tail says so.
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn sessions_tail_of_a_session_deleted_between_its_polls_says_the_last_frames_may_be_missing()
+{
+    use mcp_proxy::{
+        commands::{open_store, sessions},
+        config::{Overrides, ProxyConfig},
+    };
+
+    let upstream = start_upstream();
+    let storage = redis_storage();
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", &storage);
+    let mut client = RawClient::new();
+    client.initialize(&proxy.mcp_url()).await;
+    let id = client.session.clone().unwrap();
+    let config = ProxyConfig::from_toml_str(
+        &format!("[proxy]\nupstream = \"{}\"\n{storage}", upstream.mcp_url()),
+        &Overrides::default(),
+    )
+    .unwrap();
+    let store = open_store(&config).await.unwrap();
+    let args = sessions::TailArgs {
+        id: id.clone(),
+        lines: 10,
+        // Long: the call and the DELETE below land within one interval.
+        interval: std::time::Duration::from_secs(5),
+        count: None,
+        payload: false,
+    };
+    let output = SharedOutput::default();
+    let mut writer = output.clone();
+    let session = async {
+        for _ in 0..2_000 {
+            if output.text().contains("FRAME") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let called = client
+            .call_tool(&proxy.mcp_url(), 1, "echo", json!({"text": "gone with it"}))
+            .await;
+        assert_eq!(called.status, 200, "{called:?}");
+        assert!(client.delete(&proxy.mcp_url()).await.is_success());
+    };
+    let (tailed, ()) = tokio::join!(
+        tokio::time::timeout(
+            EXCHANGE_TIMEOUT,
+            sessions::tail(store.as_ref(), &args, &mut writer)
+        ),
+        session
+    );
+    let tailed = tailed.expect("the tail ends with the session").unwrap();
+    let text = output.text();
+    println!("{text}{:?}", tailed.ended);
+    assert!(
+        text.contains("initialize"),
+        "the newest frames first: {text}"
+    );
+    assert_eq!(tailed.printed, 0, "{text}");
+    assert!(!text.contains("tools/call"), "{text}");
+    let ended = tailed.ended.expect("the tail says the session ended");
+    assert!(
+        ended.contains(&format!("session `{id}` ended"))
+            && ended.contains("frames recorded after frame ")
+            && ended.contains("may be missing"),
+        "{ended}"
+    );
 }

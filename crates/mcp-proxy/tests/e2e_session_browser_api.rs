@@ -47,8 +47,9 @@ fn ids(list: &Value) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn the_browser_api_filters_tails_ends_and_revokes_with_the_admin_token() {
+/// An upstream and a proxy in front of it with the admin token set (the
+/// upstream is returned to keep it running).
+fn proxy_with_admin_token() -> (Process, Process) {
     let upstream = start_upstream();
     let proxy = start_proxy(
         &upstream.mcp_url(),
@@ -56,6 +57,12 @@ async fn the_browser_api_filters_tails_ends_and_revokes_with_the_admin_token() {
         &format!("admin_token = \"{TOKEN}\"\n"),
         MEMORY,
     );
+    (upstream, proxy)
+}
+
+#[tokio::test]
+async fn the_browser_api_filters_tails_ends_and_revokes_with_the_admin_token() {
+    let (_upstream, proxy) = proxy_with_admin_token();
     let alice_1 = client(&proxy, "alice-laptop", "alice").await;
     let alice_2 = client(&proxy, "alice-phone", "alice").await;
     let bob = client(&proxy, "bob-laptop", "bob").await;
@@ -155,4 +162,75 @@ async fn the_browser_api_filters_tails_ends_and_revokes_with_the_admin_token() {
     )
     .await;
     assert_eq!(status, 404, "ending it again: not found");
+}
+
+/// The live tail of a session ended from the API ends with an `ended` event
+/// naming the last frame it sent and that frames recorded since its last poll
+/// may be missing (the store removed them with the session).
+#[tokio::test]
+async fn the_live_tail_of_an_ended_session_names_its_last_frame_and_that_later_ones_may_be_missing()
+{
+    use futures::StreamExt;
+    use mcp_proxy::sse::SseParser;
+
+    let (_upstream, proxy) = proxy_with_admin_token();
+    let carol = client(&proxy, "carol-laptop", "carol").await;
+    let id = carol.session.clone().unwrap();
+    let (status, ticket) = admin(
+        &proxy,
+        reqwest::Method::POST,
+        &format!("/ui/api/sessions/{id}/ticket"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ticket = ticket["ticket"].as_str().unwrap();
+    let response = reqwest::Client::new()
+        .get(proxy.admin_url(&format!("/ui/api/sessions/{id}/tail?ticket={ticket}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let mut parser = SseParser::new(1024 * 1024);
+    let called = carol
+        .call_tool(&proxy.mcp_url(), 1, "add", json!({"a": 1, "b": 2}))
+        .await;
+    assert_eq!(called.status, 200, "{called:?}");
+
+    let mut last_frame = None;
+    let mut ended = None;
+    let mut deleted = false;
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(EXCHANGE_TIMEOUT, body.next()).await {
+        for event in parser.push(&chunk).unwrap() {
+            match event.event.as_deref() {
+                Some("frame") => last_frame = event.id.clone(),
+                Some("ended") => ended = Some(event.data.clone()),
+                _ => {}
+            }
+        }
+        if ended.is_some() {
+            break;
+        }
+        if !deleted && last_frame.is_some() {
+            // The call's frames reached the tail: end the session.
+            deleted = true;
+            let (status, _) = admin(
+                &proxy,
+                reqwest::Method::DELETE,
+                &format!("/ui/api/sessions/{id}"),
+                Some(TOKEN),
+            )
+            .await;
+            assert_eq!(status, 200);
+        }
+    }
+    let ended: Value = serde_json::from_str(&ended.expect("an `ended` event")).unwrap();
+    println!("last frame sent {last_frame:?}; ended {ended}");
+    assert_eq!(ended["frames_may_be_missing"], true, "{ended}");
+    assert_eq!(
+        ended["after"].as_str(),
+        last_frame.as_deref(),
+        "the last frame the tail sent: {ended}"
+    );
 }

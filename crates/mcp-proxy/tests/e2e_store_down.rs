@@ -170,6 +170,18 @@ fn quick_fallback_storage(redis: &DurableRedis, prefix: &str) -> String {
     )
 }
 
+/// The proxy's log so far, its `session store` and `redis connection` lines
+/// printed (the outage as an operator greps it).
+fn log_with_store_lines_printed(proxy: &common::Process) -> String {
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    let store_lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("session store") || line.contains("redis connection"))
+        .collect();
+    println!("store lines:\n{}", store_lines.join("\n"));
+    log
+}
+
 fn result_text(reply: &Reply) -> Value {
     reply.messages().last().unwrap()["result"]["content"][0]["text"].clone()
 }
@@ -280,6 +292,100 @@ async fn with_the_store_down_an_existing_session_gets_503_and_works_again_after_
     let (status, body) = healthz(&proxy.url("/healthz")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ok", "{body}");
+
+    // Without the fallback the store says when Redis stopped answering and
+    // when it answered again, once each; no line per refused request.
+    let log = log_with_store_lines_printed(&proxy);
+    assert_eq!(
+        log.matches("session store: redis unavailable; calls fail until it answers again")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("session store: redis answers again").count(),
+        1,
+        "{log}"
+    );
+    let down = log.find("session store: redis unavailable").unwrap();
+    let up = log.find("session store: redis answers again").unwrap();
+    assert!(down < up, "{log}");
+    assert_eq!(
+        log.lines()
+            .filter(|line| line.contains(" WARN ") && line.contains("request failed"))
+            .count(),
+        0,
+        "the 503s are told by the store's line, not one line each:\n{log}"
+    );
+    assert!(
+        !log.contains("redis connection re-established"),
+        "nor one line per pooled connection that reconnected:\n{log}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn with_fallback_a_blip_that_leaves_the_breaker_closed_is_logged_once_down_and_once_up() {
+    let mut redis = DurableRedis::start();
+    let upstream = start_upstream();
+    // A breaker that does not open within the blip.
+    let storage = format!(
+        "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"{}\"\n\
+         key_prefix = \"store-blip\"\nfallback_to_memory = true\n\
+         connect_timeout = \"1s\"\ncommand_timeout = \"300ms\"\n\
+         [storage.redis.breaker]\nfailure_threshold = 1000\ncool_down = \"200ms\"\n",
+        redis.url()
+    );
+    let proxy = start_proxy(&upstream.mcp_url(), "127.0.0.1:0", "", &storage);
+    let mut client = RawClient::new();
+    client.initialize(&proxy.mcp_url()).await;
+
+    redis.kill();
+    // Served from memory: the session is remembered.
+    for id in 1..4 {
+        let during = client
+            .call_tool(&proxy.mcp_url(), id, "echo", json!({"text": "blip"}))
+            .await;
+        assert_eq!(during.status, 200, "{during:?}");
+    }
+    redis.restart();
+    let deadline = Instant::now() + RECOVERY_TIMEOUT;
+    let mut id = 10;
+    loop {
+        id += 1;
+        let reply = client
+            .call_tool(&proxy.mcp_url(), id, "echo", json!({"text": "back"}))
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let log = std::fs::read_to_string(&proxy.log).unwrap();
+        if log.contains("are written back") || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, body) = healthz(&proxy.url("/healthz")).await;
+    assert_eq!(body["breaker"], "closed", "{body}");
+    let log = log_with_store_lines_printed(&proxy);
+    for (line, expected) in [
+        (
+            "session store: primary unavailable; calls it fails are served from memory",
+            1,
+        ),
+        (
+            "session store: primary answers again; circuit breaker stayed closed",
+            1,
+        ),
+        ("are written back", 1),
+        ("circuit breaker opened", 0),
+        ("answers the probe", 0),
+    ] {
+        assert_eq!(log.matches(line).count(), expected, "{line}:\n{log}");
+    }
+    let down = log.find("primary unavailable; calls it fails").unwrap();
+    let up = log
+        .find("primary answers again; circuit breaker stayed closed")
+        .unwrap();
+    assert!(down < up, "{log}");
 }
 
 #[tokio::test]

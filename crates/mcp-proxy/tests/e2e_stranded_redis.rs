@@ -56,9 +56,10 @@ fn redis_cli(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// How many live stream leases exist under `prefix`. A released lease's hash is
-/// kept, expired (`exp` = the time of the delete), until its own expiry, so
-/// liveness is read from `exp` against Redis's clock.
+/// How many live stream leases exist under `prefix`. A released lease's hash
+/// lives 1 ms more, and one removed with `kv_delete` is kept, expired (`exp` =
+/// the time of the delete), until its own expiry, so liveness is read from `exp`
+/// against Redis's clock.
 fn leases(prefix: &str) -> usize {
     let now = redis_cli(&["TIME"]);
     let mut now = now.lines().map(|line| line.trim().parse::<u64>().unwrap());

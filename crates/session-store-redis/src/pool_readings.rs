@@ -33,7 +33,9 @@ pub(crate) fn count_reconnects(pool: &Pool, reconnects: &Arc<AtomicU64>) {
         let reconnects = reconnects.clone();
         let _listener = client.on_reconnect(move |server| {
             reconnects.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(%server, "redis connection re-established");
+            // One per pooled connection (pool_size per node): debug. The store's
+            // own lines say once that Redis answers again (docs/operations.md).
+            tracing::debug!(%server, "redis connection re-established");
             async { Ok(()) }
         });
     }

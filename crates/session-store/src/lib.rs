@@ -43,6 +43,8 @@ mod config;
 pub mod fallback;
 mod purge;
 #[cfg(feature = "redis")]
+mod reachability;
+#[cfg(feature = "redis")]
 mod redis_backend;
 
 #[doc(inline)]

@@ -2,7 +2,8 @@
 //! Redis backend's [`RedisConfig`], connects, and wraps the store in a
 //! [`FallbackStore`] when `fallback_to_memory` is set. With the fallback, Redis
 //! unreachable at start is an outage like any other: the store starts with its
-//! breaker open and connects in the background.
+//! breaker open and connects in the background. Without it, the store logs
+//! when Redis stops answering and when it answers again (`reachability`).
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use session_store_redis::{RedisConfig, RedisStore, Topology};
 use crate::{
     config::{BreakerSection, RedisSection},
     fallback::DeferredRedis,
+    reachability::LoggedReachability,
     FallbackSettings, FallbackStore, StorageConfig,
 };
 
@@ -29,7 +31,9 @@ pub(crate) async fn build_redis(
     let redis = redis_config(&config.redis);
     let connected = RedisStore::connect(redis.clone(), config.settings(), clock.clone()).await;
     if !config.redis.fallback_to_memory {
-        return Ok(Arc::new(connected?));
+        // Nothing else would log an outage: one line when calls start failing,
+        // one when Redis answers again.
+        return Ok(Arc::new(LoggedReachability::new(connected?)));
     }
     let fallback = fallback_settings(&config.redis.breaker);
     match connected {

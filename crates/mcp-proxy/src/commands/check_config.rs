@@ -143,14 +143,15 @@ pub fn effective_settings(config: &ProxyConfig) -> String {
 }
 
 /// Connects the store and asks its health. A store that cannot be reached gets
-/// a hint at the keys that say where it is; other errors (refused credentials,
-/// a clock too far from Redis's, an invalid setting) name what to fix
-/// themselves, so they get no second, generic one.
+/// a hint at the key that says where it is, with the source its value came from
+/// ([`where_the_store_is`]); other errors (refused credentials, a clock too far
+/// from Redis's, an invalid setting) name what to fix themselves, so they get no
+/// second, generic one.
 async fn check_store(config: &ProxyConfig) -> Result<String, String> {
     let store = open_store(config).await.map_err(|error| match error {
-        CommandError::Store(session_store::Error::Unavailable(_)) => format!(
-            "{error} (check [storage] backend, redis.url, redis.cluster.nodes or redis.sentinel, and redis.tls)"
-        ),
+        CommandError::Store(session_store::Error::Unavailable(_)) => {
+            format!("{error} (check {})", where_the_store_is(config))
+        }
         other => other.to_string(),
     })?;
     let health = store
@@ -165,6 +166,23 @@ async fn check_store(config: &ProxyConfig) -> Result<String, String> {
     ))
 }
 
+/// The key that says where Redis is (the cluster's or the sentinels' nodes, or
+/// the URL, credentials left out), where its value came from, and the other keys
+/// that decide whether a connection succeeds.
+fn where_the_store_is(config: &ProxyConfig) -> String {
+    let redis = &config.storage.redis;
+    let (key, value) = match (&redis.cluster, &redis.sentinel) {
+        (Some(_), _) => ("storage.redis.cluster.nodes", None),
+        (None, Some(_)) => ("storage.redis.sentinel.nodes", None),
+        (None, None) => ("storage.redis.url", Some(redis.url.to_string())),
+    };
+    let value = value.map_or_else(String::new, |value| format!(" = \"{value}\""));
+    format!(
+        "{key}{value}, from {}; and storage.redis.tls",
+        config.source_of(key)
+    )
+}
+
 async fn check_upstream(config: &ProxyConfig) -> Result<String, String> {
     let upstream = Upstream::new(&config.proxy)?;
     let target = without_credentials(upstream.url());
@@ -176,7 +194,12 @@ async fn check_upstream(config: &ProxyConfig) -> Result<String, String> {
     let response = upstream
         .send(Method::GET, headers, None)
         .await
-        .map_err(|error| format!("{error} (check [proxy] upstream = \"{target}\")"))?;
+        .map_err(|error| {
+            format!(
+                "{error} (check proxy.upstream = \"{target}\", from {})",
+                config.source_of("proxy.upstream")
+            )
+        })?;
     let status = response.status();
     if status.is_server_error() {
         return Err(format!(

@@ -115,7 +115,10 @@ pub async fn run(command: Command, config: ProxyConfig) -> Result<(), CommandErr
                     sessions::show(&*open_store(&config).await?, &args, out).await?;
                 }
                 SessionsCommand::Tail(args) => {
-                    sessions::tail(&*open_store(&config).await?, &args, out).await?;
+                    let tailed = sessions::tail(&*open_store(&config).await?, &args, out).await?;
+                    if let Some(ended) = tailed.ended {
+                        eprintln!("{ended}");
+                    }
                 }
                 SessionsCommand::Delete(args) => {
                     sessions::delete(&*open_store(&config).await?, &args, out).await?;

@@ -6,7 +6,7 @@ use std::{io::Write, sync::Arc, time::Duration};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use clap::Args;
 use serde_json::{json, Value};
-use session_store::{Error, Session, SessionId, SessionStatus, SessionStore, StoredFrame};
+use session_store::{Error, FrameId, Session, SessionId, SessionStatus, SessionStore, StoredFrame};
 
 use super::CommandError;
 use crate::{
@@ -190,9 +190,25 @@ pub struct TailArgs {
     pub payload: bool,
 }
 
+/// How a [`tail`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tailed {
+    /// New frames printed after the first `--lines`.
+    pub printed: u64,
+    /// When the session ended: the line saying so (the command prints it to
+    /// stderr), which also says that frames recorded after the last one read
+    /// may be missing (the store removes a session's frames with it).
+    pub ended: Option<String>,
+}
+
 /// Prints the newest `--lines` frames of a session, then each new frame as it is
 /// recorded, until the session ends (deleted or expired), `--count` new frames
-/// were printed, or the process is interrupted. Returns the new frames printed.
+/// were printed, or the process is interrupted.
+///
+/// A session that ends while its frames are read still has what was read
+/// printed. Its frames go with it, so frames recorded after the last read (at
+/// most one `--interval` before the end was seen) cannot be printed: the end
+/// line ([`Tailed::ended`]) says that they may be missing and after which frame.
 ///
 /// Errors: [`Error::NotFound`] when the session is gone at the start; the
 /// store's; writing.
@@ -200,13 +216,25 @@ pub async fn tail(
     store: &dyn SessionStore,
     args: &TailArgs,
     out: &mut dyn Write,
-) -> Result<u64, CommandError> {
+) -> Result<Tailed, CommandError> {
     let id = session_id(&args.id)?;
     let write = || CommandError::io("writing frames");
     let mut newest: Vec<StoredFrame> = Vec::new();
     let mut after = None;
+    let mut last_read = tokio::time::Instant::now();
+    let mut ended = false;
     loop {
-        let frames = store.read_frames(&id, after, FRAME_PAGE).await?;
+        let asked = tokio::time::Instant::now();
+        let frames = match store.read_frames(&id, after, FRAME_PAGE).await {
+            Ok(frames) => frames,
+            // Gone between two pages: what was read is still printed.
+            Err(Error::NotFound(_)) if after.is_some() => {
+                ended = true;
+                break;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        last_read = asked;
         // A page may be short of FRAME_PAGE (bounded by bytes): read on until
         // one is empty.
         if frames.is_empty() {
@@ -223,18 +251,31 @@ pub async fn tail(
     }
     out.flush().map_err(write())?;
     let mut printed = 0;
+    if ended {
+        return Ok(Tailed {
+            printed,
+            ended: Some(ended_line(&id, after, last_read.elapsed())),
+        });
+    }
     loop {
         if args.count.is_some_and(|count| printed >= count) {
-            return Ok(printed);
+            return Ok(Tailed {
+                printed,
+                ended: None,
+            });
         }
+        let asked = tokio::time::Instant::now();
         let frames = match store.read_frames(&id, after, FRAME_PAGE).await {
             Ok(frames) => frames,
             Err(Error::NotFound(_)) => {
-                eprintln!("mcp-proxy: session `{id}` ended");
-                return Ok(printed);
+                return Ok(Tailed {
+                    printed,
+                    ended: Some(ended_line(&id, after, last_read.elapsed())),
+                });
             }
             Err(error) => return Err(error.into()),
         };
+        last_read = asked;
         if frames.is_empty() {
             tokio::time::sleep(args.interval).await;
             continue;
@@ -249,6 +290,19 @@ pub async fn tail(
         }
         out.flush().map_err(write())?;
     }
+}
+
+/// The line a tail ends with when its session ended: the store removed the
+/// session's frames with it, so frames recorded after `after` (the last frame
+/// printed) in the `since` before the end was seen may be missing.
+fn ended_line(id: &SessionId, after: Option<FrameId>, since: Duration) -> String {
+    let after = after.map_or_else(|| "the start".to_owned(), |frame| format!("frame {frame}"));
+    let since = Duration::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+    format!(
+        "mcp-proxy: session `{id}` ended (deleted or expired); its frames were removed with it, \
+         so frames recorded after {after} in the last {} before the end was seen may be missing",
+        humantime::format_duration(since)
+    )
 }
 
 /// One line of the frame table: frame id, direction, stream, time, size, and

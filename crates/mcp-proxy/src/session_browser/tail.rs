@@ -102,7 +102,9 @@ pub struct TailQuery {
 
 /// `GET /ui/api/sessions/{id}/tail?ticket=&after=`: SSE, one `frame` event per
 /// new frame (data: the timeline entry as JSON, id: the frame id), an `ended`
-/// event when the session is gone, keep-alive comments meanwhile. Lasts at most
+/// event when the session is gone (data: `{"after": "<last frame id sent>",
+/// "frames_may_be_missing": true}`: frames recorded since the last poll went
+/// with the session), keep-alive comments meanwhile. Lasts at most
 /// 10 minutes (`TAIL_LIFETIME`) and ends when the proxy shuts down.
 pub async fn tail(
     State(app): State<Arc<AppState>>,
@@ -180,14 +182,14 @@ fn frames(
                             app.store.get(&id).await,
                             Err(session_store::Error::NotFound(_))
                         ) {
-                            pending.push(Event::default().event("ended").data("{}"));
+                            pending.push(ended_event(after));
                             done = true;
                             continue;
                         }
                         tokio::time::sleep(POLL_INTERVAL).await;
                     }
                     Err(session_store::Error::NotFound(_)) => {
-                        pending.push(Event::default().event("ended").data("{}"));
+                        pending.push(ended_event(after));
                         done = true;
                     }
                     Err(error) => {
@@ -197,6 +199,16 @@ fn frames(
                 }
             }
         },
+    )
+}
+
+/// The `ended` event: the store removes a session's frames with it, so frames
+/// recorded after `after` (the last frame sent) since the last poll may be
+/// missing: `{"after": "<frame id>", "frames_may_be_missing": true}`.
+fn ended_event(after: FrameId) -> Event {
+    Event::default().event("ended").data(
+        serde_json::json!({ "after": after.to_string(), "frames_may_be_missing": true })
+            .to_string(),
     )
 }
 

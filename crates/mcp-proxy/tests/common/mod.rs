@@ -549,3 +549,24 @@ pub fn countdown_messages(messages: &[Value]) -> (Vec<u64>, Vec<String>) {
         .collect();
     (progress, results)
 }
+
+/// What a command writes (a tail's frame table), readable while it runs.
+#[derive(Clone, Default)]
+pub struct SharedOutput(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedOutput {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedOutput {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}

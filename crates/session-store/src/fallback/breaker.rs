@@ -12,6 +12,8 @@ use std::{
 
 use parking_lot::Mutex;
 
+use crate::reachability::Reachability;
+
 /// What the breaker reports (see [`FallbackStats`](super::FallbackStats)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BreakerState {
@@ -114,6 +116,9 @@ pub(crate) struct Breaker {
     /// [`HALF_OPEN_TRIAL_SUCCESSES`].
     half_open_successes: AtomicU64,
     consecutive_failures: AtomicU32,
+    /// Whether the primary answers, for the lines that say when it stops and
+    /// answers again while the breaker stays closed.
+    reachability: Reachability,
     failure_threshold: u32,
     cool_down: Duration,
     times: Mutex<Times>,
@@ -127,6 +132,7 @@ impl Breaker {
             half_open_calls: AtomicU64::new(0),
             half_open_successes: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
+            reachability: Reachability::default(),
             failure_threshold: failure_threshold.max(1),
             cool_down,
             times: Mutex::new(Times::default()),
@@ -191,14 +197,34 @@ impl Breaker {
         self.times.lock().last_outage
     }
 
-    /// A primary call answered (any answer but Unavailable).
+    /// A primary call answered (any answer but Unavailable). The first answer
+    /// after failures that did not open the breaker (a blip) is logged once:
+    /// the primary answers again.
     pub(crate) fn record_success(&self) {
         // Load first: the common case writes nothing, so the cache line stays shared.
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
-        if self.state.load(Ordering::Relaxed) == HALF_OPEN {
+        let state = self.state.load(Ordering::Relaxed);
+        if state == HALF_OPEN {
             self.half_open_successes.fetch_add(1, Ordering::Relaxed);
+        }
+        if matches!(state, CLOSED | DRAINING) {
+            self.answers_again();
+        }
+    }
+
+    /// Logs, once, that the primary answers again after failures that left the
+    /// breaker closed: at the first call it answers, or when the write-back of
+    /// the blip completes first (no call came meanwhile).
+    fn answers_again(&self) {
+        if let Some(unanswered) = self.reachability.answered() {
+            tracing::info!(
+                breaker = "closed",
+                down_for = ?unanswered.down_for,
+                failed_calls = unanswered.failed_calls,
+                "session store: primary answers again; circuit breaker stayed closed"
+            );
         }
     }
 
@@ -212,6 +238,7 @@ impl Breaker {
             .consecutive_failures
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
+        let first = self.reachability.failed();
         let state = self.state.load(Ordering::Acquire);
         let trips = match state {
             HALF_OPEN => true,
@@ -226,6 +253,13 @@ impl Breaker {
                 cool_down = ?self.cool_down,
                 %error,
                 "session store: primary unavailable, circuit breaker opened; serving from memory"
+            );
+        } else if first && matches!(state, CLOSED | DRAINING) {
+            tracing::warn!(
+                breaker = "closed",
+                failure_threshold = self.failure_threshold,
+                %error,
+                "session store: primary unavailable; calls it fails are served from memory where they can be, circuit breaker still closed"
             );
         }
     }
@@ -300,6 +334,8 @@ impl Breaker {
             let open_for = times.opened_at.map(|at| now.saturating_duration_since(at));
             drop(times);
             self.consecutive_failures.store(0, Ordering::Relaxed);
+            // This line says the primary answers again; the calls after it do not.
+            let _ = self.reachability.answered();
             self.half_open_successes.store(0, Ordering::Relaxed);
             self.counters.half_opened.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
@@ -320,7 +356,11 @@ impl Breaker {
         if self.transition(state, CLOSED) {
             self.consecutive_failures.store(0, Ordering::Relaxed);
             if state == DRAINING {
-                tracing::debug!("session store: calls served from memory were written back");
+                self.answers_again();
+                tracing::info!(
+                    breaker = "closed",
+                    "session store: calls served from memory while the primary was unavailable are written back"
+                );
                 return;
             }
             let now = Instant::now();
@@ -357,6 +397,121 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lines `run` logs at info and above, as the proxy's log shows them.
+    fn logged(run: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, run);
+        let log = String::from_utf8(captured.0.lock().clone()).unwrap();
+        println!("{log}");
+        log
+    }
+
+    #[test]
+    fn a_blip_that_does_not_open_the_breaker_is_logged_once_down_and_once_up() {
+        let breaker = Breaker::new(5, Duration::from_secs(1));
+        let log = logged(|| {
+            for _ in 0..3 {
+                breaker.record_failure(&"redis at 127.0.0.1:6379: Connection refused");
+                breaker.mark_draining();
+            }
+            for _ in 0..3 {
+                breaker.record_success();
+            }
+            breaker.close();
+        });
+        assert_eq!(log.lines().count(), 3, "one line per change:\n{log}");
+        let down = "session store: primary unavailable; calls it fails are served from memory";
+        assert_eq!(log.matches(down).count(), 1, "{log}");
+        assert!(
+            log.contains("Connection refused"),
+            "names the failure: {log}"
+        );
+        let up = "session store: primary answers again; circuit breaker stayed closed";
+        assert_eq!(log.matches(up).count(), 1, "{log}");
+        assert!(log.contains("failed_calls=3"), "{log}");
+        assert_eq!(log.matches("are written back").count(), 1, "{log}");
+        assert!(!log.contains("probe") && !log.contains("opened"), "{log}");
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_blip_written_back_before_any_call_still_says_the_primary_answers_again() {
+        let breaker = Breaker::new(5, Duration::from_secs(1));
+        let log = logged(|| {
+            breaker.record_failure(&"x");
+            breaker.mark_draining();
+            breaker.close();
+            breaker.record_success();
+        });
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 3, "{log}");
+        assert!(
+            lines[0].contains("primary unavailable; calls it fails"),
+            "{log}"
+        );
+        assert!(
+            lines[1].contains("primary answers again; circuit breaker stayed closed"),
+            "{log}"
+        );
+        assert!(lines[2].contains("are written back"), "{log}");
+    }
+
+    #[test]
+    fn an_outage_that_opens_the_breaker_is_logged_once_per_change() {
+        let breaker = Breaker::new(2, Duration::from_millis(1));
+        let log = logged(|| {
+            for _ in 0..4 {
+                breaker.record_failure(&"x");
+            }
+            breaker.half_open();
+            for _ in 0..HALF_OPEN_TRIAL_SUCCESSES {
+                breaker.record_success();
+            }
+            breaker.close();
+        });
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 4, "{log}");
+        assert!(
+            lines[0].contains("primary unavailable; calls it fails"),
+            "{log}"
+        );
+        assert!(lines[1].contains("circuit breaker opened"), "{log}");
+        assert!(
+            lines[2].contains("primary answers again, circuit breaker half-open"),
+            "{log}"
+        );
+        assert!(
+            lines[3].contains("write-back complete, circuit breaker closed"),
+            "{log}"
+        );
+        assert!(!log.contains("stayed closed"), "{log}");
+    }
+
+    #[test]
+    fn a_breaker_opened_by_the_first_failure_says_only_that() {
+        let breaker = Breaker::new(1, Duration::from_secs(1));
+        let log = logged(|| breaker.record_failure(&"x"));
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains("circuit breaker opened"), "{log}");
+    }
 
     #[test]
     fn opens_after_threshold_consecutive_failures_only() {

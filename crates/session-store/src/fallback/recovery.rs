@@ -102,8 +102,9 @@ impl<P: FallbackPrimary> Inner<P> {
         }
     }
 
-    /// A write-back of `id` failed while the primary answers the probe: count
-    /// it on the entry, and quarantine the entry after [`QUARANTINE_AFTER`].
+    /// A write-back of `id` failed with Unavailable although the primary
+    /// answers a probe sent right after it (the breaker half-open after an
+    /// outage, or still closed after a blip): count it on the entry, and quarantine the entry after [`QUARANTINE_AFTER`].
     async fn failed_write_back(&self, id: &SessionId, error: &Error) {
         let Some(entry) = self.journal.get(id) else {
             return;
@@ -113,7 +114,7 @@ impl<P: FallbackPrimary> Inner<P> {
             dirty.write_back_failures = dirty.write_back_failures.saturating_add(1);
             dirty.write_back_failures
         };
-        tracing::warn!(session = %id, %error, failures, "session store: write-back of a session failed while the primary answers the probe");
+        tracing::warn!(session = %id, %error, failures, "session store: write-back of a session failed although the primary answers a probe sent right after it; retried, quarantined after {QUARANTINE_AFTER} failures");
         if failures >= QUARANTINE_AFTER {
             self.quarantine(id, error);
         }

@@ -234,7 +234,12 @@ async function startTail() {
     appendFrames([frame], true);
     status(view.seen + " frame(s) shown · last " + clock(frame.timestamp));
   });
-  source.addEventListener("ended", () => { stopTail(); $("tail-status").textContent = "session ended"; });
+  source.addEventListener("ended", () => {
+    // The store removed the session's frames with it: the last ones recorded
+    // since the tail's previous poll may be missing here.
+    stopTail();
+    $("tail-status").textContent = "session ended; frames recorded in its last moment may be missing";
+  });
   source.addEventListener("error", () => {
     // The stream ended (lifetime, restart) or the ticket expired: a new ticket.
     if (view.source !== source) return;
