@@ -479,7 +479,7 @@ async fn relay_reply(
         relay.pending_initialize = pending_initialize;
         relay.reconnect = reconnect;
         relay.lease = lease;
-        let body = relay.spawn(app.clone(), upstream);
+        let body = relay.spawn(app.clone(), upstream).await;
         return Ok(sse_response(status, passed_headers, session.as_ref(), body));
     }
 
