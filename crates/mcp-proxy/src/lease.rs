@@ -273,7 +273,11 @@ async fn take_first(
     key: &KvKey,
     released: &mut oneshot::Receiver<()>,
 ) -> Taken {
+    // Released first: a stream that ended before this task first ran (most
+    // `tools/call` replies) registers no timer at all; each timer a call
+    // registers can wake the runtime's driver thread once more.
     tokio::select! {
+        biased;
         _ = &mut *released => return Taken::Released,
         () = tokio::time::sleep(LEASE_TAKE_DELAY) => {}
     }
