@@ -183,7 +183,9 @@ impl StreamLease {
     /// without releasing it: it is released then too, so a resuming instance
     /// need not wait for it to lapse).
     pub fn keep_renewed(self, store: Arc<dyn SessionStore>) -> RenewedLease {
-        spawn_renewals(store, Holding::Held(self))
+        let (lease, pending) = renewals(store, Holding::Held(self));
+        pending.start();
+        lease
     }
 
     /// The lease of a stream this instance has just started relaying (a new POST
@@ -203,8 +205,44 @@ impl StreamLease {
         session: &SessionId,
         stream: &StreamId,
     ) -> Result<RenewedLease> {
+        let (lease, pending) = Self::take_when_started(store, session, stream)?;
+        pending.start();
+        Ok(lease)
+    }
+
+    /// [`take_in_background`](Self::take_in_background) whose renewal task is
+    /// spawned only by [`PendingLease::start`]: a reply stream that is complete
+    /// before then (the upstream answered at once) spawns no task and registers
+    /// no timer. The [`LEASE_TAKE_DELAY`] counts from the start. Until then the
+    /// handle is never lost; dropping the [`PendingLease`] unstarted leaves it so.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`](session_store::Error::InvalidInput) when the session and
+    /// stream ids make no valid key.
+    pub fn take_when_started(
+        store: Arc<dyn SessionStore>,
+        session: &SessionId,
+        stream: &StreamId,
+    ) -> Result<(RenewedLease, PendingLease)> {
         let key = lease_key(session, stream)?;
-        Ok(spawn_renewals(store, Holding::Taking(key)))
+        Ok(renewals(store, Holding::Taking(key)))
+    }
+}
+
+/// A lease's renewal task, not spawned yet
+/// ([`StreamLease::take_when_started`]).
+#[must_use = "the lease is neither taken nor renewed until started"]
+pub struct PendingLease {
+    store: Arc<dyn SessionStore>,
+    holding: Holding,
+    lost_tx: watch::Sender<bool>,
+    released: oneshot::Receiver<()>,
+}
+
+impl std::fmt::Debug for PendingLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLease").finish_non_exhaustive()
     }
 }
 
@@ -216,46 +254,70 @@ enum Holding {
     Held(StreamLease),
 }
 
-fn spawn_renewals(store: Arc<dyn SessionStore>, holding: Holding) -> RenewedLease {
+/// A lease handle and its renewal task, not spawned yet.
+fn renewals(store: Arc<dyn SessionStore>, holding: Holding) -> (RenewedLease, PendingLease) {
     let (lost_tx, lost) = watch::channel(false);
-    let (release, mut released) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let mut lease = match holding {
-            Holding::Held(lease) => lease,
-            Holding::Taking(key) => match take_first(store.as_ref(), &key, &mut released).await {
-                Taken::Lease(lease) => lease,
-                Taken::HeldByAnother => {
-                    let _ = lost_tx.send(true);
-                    return;
-                }
-                Taken::Released => return,
-            },
-        };
-        loop {
-            tokio::select! {
-                _ = &mut released => {
-                    // Released, or the handle dropped by a relay that stopped:
-                    // either way nobody relays under this lease any more.
-                    lease.release(store.as_ref()).await;
-                    return;
-                }
-                () = tokio::time::sleep(LEASE_RENEWAL) => {}
-            }
-            match lease.renew(store.as_ref()).await {
-                Ok(Renewal::Renewed) => {}
-                Ok(Renewal::Lost) => {
-                    let _ = lost_tx.send(true);
-                    return;
-                }
-                Err(error) => {
-                    tracing::debug!(key = %lease.key, %error, "stream lease not renewed this time");
-                }
-            }
-        }
-    });
-    RenewedLease {
+    let (release, released) = oneshot::channel::<()>();
+    let lease = RenewedLease {
         lost,
         release: Some(release),
+    };
+    let pending = PendingLease {
+        store,
+        holding,
+        lost_tx,
+        released,
+    };
+    (lease, pending)
+}
+
+impl PendingLease {
+    /// Spawns the renewal task: it takes the lease (after [`LEASE_TAKE_DELAY`],
+    /// unless released first) or renews the one held, as
+    /// [`StreamLease::take_in_background`] and [`StreamLease::keep_renewed`] say.
+    pub fn start(self) {
+        tokio::spawn(run_renewals(self));
+    }
+}
+
+async fn run_renewals(pending: PendingLease) {
+    let PendingLease {
+        store,
+        holding,
+        lost_tx,
+        mut released,
+    } = pending;
+    let mut lease = match holding {
+        Holding::Held(lease) => lease,
+        Holding::Taking(key) => match take_first(store.as_ref(), &key, &mut released).await {
+            Taken::Lease(lease) => lease,
+            Taken::HeldByAnother => {
+                let _ = lost_tx.send(true);
+                return;
+            }
+            Taken::Released => return,
+        },
+    };
+    loop {
+        tokio::select! {
+            _ = &mut released => {
+                // Released, or the handle dropped by a relay that stopped:
+                // either way nobody relays under this lease any more.
+                lease.release(store.as_ref()).await;
+                return;
+            }
+            () = tokio::time::sleep(LEASE_RENEWAL) => {}
+        }
+        match lease.renew(store.as_ref()).await {
+            Ok(Renewal::Renewed) => {}
+            Ok(Renewal::Lost) => {
+                let _ = lost_tx.send(true);
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(key = %lease.key, %error, "stream lease not renewed this time");
+            }
+        }
     }
 }
 
@@ -451,6 +513,57 @@ mod tests {
         );
         let key = lease_key(&session, &stream).unwrap();
         assert!(!is_held(store.as_ref(), &key).await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_whose_stream_completed_before_it_was_started_writes_nothing_and_is_never_lost()
+    {
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let store: Arc<dyn SessionStore> = Arc::new(crate::metered_store::MeteredStore::new(
+            Arc::new(MemoryStore::new(StoreSettings::default()).unwrap()),
+            metrics.clone(),
+        ));
+        let session = SessionId::new("s1").unwrap();
+        let stream = StreamId::for_request(FrameId::new(1, 0));
+        let (mut ours, pending) =
+            StreamLease::take_when_started(store.clone(), &session, &stream).unwrap();
+        drop(pending);
+        let lost = tokio::time::timeout(LEASE_RENEWAL * 3, ours.lost()).await;
+        assert!(lost.is_err(), "an unstarted lease is never lost");
+        ours.release();
+        let text = metrics.render(None);
+        assert!(
+            !text.contains("operation=\"kv_put\""),
+            "no lease written:\n{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_when_started_is_held_until_released() {
+        let store: Arc<dyn SessionStore> =
+            Arc::new(MemoryStore::new(StoreSettings::default()).unwrap());
+        let session = SessionId::new("s1").unwrap();
+        let stream = StreamId::for_request(FrameId::new(1, 0));
+        let key = lease_key(&session, &stream).unwrap();
+        let (ours, pending) =
+            StreamLease::take_when_started(store.clone(), &session, &stream).unwrap();
+        pending.start();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !is_held(store.as_ref(), &key).await.unwrap() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the lease was taken"
+            );
+            tokio::task::yield_now().await;
+        }
+        ours.release();
+        while is_held(store.as_ref(), &key).await.unwrap() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the lease was released"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 
     #[tokio::test]

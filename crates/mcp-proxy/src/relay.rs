@@ -23,7 +23,7 @@ use tokio::{sync::mpsc, time::Instant};
 use crate::{
     event_id::{ProxyEventId, StreamId, StreamKind},
     jsonrpc,
-    lease::RenewedLease,
+    lease::{PendingLease, RenewedLease},
     metrics::StreamFailure,
     recorder::append_batch,
     session::complete_initialize,
@@ -248,8 +248,14 @@ impl Relay {
     /// (a [`client_channel`]). Waits up to [`FIRST_BATCH_HOLD`] for the relay's
     /// first batch of events, so that a reply the upstream had ready is in the
     /// body, after the priming event, from its start: hyper then writes the
-    /// response head and both in one go.
-    pub async fn spawn(self, app: std::sync::Arc<AppState>, upstream: reqwest::Response) -> Body {
+    /// response head and both in one go. `lease` (the renewal task of
+    /// [`Relay::lease`]) is started then, unless the stream is complete already.
+    pub async fn spawn(
+        self,
+        app: std::sync::Arc<AppState>,
+        upstream: reqwest::Response,
+        lease: Option<PendingLease>,
+    ) -> Body {
         let mut head: Vec<Bytes> = self
             .target
             .as_ref()
@@ -259,8 +265,23 @@ impl Relay {
         let keepalive = app.settings.sse_keepalive;
         let (tx, mut rx) = mpsc::channel::<Bytes>(CLIENT_BUFFER_EVENTS);
         tokio::spawn(async move { self.run(&app, upstream, &tx).await });
-        if let Ok(Some(batch)) = tokio::time::timeout(FIRST_BATCH_HOLD, rx.recv()).await {
-            head.push(batch);
+        let complete = match tokio::time::timeout(FIRST_BATCH_HOLD, rx.recv()).await {
+            Ok(Some(batch)) => {
+                head.push(batch);
+                loop {
+                    match rx.try_recv() {
+                        Ok(batch) => head.push(batch),
+                        Err(mpsc::error::TryRecvError::Empty) => break false,
+                        Err(mpsc::error::TryRecvError::Disconnected) => break true,
+                    }
+                }
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        // A relay that ended has released its lease: nothing to take.
+        if let (Some(lease), false) = (lease, complete) {
+            lease.start();
         }
         client_body(keepalive, head, rx)
     }
@@ -840,6 +861,7 @@ mod tests {
             .spawn(
                 app.clone(),
                 open_ended_upstream("data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n\n"),
+                None,
             )
             .await;
         let mut body = body.into_data_stream();
@@ -866,7 +888,9 @@ mod tests {
     async fn a_reply_stream_whose_upstream_is_silent_opens_with_its_priming_event_after_the_hold() {
         let app = app();
         let relay = reply_relay(&app).await;
-        let body = relay.spawn(app.clone(), open_ended_upstream("")).await;
+        let body = relay
+            .spawn(app.clone(), open_ended_upstream(""), None)
+            .await;
         let mut body = body.into_data_stream();
         let priming = body.next().now_or_never().flatten().unwrap().unwrap();
         assert_eq!(&priming[..], b"id: 1-0@r1-0\ndata:\n\n");
