@@ -12,10 +12,11 @@
 //! and resumes the upstream stream itself (see [`replay`](crate::replay)).
 //!
 //! A new POST reply stream's lease is taken by its renewal task
-//! ([`StreamLease::take_in_background`]), not before the relay starts, so the
+//! ([`StreamLease::take_when_started`]), not before the relay starts, so the
 //! client's first bytes wait for no store round trip, and only after
 //! [`LEASE_TAKE_DELAY`], so a stream that ends within it (most `tools/call`
-//! replies) costs no lease writes at all. That opens a window: from
+//! replies) costs no lease writes at all; the task is not even spawned when
+//! the stream is complete by the time its response is handed to the client. That opens a window: from
 //! the moment the client has the stream's priming event until the put lands, an
 //! instance serving a resumption of the stream could find no lease. It looks for
 //! one only after tailing the store for a poll interval (100 ms), so the window
