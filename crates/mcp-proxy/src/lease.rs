@@ -403,6 +403,30 @@ mod tests {
     use super::*;
     use session_store::{FrameId, MemoryStore, StoreSettings};
 
+    /// A memory store whose operations are counted in the returned metrics.
+    fn metered_memory_store() -> (Arc<crate::metrics::Metrics>, Arc<dyn SessionStore>) {
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let store = Arc::new(crate::metered_store::MeteredStore::new(
+            Arc::new(MemoryStore::new(StoreSettings::default()).unwrap()),
+            metrics.clone(),
+        ));
+        (metrics, store)
+    }
+
+    /// Yields until some instance holds `key` (`held`) or none does; bounded
+    /// (a deadlock guard, not a timing).
+    async fn wait_until_held(store: &dyn SessionStore, key: &KvKey, held: bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while is_held(store, key).await.unwrap() != held {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the lease was {}",
+                if held { "taken" } else { "released" }
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[test]
     fn a_rejection_carrying_our_own_token_is_our_write_re_sent() {
         let ours = holder();
@@ -490,11 +514,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_released_within_the_take_delay_never_writes_a_lease() {
-        let metrics = Arc::new(crate::metrics::Metrics::default());
-        let store: Arc<dyn SessionStore> = Arc::new(crate::metered_store::MeteredStore::new(
-            Arc::new(MemoryStore::new(StoreSettings::default()).unwrap()),
-            metrics.clone(),
-        ));
+        let (metrics, store) = metered_memory_store();
         let session = SessionId::new("s1").unwrap();
         let stream = StreamId::for_request(FrameId::new(1, 0));
         let ours = StreamLease::take_in_background(store.clone(), &session, &stream).unwrap();
@@ -519,11 +539,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lease_whose_stream_completed_before_it_was_started_writes_nothing_and_is_never_lost()
     {
-        let metrics = Arc::new(crate::metrics::Metrics::default());
-        let store: Arc<dyn SessionStore> = Arc::new(crate::metered_store::MeteredStore::new(
-            Arc::new(MemoryStore::new(StoreSettings::default()).unwrap()),
-            metrics.clone(),
-        ));
+        let (metrics, store) = metered_memory_store();
         let session = SessionId::new("s1").unwrap();
         let stream = StreamId::for_request(FrameId::new(1, 0));
         let (mut ours, pending) =
@@ -549,22 +565,9 @@ mod tests {
         let (ours, pending) =
             StreamLease::take_when_started(store.clone(), &session, &stream).unwrap();
         pending.start();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !is_held(store.as_ref(), &key).await.unwrap() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the lease was taken"
-            );
-            tokio::task::yield_now().await;
-        }
+        wait_until_held(store.as_ref(), &key, true).await;
         ours.release();
-        while is_held(store.as_ref(), &key).await.unwrap() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the lease was released"
-            );
-            tokio::task::yield_now().await;
-        }
+        wait_until_held(store.as_ref(), &key, false).await;
     }
 
     #[tokio::test]
@@ -575,14 +578,7 @@ mod tests {
         let stream = StreamId::for_request(FrameId::new(1, 0));
         let key = lease_key(&session, &stream).unwrap();
         let ours = StreamLease::take_in_background(store.clone(), &session, &stream).unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !is_held(store.as_ref(), &key).await.unwrap() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the lease was taken"
-            );
-            tokio::task::yield_now().await;
-        }
+        wait_until_held(store.as_ref(), &key, true).await;
         assert!(
             StreamLease::take_over(store.as_ref(), &key)
                 .await
@@ -591,12 +587,6 @@ mod tests {
             "nobody else takes a held stream"
         );
         ours.release();
-        while is_held(store.as_ref(), &key).await.unwrap() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the lease was released"
-            );
-            tokio::task::yield_now().await;
-        }
+        wait_until_held(store.as_ref(), &key, false).await;
     }
 }
