@@ -403,30 +403,6 @@ mod tests {
     use super::*;
     use session_store::{FrameId, MemoryStore, StoreSettings};
 
-    /// A memory store whose operations are counted in the returned metrics.
-    fn metered_memory_store() -> (Arc<crate::metrics::Metrics>, Arc<dyn SessionStore>) {
-        let metrics = Arc::new(crate::metrics::Metrics::default());
-        let store = Arc::new(crate::metered_store::MeteredStore::new(
-            Arc::new(MemoryStore::new(StoreSettings::default()).unwrap()),
-            metrics.clone(),
-        ));
-        (metrics, store)
-    }
-
-    /// Yields until some instance holds `key` (`held`) or none does; bounded
-    /// (a deadlock guard, not a timing).
-    async fn wait_until_held(store: &dyn SessionStore, key: &KvKey, held: bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while is_held(store, key).await.unwrap() != held {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the lease was {}",
-                if held { "taken" } else { "released" }
-            );
-            tokio::task::yield_now().await;
-        }
-    }
-
     #[test]
     fn a_rejection_carrying_our_own_token_is_our_write_re_sent() {
         let ours = holder();
@@ -588,5 +564,29 @@ mod tests {
         );
         ours.release();
         wait_until_held(store.as_ref(), &key, false).await;
+    }
+
+    /// A memory store whose operations are counted in the returned metrics.
+    fn metered_memory_store() -> (Arc<crate::metrics::Metrics>, Arc<dyn SessionStore>) {
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let store = Arc::new(crate::metered_store::MeteredStore::new(
+            Arc::new(MemoryStore::new(StoreSettings::default()).unwrap()),
+            metrics.clone(),
+        ));
+        (metrics, store)
+    }
+
+    /// Yields until some instance holds `key` (`held`) or none does; bounded
+    /// (a deadlock guard, not a timing).
+    async fn wait_until_held(store: &dyn SessionStore, key: &KvKey, held: bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while is_held(store, key).await.unwrap() != held {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the lease was {}",
+                if held { "taken" } else { "released" }
+            );
+            tokio::task::yield_now().await;
+        }
     }
 }
