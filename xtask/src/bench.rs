@@ -39,6 +39,12 @@ Benchmark args (after --):
   --upstream NAME   demo (demo-upstream, default) or everything
                     (@modelcontextprotocol/server-everything; xtask installs
                     it with npm into target/npm-mcp and sets TEST_MCP_NPM_DIR)
+  --baseline-proxy PATH
+                    another mcp-proxy build as a further memory row
+                    (`memory, baseline`): before/after a change in one run
+  --worker-threads LIST
+                    [proxy] worker_threads values, each a further memory row
+                    (`memory, N wkr`), e.g. 1,2
 
 Results and how to read them: docs/performance.md, \"mcp-proxy overhead\".
 ";

@@ -41,7 +41,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{everything::Everything, scratch_path, start_proxy, start_upstream, Process};
+use common::{
+    everything::Everything, scratch_path, start_proxy, start_proxy_binary, start_upstream, Process,
+};
 use nginx::Nginx;
 use serde_json::{json, Value};
 
@@ -72,6 +74,11 @@ struct Options {
     upstream: Upstream,
     /// `storage.redis.pool_size` of the Redis proxy (the default, 8, when absent).
     redis_pool_size: Option<usize>,
+    /// Another `mcp-proxy` build measured as a further memory row (`memory,
+    /// baseline`): before/after a change in one run.
+    baseline_proxy: Option<std::path::PathBuf>,
+    /// `[proxy] worker_threads` values, each a further memory row.
+    worker_threads: Vec<usize>,
 }
 
 impl Options {
@@ -83,6 +90,8 @@ impl Options {
             rounds: 3,
             upstream: Upstream::Demo,
             redis_pool_size: None,
+            baseline_proxy: None,
+            worker_threads: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -108,6 +117,13 @@ impl Options {
                 }
                 "--redis-pool-size" => {
                     options.redis_pool_size = Some(value().parse().expect("--redis-pool-size N"));
+                }
+                "--baseline-proxy" => options.baseline_proxy = Some(value().into()),
+                "--worker-threads" => {
+                    options.worker_threads = value()
+                        .split(',')
+                        .map(|count| count.trim().parse().expect("--worker-threads 1,2"))
+                        .collect();
                 }
                 "--bench" => {}
                 other => panic!("unknown argument {other}; see `cargo xtask bench --help`"),
@@ -259,12 +275,50 @@ async fn run(options: Options) {
             None
         }
     };
+    let memory_toml = "[storage]\nbackend = \"memory\"\n";
     let memory = start_proxy(
         &upstream.mcp_url(),
         "127.0.0.1:0",
         UNLIMITED_CLIENTS,
-        "[storage]\nbackend = \"memory\"\n",
+        memory_toml,
     );
+    // Further memory rows: the baseline build, and each `worker_threads` value
+    // on this build (and on the baseline's, when given).
+    let this_build = std::path::PathBuf::from(env!("CARGO_BIN_EXE_mcp-proxy"));
+    let mut extra_memory: Vec<(String, Process)> = Vec::new();
+    for (build, binary) in std::iter::once(("memory", Some(&this_build))).chain(std::iter::once((
+        "baseline",
+        options.baseline_proxy.as_ref(),
+    ))) {
+        let Some(binary) = binary else { continue };
+        let mut variants: Vec<(String, String)> = options
+            .worker_threads
+            .iter()
+            .map(|threads| {
+                (
+                    format!("{build}, {threads} wkr"),
+                    format!("{UNLIMITED_CLIENTS}\nworker_threads = {threads}"),
+                )
+            })
+            .collect();
+        if build == "baseline" {
+            variants.insert(
+                0,
+                ("memory, baseline".to_owned(), UNLIMITED_CLIENTS.to_owned()),
+            );
+        }
+        for (name, keys) in variants {
+            let proxy = start_proxy_binary(
+                binary,
+                &upstream.mcp_url(),
+                "127.0.0.1:0",
+                &keys,
+                memory_toml,
+                &[],
+            );
+            extra_memory.push((name, proxy));
+        }
+    }
     let redis: Option<Process> = std::env::var(REDIS_URL_VAR).ok().map(|url| {
         let prefix = format!("mcp-proxy-bench-{:08x}", rand::random::<u32>());
         let pool = options
@@ -300,6 +354,14 @@ async fn run(options: Options) {
         metrics_url: Some(memory.admin_url("/metrics")),
         pids: vec![memory.pid()],
     });
+    for (name, proxy) in &extra_memory {
+        targets.push(Target {
+            name: Box::leak(name.clone().into_boxed_str()),
+            url: proxy.mcp_url(),
+            metrics_url: Some(proxy.admin_url("/metrics")),
+            pids: vec![proxy.pid()],
+        });
+    }
     match &redis {
         Some(proxy) => targets.push(Target {
             name: "proxy, Redis",

@@ -79,7 +79,15 @@ pub(crate) const PROXY_KEYS: &[&str] = &[
     "upstream_session_recovery",
     "upstream_poll_deadline",
     "sse_keepalive",
+    // The process: the async runtime.
+    "worker_threads",
 ];
+
+/// `worker_threads` when the key is absent: one worker. On the side-by-side
+/// bench one worker spent ~25% less CPU per call than one per core (no futex
+/// wake-ups between workers) and served as many calls/s at 16 clients
+/// (docs/performance.md, "CPU per call").
+pub const DEFAULT_WORKER_THREADS: usize = 1;
 
 /// The `[proxy]` table as written, before validation.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -130,6 +138,8 @@ pub(crate) struct ProxySection {
     upstream_poll_deadline: Duration,
     #[serde(with = "humantime_serde")]
     sse_keepalive: Duration,
+    // The process: the async runtime.
+    worker_threads: usize,
 }
 
 /// What the proxy does when the upstream has lost a session
@@ -197,6 +207,7 @@ impl Default for ProxySection {
             upstream_session_recovery: SessionRecovery::Restore,
             upstream_poll_deadline: Duration::from_secs(600),
             sse_keepalive: Duration::from_secs(15),
+            worker_threads: DEFAULT_WORKER_THREADS,
         }
     }
 }
@@ -275,6 +286,11 @@ pub struct ProxySettings {
     /// `sse_keepalive`: the interval of the comment lines that keep an idle SSE
     /// stream to a client open through load balancers (default `15s`).
     pub sse_keepalive: Duration,
+    /// `worker_threads`: the async runtime's worker threads (default 1: the
+    /// least CPU per call, docs/performance.md); `None` (the key set to 0) is
+    /// tokio's default, one per core (or `TOKIO_WORKER_THREADS`). Read before
+    /// the runtime is built ([`ProxyConfig::load`] runs outside it).
+    pub worker_threads: Option<usize>,
     /// `record_stateless` and `[proxy.cache]`: the 2026-07-28 request path.
     pub modern: ModernSettings,
     /// `bridge` and `bridge_request_state_keys`: the protocol-generation bridge.
@@ -564,6 +580,7 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
         upstream_session_recovery: section.upstream_session_recovery,
         upstream_poll_deadline: section.upstream_poll_deadline,
         sse_keepalive: section.sse_keepalive,
+        worker_threads: (section.worker_threads > 0).then_some(section.worker_threads),
     })
 }
 
@@ -819,6 +836,21 @@ mod tests {
             Duration::from_secs(600)
         );
         assert_eq!(config.proxy.sse_keepalive, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn worker_threads_defaults_to_one_and_zero_means_one_per_core() {
+        for (line, expected) in [
+            ("", Some(DEFAULT_WORKER_THREADS)),
+            ("worker_threads = 0", None),
+            ("worker_threads = 1", Some(1)),
+            ("worker_threads = 4", Some(4)),
+        ] {
+            let config = parse_proxy_keys(line).unwrap_or_else(|error| panic!("{line}: {error}"));
+            assert_eq!(config.proxy.worker_threads, expected, "{line}");
+        }
+        let error = parse_proxy_keys("worker_threads = -1").unwrap_err();
+        assert!(error.to_string().contains("worker_threads"), "{error}");
     }
 
     #[test]

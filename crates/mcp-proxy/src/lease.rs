@@ -16,10 +16,11 @@
 //! drops its key (see [`StreamLease::release`]).
 //!
 //! A new POST reply stream's lease is taken by its renewal task
-//! ([`StreamLease::take_in_background`]), not before the relay starts, so the
+//! ([`StreamLease::take_when_started`]), not before the relay starts, so the
 //! client's first bytes wait for no store round trip, and only after
 //! [`LEASE_TAKE_DELAY`], so a stream that ends within it (most `tools/call`
-//! replies) costs no lease writes at all. That opens a window: from
+//! replies) costs no lease writes at all; the task is not even spawned when
+//! the stream is complete by the time its response is handed to the client. That opens a window: from
 //! the moment the client has the stream's priming event until the put lands, an
 //! instance serving a resumption of the stream could find no lease. It looks for
 //! one only after tailing the store for a poll interval (100 ms), so the window
@@ -205,7 +206,9 @@ impl StreamLease {
     /// without releasing it: it is released then too, so a resuming instance
     /// need not wait for it to lapse).
     pub fn keep_renewed(self, store: Arc<dyn SessionStore>) -> RenewedLease {
-        spawn_renewals(store, Holding::Held(self))
+        let (lease, pending) = renewals(store, Holding::Held(self));
+        pending.start();
+        lease
     }
 
     /// The lease of a stream this instance has just started relaying (a new POST
@@ -225,8 +228,44 @@ impl StreamLease {
         session: &SessionId,
         stream: &StreamId,
     ) -> Result<RenewedLease> {
+        let (lease, pending) = Self::take_when_started(store, session, stream)?;
+        pending.start();
+        Ok(lease)
+    }
+
+    /// [`take_in_background`](Self::take_in_background) whose renewal task is
+    /// spawned only by [`PendingLease::start`]: a reply stream that is complete
+    /// before then (the upstream answered at once) spawns no task and registers
+    /// no timer. The [`LEASE_TAKE_DELAY`] counts from the start. Until then the
+    /// handle is never lost; dropping the [`PendingLease`] unstarted leaves it so.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidInput`](session_store::Error::InvalidInput) when the session and
+    /// stream ids make no valid key.
+    pub fn take_when_started(
+        store: Arc<dyn SessionStore>,
+        session: &SessionId,
+        stream: &StreamId,
+    ) -> Result<(RenewedLease, PendingLease)> {
         let key = lease_key(session, stream)?;
-        Ok(spawn_renewals(store, Holding::Taking(key)))
+        Ok(renewals(store, Holding::Taking(key)))
+    }
+}
+
+/// A lease's renewal task, not spawned yet
+/// ([`StreamLease::take_when_started`]).
+#[must_use = "the lease is neither taken nor renewed until started"]
+pub struct PendingLease {
+    store: Arc<dyn SessionStore>,
+    holding: Holding,
+    lost_tx: watch::Sender<bool>,
+    released: oneshot::Receiver<()>,
+}
+
+impl std::fmt::Debug for PendingLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLease").finish_non_exhaustive()
     }
 }
 
@@ -238,46 +277,70 @@ enum Holding {
     Held(StreamLease),
 }
 
-fn spawn_renewals(store: Arc<dyn SessionStore>, holding: Holding) -> RenewedLease {
+/// A lease handle and its renewal task, not spawned yet.
+fn renewals(store: Arc<dyn SessionStore>, holding: Holding) -> (RenewedLease, PendingLease) {
     let (lost_tx, lost) = watch::channel(false);
-    let (release, mut released) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let mut lease = match holding {
-            Holding::Held(lease) => lease,
-            Holding::Taking(key) => match take_first(store.as_ref(), &key, &mut released).await {
-                Taken::Lease(lease) => lease,
-                Taken::HeldByAnother => {
-                    let _ = lost_tx.send(true);
-                    return;
-                }
-                Taken::Released => return,
-            },
-        };
-        loop {
-            tokio::select! {
-                _ = &mut released => {
-                    // Released, or the handle dropped by a relay that stopped:
-                    // either way nobody relays under this lease any more.
-                    lease.release(store.as_ref()).await;
-                    return;
-                }
-                () = tokio::time::sleep(LEASE_RENEWAL) => {}
-            }
-            match lease.renew(store.as_ref()).await {
-                Ok(Renewal::Renewed) => {}
-                Ok(Renewal::Lost) => {
-                    let _ = lost_tx.send(true);
-                    return;
-                }
-                Err(error) => {
-                    tracing::debug!(key = %lease.key, %error, "stream lease not renewed this time");
-                }
-            }
-        }
-    });
-    RenewedLease {
+    let (release, released) = oneshot::channel::<()>();
+    let lease = RenewedLease {
         lost,
         release: Some(release),
+    };
+    let pending = PendingLease {
+        store,
+        holding,
+        lost_tx,
+        released,
+    };
+    (lease, pending)
+}
+
+impl PendingLease {
+    /// Spawns the renewal task: it takes the lease (after [`LEASE_TAKE_DELAY`],
+    /// unless released first) or renews the one held, as
+    /// [`StreamLease::take_in_background`] and [`StreamLease::keep_renewed`] say.
+    pub fn start(self) {
+        tokio::spawn(run_renewals(self));
+    }
+}
+
+async fn run_renewals(pending: PendingLease) {
+    let PendingLease {
+        store,
+        holding,
+        lost_tx,
+        mut released,
+    } = pending;
+    let mut lease = match holding {
+        Holding::Held(lease) => lease,
+        Holding::Taking(key) => match take_first(store.as_ref(), &key, &mut released).await {
+            Taken::Lease(lease) => lease,
+            Taken::HeldByAnother => {
+                let _ = lost_tx.send(true);
+                return;
+            }
+            Taken::Released => return,
+        },
+    };
+    loop {
+        tokio::select! {
+            _ = &mut released => {
+                // Released, or the handle dropped by a relay that stopped:
+                // either way nobody relays under this lease any more.
+                lease.release(store.as_ref()).await;
+                return;
+            }
+            () = tokio::time::sleep(LEASE_RENEWAL) => {}
+        }
+        match lease.renew(store.as_ref()).await {
+            Ok(Renewal::Renewed) => {}
+            Ok(Renewal::Lost) => {
+                let _ = lost_tx.send(true);
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(key = %lease.key, %error, "stream lease not renewed this time");
+            }
+        }
     }
 }
 
@@ -295,7 +358,11 @@ async fn take_first(
     key: &KvKey,
     released: &mut oneshot::Receiver<()>,
 ) -> Taken {
+    // Released first: a stream that ended before this task first ran (most
+    // `tools/call` replies) registers no timer at all; each timer a call
+    // registers can wake the runtime's driver thread once more.
     tokio::select! {
+        biased;
         _ = &mut *released => return Taken::Released,
         () = tokio::time::sleep(LEASE_TAKE_DELAY) => {}
     }
@@ -457,11 +524,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_released_within_the_take_delay_never_writes_a_lease() {
-        let metrics = Arc::new(crate::metrics::Metrics::default());
-        let store: Arc<dyn SessionStore> = Arc::new(crate::metered_store::MeteredStore::new(
-            Arc::new(MemoryStore::new(StoreSettings::default()).unwrap()),
-            metrics.clone(),
-        ));
+        let (metrics, store) = metered_memory_store();
         let session = SessionId::new("s1").unwrap();
         let stream = StreamId::for_request(FrameId::new(1, 0));
         let ours = StreamLease::take_in_background(store.clone(), &session, &stream).unwrap();
@@ -483,6 +546,40 @@ mod tests {
         assert!(!is_held(store.as_ref(), &key).await.unwrap());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_whose_stream_completed_before_it_was_started_writes_nothing_and_is_never_lost()
+    {
+        let (metrics, store) = metered_memory_store();
+        let session = SessionId::new("s1").unwrap();
+        let stream = StreamId::for_request(FrameId::new(1, 0));
+        let (mut ours, pending) =
+            StreamLease::take_when_started(store.clone(), &session, &stream).unwrap();
+        drop(pending);
+        let lost = tokio::time::timeout(LEASE_RENEWAL * 3, ours.lost()).await;
+        assert!(lost.is_err(), "an unstarted lease is never lost");
+        ours.release();
+        let text = metrics.render(None);
+        assert!(
+            !text.contains("operation=\"kv_put\""),
+            "no lease written:\n{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_when_started_is_held_until_released() {
+        let store: Arc<dyn SessionStore> =
+            Arc::new(MemoryStore::new(StoreSettings::default()).unwrap());
+        let session = SessionId::new("s1").unwrap();
+        let stream = StreamId::for_request(FrameId::new(1, 0));
+        let key = lease_key(&session, &stream).unwrap();
+        let (ours, pending) =
+            StreamLease::take_when_started(store.clone(), &session, &stream).unwrap();
+        pending.start();
+        wait_until_held(store.as_ref(), &key, true).await;
+        ours.release();
+        wait_until_held(store.as_ref(), &key, false).await;
+    }
+
     #[tokio::test]
     async fn a_lease_taken_in_the_background_is_held_until_released() {
         let store: Arc<dyn SessionStore> =
@@ -491,14 +588,7 @@ mod tests {
         let stream = StreamId::for_request(FrameId::new(1, 0));
         let key = lease_key(&session, &stream).unwrap();
         let ours = StreamLease::take_in_background(store.clone(), &session, &stream).unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !is_held(store.as_ref(), &key).await.unwrap() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the lease was taken"
-            );
-            tokio::task::yield_now().await;
-        }
+        wait_until_held(store.as_ref(), &key, true).await;
         assert!(
             StreamLease::take_over(store.as_ref(), &key)
                 .await
@@ -507,10 +597,28 @@ mod tests {
             "nobody else takes a held stream"
         );
         ours.release();
-        while is_held(store.as_ref(), &key).await.unwrap() {
+        wait_until_held(store.as_ref(), &key, false).await;
+    }
+
+    /// A memory store whose operations are counted in the returned metrics.
+    fn metered_memory_store() -> (Arc<crate::metrics::Metrics>, Arc<dyn SessionStore>) {
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let store = Arc::new(crate::metered_store::MeteredStore::new(
+            Arc::new(MemoryStore::new(StoreSettings::default()).unwrap()),
+            metrics.clone(),
+        ));
+        (metrics, store)
+    }
+
+    /// Yields until some instance holds `key` (`held`) or none does; bounded
+    /// (a deadlock guard, not a timing).
+    async fn wait_until_held(store: &dyn SessionStore, key: &KvKey, held: bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while is_held(store, key).await.unwrap() != held {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the lease was released"
+                "the lease was {}",
+                if held { "taken" } else { "released" }
             );
             tokio::task::yield_now().await;
         }

@@ -22,19 +22,12 @@ fn main() -> ExitCode {
     // guard drops, after the server stopped). A subcommand's output is its own:
     // the library's info lines would only interleave with it.
     let _telemetry = mcp_proxy::telemetry::init(if command.is_some() { "warn" } else { "info" });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("mcp-proxy: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
     // Checking an export file needs neither a store nor a configuration.
     if let Some(Command::Sessions(SessionsCommand::Import(args))) = &command {
         if args.check {
+            let Some(runtime) = runtime(None) else {
+                return ExitCode::FAILURE;
+            };
             return finish(runtime.block_on(commands::import::check(args)));
         }
     }
@@ -45,6 +38,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Built after the configuration is read: `[proxy] worker_threads` sizes it.
+    let Some(runtime) = runtime(config.proxy.worker_threads) else {
+        return ExitCode::FAILURE;
+    };
     if let Some(command) = command {
         return finish(runtime.block_on(commands::run(command, config)));
     }
@@ -53,6 +50,23 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("mcp-proxy: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The multi-threaded tokio runtime with `worker_threads` workers (`None`:
+/// tokio's default, one per core, or `TOKIO_WORKER_THREADS`); `None` after
+/// saying why on stderr when it cannot be built.
+fn runtime(worker_threads: Option<usize>) -> Option<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = worker_threads {
+        builder.worker_threads(threads);
+    }
+    match builder.enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("mcp-proxy: cannot start the async runtime: {error}");
+            None
         }
     }
 }

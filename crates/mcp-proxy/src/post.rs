@@ -469,17 +469,17 @@ async fn relay_reply(
             session,
             stream,
         });
-        let lease = match &target {
+        let (lease, lease_start) = match &target {
             Some(target) if matches!(target.stream.kind(), StreamKind::Request(_)) => {
-                take_stream_lease(app, target)
+                take_stream_lease(app, target).unzip()
             }
-            _ => None,
+            _ => (None, None),
         };
         let mut relay = Relay::new(target, WhenClientLeaves::KeepRecording);
         relay.pending_initialize = pending_initialize;
         relay.reconnect = reconnect;
         relay.lease = lease;
-        let body = relay.spawn(app.clone(), upstream);
+        let body = relay.spawn(app.clone(), upstream, lease_start).await;
         return Ok(sse_response(status, passed_headers, session.as_ref(), body));
     }
 
@@ -502,14 +502,15 @@ async fn relay_reply(
 
 /// The lease of a new reply stream, taken and renewed in the background while
 /// it is relayed (the relay does not wait for the store; see
-/// [`lease`](crate::lease) for the window that opens). Without one (ids that
-/// make no key) the stream is still relayed; an instance resuming it may then
-/// take it over early.
+/// [`lease`](crate::lease) for the window that opens), by a task that
+/// [`Relay::spawn`] starts unless the stream is complete at once. Without one
+/// (ids that make no key) the stream is still relayed; an instance resuming it
+/// may then take it over early.
 fn take_stream_lease(
     app: &Arc<AppState>,
     target: &StreamTarget,
-) -> Option<crate::lease::RenewedLease> {
-    match StreamLease::take_in_background(app.store.clone(), &target.session, &target.stream) {
+) -> Option<(crate::lease::RenewedLease, crate::lease::PendingLease)> {
+    match StreamLease::take_when_started(app.store.clone(), &target.session, &target.stream) {
         Ok(lease) => Some(lease),
         Err(error) => {
             tracing::warn!(session = %target.session, stream = %target.stream, %error, "reply stream relayed without a lease");

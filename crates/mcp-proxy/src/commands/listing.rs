@@ -255,6 +255,7 @@ fn proxy_tables(out: &mut Listing, proxy: &ProxySettings) {
         duration(proxy.upstream_poll_deadline),
     );
     out.key("sse_keepalive", duration(proxy.sse_keepalive));
+    out.key("worker_threads", proxy.worker_threads.unwrap_or(0));
 
     out.table("proxy.cache");
     out.key("enabled", proxy.modern.cache.enabled);

@@ -247,6 +247,20 @@ pub fn start_proxy_with_env(
     extra_toml: &str,
     env: &[(&str, &str)],
 ) -> Process {
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_mcp-proxy"));
+    start_proxy_binary(binary, upstream, listen, proxy_keys, extra_toml, env)
+}
+
+/// [`start_proxy_with_env`] running the `mcp-proxy` at `binary` (another build,
+/// for a before/after benchmark in one run).
+pub fn start_proxy_binary(
+    binary: &std::path::Path,
+    upstream: &str,
+    listen: &str,
+    proxy_keys: &str,
+    extra_toml: &str,
+    env: &[(&str, &str)],
+) -> Process {
     let config = scratch_path("mcp-proxy.toml");
     let timeout = if proxy_keys.contains("upstream_timeout") {
         ""
@@ -276,7 +290,7 @@ pub fn start_proxy_with_env(
         "[proxy]\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\n{admin}{rate}{grace}{timeout}{proxy_keys}\n{extra_toml}\n"
     );
     std::fs::write(&config, toml).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-proxy"));
+    let mut command = Command::new(binary);
     command
         .env_clear()
         .envs(coverage_env())
