@@ -375,7 +375,12 @@ fn announce(what: &str, listener: &TcpListener, name: &'static str, store: Optio
         return;
     };
     let (backend, state) = store.unzip();
-    tracing::info!(%address, listener = name, backend, state, "{what}");
+    // The runtime's size (`[proxy] worker_threads`): one worker uses at most
+    // one core (docs/operations.md, "CPU per call and worker threads").
+    let workers = tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|runtime| runtime.metrics().num_workers());
+    tracing::info!(%address, listener = name, backend, state, workers, "{what}");
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "{what} on {address}");
     let _ = stdout.flush();
