@@ -83,6 +83,11 @@ pub(crate) const PROXY_KEYS: &[&str] = &[
     "worker_threads",
 ];
 
+/// The largest `worker_threads` accepted: a count beyond it is a typo (the
+/// runtime would try to start that many threads, and abort when the system
+/// refuses them), not a setting.
+pub const MAX_WORKER_THREADS: usize = 256;
+
 /// `worker_threads` when the key is absent: one worker. On the side-by-side
 /// bench one worker spent ~25% less CPU per call than one per core (no futex
 /// wake-ups between workers) and served as many calls/s at 16 clients
@@ -539,6 +544,15 @@ fn validate(section: ProxySection, storage: &StorageConfig) -> Result<ProxySetti
             "must be at least 1",
         ));
     }
+    if section.worker_threads > MAX_WORKER_THREADS {
+        return Err(ConfigError::value(
+            "proxy.worker_threads",
+            section.worker_threads,
+            format!(
+                "must be at most {MAX_WORKER_THREADS} (0: one per core); more workers than cores only add wake-ups"
+            ),
+        ));
+    }
     for (key, value) in [
         ("proxy.upstream_timeout", section.upstream_timeout),
         (
@@ -851,6 +865,15 @@ mod tests {
         }
         let error = parse_proxy_keys("worker_threads = -1").unwrap_err();
         assert!(error.to_string().contains("worker_threads"), "{error}");
+        // A count the system would refuse threads for is a clear error, not
+        // an abort while the runtime starts (a trial's `100000`).
+        let error = parse_proxy_keys("worker_threads = 100000").unwrap_err();
+        assert!(
+            error.to_string().contains("proxy.worker_threads")
+                && error.to_string().contains("at most 256"),
+            "{error}"
+        );
+        assert!(parse_proxy_keys("worker_threads = 256").is_ok());
     }
 
     #[test]

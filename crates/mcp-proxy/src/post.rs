@@ -349,7 +349,13 @@ async fn forward_while_recording(
             // before the upstream sees it.
             app.near_cache.remove(&session.id);
             app.metrics.frame_not_recorded();
-            tracing::warn!(session = %session.id, %error, "request forwarded while the store failed; its reply is relayed without being recorded");
+            crate::recorder::log_not_recorded(
+                &session.id,
+                1,
+                &error,
+                matches!(error, ProxyError::StoreUnavailable(_)),
+                "request forwarded while the store failed; its reply is relayed without being recorded",
+            );
             return Ok((session, StreamId::new_unrecorded(), sent?, reconnect));
         }
     };
@@ -542,7 +548,13 @@ async fn record_reply(
     };
     if let Err(error) = app.store.append_frame(session, frame).await {
         app.metrics.frame_not_recorded();
-        tracing::warn!(session = %session, %error, "reply forwarded without being recorded");
+        crate::recorder::log_not_recorded(
+            session,
+            1,
+            &error,
+            error.is_retryable(),
+            "reply forwarded without being recorded",
+        );
     }
     if let Some(result) = jsonrpc::initialize_result(body, initialize_id) {
         if let Err(error) = session::complete_initialize(app.store.as_ref(), session, result).await

@@ -234,7 +234,34 @@ fn not_recorded(
     for _ in 0..count {
         metrics.frame_not_recorded();
     }
-    tracing::warn!(session = %session, frames = count, %error, "{what} forwarded without being recorded");
+    log_not_recorded(
+        session,
+        count,
+        error,
+        error.is_retryable(),
+        &format!("{what} forwarded without being recorded"),
+    );
+}
+
+/// Logs `message` about `frames` messages of `session` that were forwarded
+/// without being recorded because of `error`: at warn, unless the store is
+/// unavailable (`store_unavailable`). An
+/// outage is logged once by the store (`session store: ... unavailable`,
+/// docs/operations.md) and counted per message in
+/// `mcp_proxy_frames_not_recorded_total`; a warn line per message would repeat
+/// it for every request of the outage, so those lines are debug.
+pub(crate) fn log_not_recorded(
+    session: &SessionId,
+    frames: usize,
+    error: &dyn std::fmt::Display,
+    store_unavailable: bool,
+    message: &str,
+) {
+    if store_unavailable {
+        tracing::debug!(session = %session, frames, %error, "{message}");
+    } else {
+        tracing::warn!(session = %session, frames, %error, "{message}");
+    }
 }
 
 async fn put(store: &dyn SessionStore, key: KvKey, value: Vec<u8>, ttl: Duration) {

@@ -317,6 +317,14 @@ async fn with_the_store_down_an_existing_session_gets_503_and_works_again_after_
         0,
         "the 503s are told by the store's line, not one line each:\n{log}"
     );
+    assert_eq!(
+        log.lines()
+            .filter(|line| line.contains(" WARN ") && line.contains("without being recorded"))
+            .count(),
+        0,
+        "nor the messages forwarded unrecorded meanwhile (counted in \
+         mcp_proxy_frames_not_recorded_total):\n{log}"
+    );
     assert!(
         !log.contains("redis connection re-established"),
         "nor one line per pooled connection that reconnected:\n{log}"

@@ -36,6 +36,12 @@ pub async fn upstream_form(
     .with_header(FORM_HEADER, "upstream");
     if let Err(error) = app.store.append_frame(&recording.session, frame).await {
         app.metrics.frame_not_recorded();
-        tracing::warn!(session = %recording.session, %error, "bridged message forwarded without being recorded");
+        crate::recorder::log_not_recorded(
+            &recording.session,
+            1,
+            &error,
+            error.is_retryable(),
+            "bridged message forwarded without being recorded",
+        );
     }
 }

@@ -154,7 +154,13 @@ pub async fn record_request(
         })),
         Err(error) => {
             app.metrics.frame_not_recorded();
-            tracing::warn!(session = %session, %error, "2026-07-28 request forwarded without being recorded");
+            crate::recorder::log_not_recorded(
+                session,
+                1,
+                &error,
+                error.is_retryable(),
+                "2026-07-28 request forwarded without being recorded",
+            );
             Ok(None)
         }
     }

@@ -48,8 +48,11 @@ const DEFAULT_RECONNECT_MILLIS: u64 = 1_000;
 
 /// How long a resumed upstream connection (a GET with `Last-Event-ID`) may bring
 /// no event at all before it is treated as closed and resumed again (see
-/// [`resumed_silence_bound`]).
-pub const RESUMED_SILENCE: Duration = Duration::from_secs(30);
+/// [`resumed_silence_bound`]). A resume costs the upstream one GET, so the
+/// bound is short: server-everything's resumed stream goes quiet after its
+/// replay, and a client whose stream was taken over waits for the next
+/// re-resume (at 30 s a trial's takeover ended 36 s after the SIGKILL).
+pub const RESUMED_SILENCE: Duration = Duration::from_secs(10);
 
 /// The silence bound of resumed upstream connections: [`RESUMED_SILENCE`], or
 /// half of `upstream_poll_deadline` when that is shorter, so a silent upstream
