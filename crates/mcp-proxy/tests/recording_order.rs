@@ -428,6 +428,29 @@ impl Proxy {
         session
     }
 
+    /// [`Proxy::call`] in a task of its own, for a test that watches the
+    /// store while the call is in flight.
+    fn spawn_call(
+        &self,
+        session: &str,
+        id: u64,
+        tool: &str,
+    ) -> tokio::task::JoinHandle<reqwest::Response> {
+        let (address, session, tool) = (self.address, session.to_owned(), tool.to_owned());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("http://{address}/mcp"))
+                .header(header::ACCEPT, "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("mcp-session-id", session)
+                .json(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+                              "params":{"name":tool,"arguments":{}}}))
+                .send()
+                .await
+                .unwrap()
+        })
+    }
+
     async fn call(&self, session: &str, id: u64, tool: &str) -> reqwest::Response {
         self.post(
             Some(session),
@@ -756,22 +779,7 @@ async fn a_request_is_forwarded_while_its_append_is_in_flight() {
     let held = outer.request_held.clone();
     let request_held = held.notified();
     let upstream_saw_it = proxy.upstream_seen.calls.notified();
-    let call = {
-        let address = proxy.address;
-        let session = session.clone();
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("http://{address}/mcp"))
-                .header(header::ACCEPT, "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2025-06-18")
-                .header("mcp-session-id", session)
-                .json(&json!({"jsonrpc":"2.0","id":5,"method":"tools/call",
-                              "params":{"name":"burst","arguments":{}}}))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let call = proxy.spawn_call(&session, 5, "burst");
     tokio::time::timeout(GUARD, request_held)
         .await
         .expect("the request's append reached the store");
@@ -869,22 +877,7 @@ async fn a_request_on_a_session_deleted_meanwhile_is_404_though_the_upstream_saw
     outer.requests_open.send_replace(false);
     let request_held = outer.request_held.notified();
     let upstream_saw_it = proxy.upstream_seen.calls.notified();
-    let call = {
-        let address = proxy.address;
-        let session = session.clone();
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("http://{address}/mcp"))
-                .header(header::ACCEPT, "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2025-06-18")
-                .header("mcp-session-id", session)
-                .json(&json!({"jsonrpc":"2.0","id":6,"method":"tools/call",
-                              "params":{"name":"json","arguments":{}}}))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let call = proxy.spawn_call(&session, 6, "json");
     tokio::time::timeout(GUARD, request_held)
         .await
         .expect("the request's append reached the store");

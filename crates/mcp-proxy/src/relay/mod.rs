@@ -459,10 +459,14 @@ impl Relay {
 
     /// Whether this is a POST reply stream whose every request is answered.
     fn stream_complete(&self) -> bool {
-        self.reconnect
-            .as_ref()
-            .is_some_and(|reconnect| !reconnect.awaiting.is_empty())
-            && self.unanswered().is_empty()
+        // Checked after every batch: no copy of the unanswered ids.
+        self.reconnect.as_ref().is_some_and(|reconnect| {
+            !reconnect.awaiting.is_empty()
+                && reconnect
+                    .awaiting
+                    .iter()
+                    .all(|id| self.answered.contains(id))
+        })
     }
 
     /// The upstream's continuation of a reply stream it closed early: a GET with
