@@ -78,6 +78,23 @@ pub struct RedisConfig {
     /// How long a write waits for [`wait_for_replicas`](Self::wait_for_replicas)
     /// acknowledgements; keep it below `command_timeout`.
     pub replica_wait_timeout: Duration,
+    /// Sessions the near cache keeps in memory; 0 (the default) turns it off.
+    ///
+    /// With it on, [`get`](session_store_core::SessionStore::get) of a session
+    /// this instance read before is answered from memory with no round trip,
+    /// until Redis reports the session changed, expired or deleted by any
+    /// instance (RESP3 client tracking on one extra connection; Redis 6 or
+    /// later), this instance writes it, or
+    /// [`near_cache_max_age`](Self::near_cache_max_age) passes. Standalone and
+    /// sentinel only: refused with a cluster. Each entry holds one decoded
+    /// session (its size in memory is about its record's).
+    pub near_cache_entries: usize,
+    /// How long a cached session is served without reading Redis again
+    /// (default 10 s): the bound on staleness when an invalidation cannot
+    /// arrive, i.e. a tracking connection that died without the client
+    /// noticing yet, or `FLUSHALL`/`FLUSHDB` (fred 10.1 drops the null
+    /// invalidation Redis sends for them). Must be greater than zero.
+    pub near_cache_max_age: Duration,
 }
 
 impl Default for RedisConfig {
@@ -99,6 +116,8 @@ impl Default for RedisConfig {
             index_shards: 16,
             wait_for_replicas: 0,
             replica_wait_timeout: Duration::from_millis(500),
+            near_cache_entries: 0,
+            near_cache_max_age: Duration::from_secs(10),
         }
     }
 }
@@ -120,6 +139,8 @@ impl fmt::Debug for RedisConfig {
             .field("index_shards", &self.index_shards)
             .field("wait_for_replicas", &self.wait_for_replicas)
             .field("replica_wait_timeout", &self.replica_wait_timeout)
+            .field("near_cache_entries", &self.near_cache_entries)
+            .field("near_cache_max_age", &self.near_cache_max_age)
             .finish()
     }
 }
@@ -164,9 +185,17 @@ impl RedisConfig {
         if self.pool_size == 0 {
             return Err(Error::config("redis.pool_size must be at least 1"));
         }
+        if self.near_cache_entries > 0 && matches!(self.topology, Topology::Cluster { .. }) {
+            return Err(Error::config(
+                "redis.near_cache_entries must be 0 with a cluster: the near cache relies on \
+                 CLIENT TRACKING, which fred 10.1 does not turn on for the connections it opens \
+                 to a slot's new owner, so an invalidation could be missed",
+            ));
+        }
         for (name, value) in [
             ("redis.connect_timeout", self.connect_timeout),
             ("redis.command_timeout", self.command_timeout),
+            ("redis.near_cache_max_age", self.near_cache_max_age),
         ] {
             if value.is_zero() {
                 return Err(Error::config(format!("{name} must be greater than zero")));
@@ -604,6 +633,16 @@ mod tests {
                     ..Default::default()
                 },
                 "redis.sentinel.service_name must not be empty",
+            ),
+            (
+                RedisConfig {
+                    topology: Topology::Cluster {
+                        nodes: vec!["redis://127.0.0.1:7000".into()],
+                    },
+                    near_cache_entries: 1_000,
+                    ..Default::default()
+                },
+                "redis.near_cache_entries must be 0 with a cluster",
             ),
         ];
         for (config, key) in cases {

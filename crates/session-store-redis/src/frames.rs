@@ -31,8 +31,10 @@ impl RedisStore {
         frame: &Frame,
         key: &AppendKey,
     ) -> Result<FrameId> {
-        let ids = self.append(id, std::iter::once((frame, key))).await?;
-        ids.first()
+        let appended = self.append(id, std::iter::once((frame, key))).await;
+        self.forget_near(id);
+        appended?
+            .first()
             .copied()
             .ok_or_else(|| Error::corrupt(format!("append to session `{id}`: no frame id")))
     }
@@ -60,7 +62,9 @@ impl RedisStore {
                 keys.len()
             )));
         }
-        self.append(id, frames.iter().zip(keys)).await
+        let appended = self.append(id, frames.iter().zip(keys)).await;
+        self.forget_near(id);
+        appended
     }
 
     /// A fresh append key from this store's generator, for callers that keep it

@@ -40,6 +40,7 @@ mod keys;
 mod kv;
 mod liveness;
 mod maintenance;
+mod near_cache;
 mod pool_readings;
 mod record;
 mod retry;

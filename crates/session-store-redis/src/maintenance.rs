@@ -416,7 +416,7 @@ impl RedisStore {
             latency: started.elapsed(),
             detail: format!("redis {version} {} at {}", self.mode, self.address),
             degraded: false,
-            readings: crate::pool_readings::readings(&self.pool, &self.reconnects),
+            readings: self.readings(),
         })
     }
 }

@@ -98,14 +98,44 @@ impl RedisStore {
     }
 
     pub(crate) async fn get_session(&self, id: &SessionId) -> Result<Session> {
-        self.get_sessions(std::slice::from_ref(id))
-            .await?
-            .pop()
+        let ids = std::slice::from_ref(id);
+        let found = match &self.near {
+            None => self.get_sessions(ids).await?,
+            Some(near) => {
+                let meta = self.keys.meta(id);
+                if let Some(session) = near.lookup(&meta, self.now_ms()) {
+                    return Ok(session);
+                }
+                match near.begin(&meta) {
+                    // Read on the tracking connection, so Redis reports any
+                    // later change of this key to it.
+                    Some(ticket) => {
+                        let read = self.get_sessions_on(Some(near.client()), ids).await;
+                        let session = read.as_ref().ok().and_then(|found| found.first());
+                        near.finish(ticket, session.and_then(Option::as_ref));
+                        read?
+                    }
+                    None => self.get_sessions(ids).await?,
+                }
+            }
+        };
+        found
+            .into_iter()
+            .next()
             .flatten()
             .ok_or_else(|| Error::NotFound(id.clone()))
     }
 
     pub(crate) async fn get_sessions(&self, ids: &[SessionId]) -> Result<Vec<Option<Session>>> {
+        self.get_sessions_on(None, ids).await
+    }
+
+    /// The `get` of `ids` on `client` (the pool's next one when `None`).
+    async fn get_sessions_on(
+        &self,
+        client: Option<&fred::clients::Client>,
+        ids: &[SessionId],
+    ) -> Result<Vec<Option<Session>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -120,7 +150,7 @@ impl RedisStore {
             })
             .collect();
         let now = self.now_ms();
-        let mut replies = self.run(&batch, "get").await?;
+        let mut replies = self.run_on(client, &batch, "get").await?;
         ids.iter()
             .zip(slots)
             .map(|(id, (meta, script))| {
@@ -292,7 +322,9 @@ impl RedisStore {
         replacement_created: Timestamp,
     ) -> Result<bool> {
         let covers = replacement_created.as_millis().saturating_sub(1);
-        self.delete_session_covering(id, Some(covers)).await
+        let deleted = self.delete_session_covering(id, Some(covers)).await;
+        self.forget_near(id);
+        deleted
     }
 
     pub(crate) async fn delete_session(&self, id: &SessionId) -> Result<bool> {

@@ -12,10 +12,10 @@ use std::{
 
 use async_trait::async_trait;
 use fred::{
-    clients::Pool,
+    clients::{Client, Pool},
     interfaces::{ClientLike, LuaInterface},
     prelude::Builder,
-    types::{config::Options, Value},
+    types::{config::Options, RespVersion, Value},
 };
 use session_store_core::{
     Clock, Cursor, Error, Frame, FrameId, FramePage, Health, KvCondition, KvEntry, KvKey, KvPut,
@@ -28,6 +28,7 @@ use crate::{
     config::RedisConfig,
     failure,
     keys::KeySpace,
+    near_cache::NearCache,
     record::Lifetime,
     retry::Backoff,
     scripts::Scripts,
@@ -85,6 +86,9 @@ pub struct RedisStore {
     pub(crate) skipped_records: Arc<AtomicU64>,
     /// Reconnections of the pool's clients since `connect`.
     pub(crate) reconnects: Arc<AtomicU64>,
+    /// Sessions read recently, dropped on Redis's invalidation
+    /// (`near_cache_entries` > 0).
+    pub(crate) near: Option<NearCache>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -125,18 +129,23 @@ impl RedisStore {
         let resolved = config.resolve()?;
         let address: Arc<str> = resolved.address.into();
 
-        let mut builder = Builder::from_config(resolved.fred);
-        builder
-            .with_connection_config(|connection| {
-                connection.connection_timeout = config.connect_timeout;
-                connection.internal_command_timeout = config.connect_timeout;
-                connection.max_redirections = MAX_REDIRECTIONS;
-            })
-            .with_performance_config(|performance| {
-                performance.default_command_timeout = config.command_timeout;
-            })
-            .set_policy(resolved.policy);
-        let pool = builder
+        let mut tracking_config = resolved.fred.clone();
+        tracking_config.version = RespVersion::RESP3;
+        let builder = |fred| {
+            let mut builder = Builder::from_config(fred);
+            builder
+                .with_connection_config(|connection| {
+                    connection.connection_timeout = config.connect_timeout;
+                    connection.internal_command_timeout = config.connect_timeout;
+                    connection.max_redirections = MAX_REDIRECTIONS;
+                })
+                .with_performance_config(|performance| {
+                    performance.default_command_timeout = config.command_timeout;
+                })
+                .set_policy(resolved.policy.clone());
+            builder
+        };
+        let pool = builder(resolved.fred.clone())
             .build_pool(config.pool_size)
             .map_err(|e| Error::config(format!("redis client for {address}: {}", e.details())))?;
 
@@ -146,6 +155,14 @@ impl RedisStore {
             let pool = pool.clone();
             async move { pool.init().await }
         });
+        // The near cache's connection (RESP3, tracking), built before the pool
+        // connects so a bad config fails before any connection is made.
+        let tracking = match config.near_cache_entries {
+            0 => None,
+            _ => Some(builder(tracking_config).build().map_err(|e| {
+                Error::config(format!("redis client for {address}: {}", e.details()))
+            })?),
+        };
         match tokio::time::timeout(config.connect_timeout, &mut init).await {
             Ok(Ok(Ok(_connection_task))) => {}
             // A failed `init` has stopped every client of the pool already
@@ -181,14 +198,14 @@ impl RedisStore {
             }
         }
 
-        let store = RedisStore {
+        let mut store = RedisStore {
             pool,
             keys: KeySpace::new(config.key_prefix, config.index_shards),
             scripts: Scripts::new(),
             lifetime: Lifetime::new(&settings),
             settings,
             clock,
-            address,
+            address: address.clone(),
             mode: resolved.mode,
             command_timeout: config.command_timeout,
             replica_wait: (config.wait_for_replicas > 0).then(|| ReplicaWait {
@@ -199,10 +216,40 @@ impl RedisStore {
             hint_failures: Arc::new(AtomicU64::new(0)),
             skipped_records: Arc::new(AtomicU64::new(0)),
             reconnects: Arc::new(AtomicU64::new(0)),
+            near: None,
         };
         crate::pool_readings::count_reconnects(&store.pool, &store.reconnects);
         store.load_scripts().await?;
         store.check_clock_skew().await?;
+        if let Some(client) = tracking {
+            let connected = tokio::time::timeout(config.connect_timeout, client.init()).await;
+            if !matches!(connected, Ok(Ok(_))) {
+                let _ = tokio::time::timeout(config.connect_timeout, store.pool.quit()).await;
+                let _ = tokio::time::timeout(config.connect_timeout, client.quit()).await;
+                return Err(Error::unavailable(format!(
+                    "cannot connect to redis at {address} for the near cache's tracking connection{}",
+                    match connected {
+                        Ok(Err(e)) => format!(": {}", failure::readable_details(&e)),
+                        _ => format!(" within connect_timeout ({:?})", config.connect_timeout),
+                    }
+                )));
+            }
+            match NearCache::start(
+                client.clone(),
+                config.near_cache_entries,
+                config.near_cache_max_age,
+                &store.address,
+            )
+            .await
+            {
+                Ok(near) => store.near = Some(near),
+                Err(error) => {
+                    let _ = tokio::time::timeout(config.connect_timeout, store.pool.quit()).await;
+                    let _ = tokio::time::timeout(config.connect_timeout, client.quit()).await;
+                    return Err(error);
+                }
+            }
+        }
         Ok(store)
     }
 
@@ -273,6 +320,24 @@ impl RedisStore {
         }
     }
 
+    /// The pool's readings, and the near cache's when it is on.
+    pub(crate) fn readings(&self) -> Vec<(&'static str, f64)> {
+        let mut readings = crate::pool_readings::readings(&self.pool, &self.reconnects);
+        if let Some(near) = &self.near {
+            readings.extend(near.readings());
+        }
+        readings
+    }
+
+    /// Drops `id` from the near cache after this instance wrote it, so this
+    /// instance's next `get` reads the write (Redis's invalidation of the
+    /// tracking connection may arrive after the write's reply).
+    pub(crate) fn forget_near(&self, id: &SessionId) {
+        if let Some(near) = &self.near {
+            near.forget(&self.keys.meta(id));
+        }
+    }
+
     /// The store's current time in milliseconds.
     pub(crate) fn now_ms(&self) -> u64 {
         self.clock.now().as_millis()
@@ -290,10 +355,21 @@ impl RedisStore {
     /// script checks, so a write that reached Redis before the connection broke
     /// is answered, not applied twice.
     pub(crate) async fn run(&self, batch: &Batch, what: &str) -> Result<Replies> {
+        self.run_on(None, batch, what).await
+    }
+
+    /// [`run`](Self::run) on `client` instead of the pool's next client (the
+    /// near cache's tracking connection).
+    pub(crate) async fn run_on(
+        &self,
+        client: Option<&Client>,
+        batch: &Batch,
+        what: &str,
+    ) -> Result<Replies> {
         let deadline = Instant::now() + self.command_timeout;
         let mut backoff = Backoff::new();
         loop {
-            let outcome = self.run_once(batch, deadline, what).await;
+            let outcome = self.run_once(client, batch, deadline, what).await;
             let retry = match &outcome {
                 Err(error) => error.is_retryable(),
                 Ok(replies) => replies.has_transient_error(),
@@ -309,15 +385,21 @@ impl RedisStore {
         }
     }
 
-    async fn run_once(&self, batch: &Batch, deadline: Instant, what: &str) -> Result<Replies> {
-        let replies = self.send(batch, false, deadline, what).await?;
+    async fn run_once(
+        &self,
+        client: Option<&Client>,
+        batch: &Batch,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<Replies> {
+        let replies = self.send(client, batch, false, deadline, what).await?;
         if batch.has_scripts()
             && replies
                 .iter()
                 .any(|r| matches!(r, Err(e) if failure::is_noscript(e)))
         {
             tracing::debug!(address = %self.address, "redis lost the store's scripts; re-sending with EVAL");
-            let again = self.send(batch, true, deadline, what).await?;
+            let again = self.send(client, batch, true, deadline, what).await?;
             return Ok(Replies::new(again, &self.address));
         }
         Ok(Replies::new(replies, &self.address))
@@ -325,6 +407,7 @@ impl RedisStore {
 
     async fn send(
         &self,
+        client: Option<&Client>,
         batch: &Batch,
         send_source: bool,
         deadline: Instant,
@@ -354,7 +437,8 @@ impl RedisStore {
             max_redirections: Some(MAX_REDIRECTIONS),
             ..Options::default()
         };
-        let pipeline = self.pool.next().pipeline().with_options(&options);
+        let client = client.unwrap_or_else(|| self.pool.next());
+        let pipeline = client.pipeline().with_options(&options);
         for (command, args) in batch.commands(send_source) {
             let queued = crate::typed::queue(&pipeline, &command.cmd, &args)
                 .await
@@ -441,7 +525,10 @@ fn stop_later(
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create(&self, new: NewSession) -> Result<Session> {
-        self.create_session(new).await
+        let id = new.id.clone();
+        let created = self.create_session(new).await;
+        self.forget_near(&id);
+        created
     }
 
     async fn get(&self, id: &SessionId) -> Result<Session> {
@@ -453,15 +540,21 @@ impl SessionStore for RedisStore {
     }
 
     async fn update(&self, session: &Session) -> Result<Session> {
-        self.update_session(session).await
+        let updated = self.update_session(session).await;
+        self.forget_near(&session.id);
+        updated
     }
 
     async fn touch(&self, id: &SessionId) -> Result<()> {
-        self.touch_session(id).await
+        let touched = self.touch_session(id).await;
+        self.forget_near(id);
+        touched
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
-        self.delete_session(id).await
+        let deleted = self.delete_session(id).await;
+        self.forget_near(id);
+        deleted
     }
 
     async fn list(&self, cursor: Option<&Cursor>, limit: usize) -> Result<Page<Session>> {
@@ -484,7 +577,9 @@ impl SessionStore for RedisStore {
     /// the batch twice.
     async fn append_frames(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>> {
         let keys: Vec<_> = frames.iter().map(|_| self.append_keys.next_key()).collect();
-        self.append(id, frames.iter().zip(&keys)).await
+        let appended = self.append(id, frames.iter().zip(&keys)).await;
+        self.forget_near(id);
+        appended
     }
 
     async fn read_frames(
@@ -510,7 +605,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete_frames(&self, id: &SessionId) -> Result<u64> {
-        self.delete_session_frames(id).await
+        let deleted = self.delete_session_frames(id).await;
+        self.forget_near(id);
+        deleted
     }
 
     async fn purge_expired(&self) -> Result<u64> {

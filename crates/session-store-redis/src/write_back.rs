@@ -113,7 +113,9 @@ impl RedisStore {
                 frames: &write_back.frames[start..end],
                 encoded: &encoded[start..end],
             };
-            let part = self.write_back_call(write_back, &body, chunk).await?;
+            let part = self.write_back_call(write_back, &body, chunk).await;
+            self.forget_near(id);
+            let part = part?;
             if first {
                 report.recreated = part.recreated;
                 report.conflict_revision = part.conflict_revision;

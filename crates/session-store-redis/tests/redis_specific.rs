@@ -6,13 +6,7 @@
 #[macro_use]
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    net::{TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::TcpListener, sync::Arc, time::Duration};
 
 use fred::{
     interfaces::ClientLike,
@@ -411,53 +405,6 @@ async fn writes_to_an_expired_session_neither_revive_nor_slide_it() {
 
 // ------------------------------------------------------------ commands per operation
 
-/// A redis-server of this test's own on a free loopback port, so no other test's
-/// commands mix into its statistics. Killed on drop.
-struct DedicatedRedis {
-    child: Child,
-    port: u16,
-}
-
-impl DedicatedRedis {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (cargo xtask integration provides it)");
-        let server = DedicatedRedis { child, port };
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis-server on port {port} did not start");
-    }
-}
-
-impl Drop for DedicatedRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `calls` per command from `INFO commandstats`.
 async fn command_calls(client: &Client) -> BTreeMap<String, i64> {
     let info = match raw(client, "INFO", vec!["commandstats"]).await {
@@ -505,7 +452,7 @@ fn calls(expected: &[(&str, i64)]) -> Calls {
 #[tokio::test]
 #[ignore = "needs Redis: cargo xtask integration"]
 async fn each_operation_sends_the_documented_commands() {
-    let server = DedicatedRedis::start();
+    let server = common::DedicatedRedis::start();
     let url = format!("redis://127.0.0.1:{}", server.port);
     let clock = ManualClock::starting_now();
     let mut config = common::config(Topology::Standalone { url: url.clone() });
@@ -682,7 +629,7 @@ async fn each_operation_sends_the_documented_commands() {
 #[tokio::test]
 #[ignore = "needs Redis: cargo xtask integration"]
 async fn the_byte_cap_reads_and_removes_only_the_frames_it_trims() {
-    let server = DedicatedRedis::start();
+    let server = common::DedicatedRedis::start();
     let url = format!("redis://127.0.0.1:{}", server.port);
     let clock = ManualClock::starting_now();
     let config = common::config(Topology::Standalone { url: url.clone() });

@@ -101,5 +101,7 @@ pub fn redis_config(section: &RedisSection) -> RedisConfig {
         index_shards: section.index_shards,
         wait_for_replicas: section.wait_for_replicas,
         replica_wait_timeout: section.replica_wait_timeout,
+        near_cache_entries: section.near_cache_entries,
+        near_cache_max_age: section.near_cache_max_age,
     }
 }

@@ -386,6 +386,8 @@ fn rules_across_keys_name_both_keys_and_their_sources() {
              wait_for_replicas = 1\n\
              replica_wait_timeout = \"5s\"\n\
              command_timeout = \"2s\"\n\
+             near_cache_entries = 1000\n\
+             near_cache_max_age = \"0s\"\n\
              [storage.redis.cluster]\n\
              nodes = [\"redis://127.0.0.1:7000\"]\n\
              [storage.redis.sentinel]\n\
@@ -401,6 +403,8 @@ fn rules_across_keys_name_both_keys_and_their_sources() {
                 "storage.redis.sentinel.service_name",
                 "must name the monitored primary",
                 "cannot be combined with [storage.redis.cluster] (from storage.toml",
+                "storage.redis.near_cache_entries = 1000 (from storage.toml: storage.redis.near_cache_entries): must be 0 with [storage.redis.cluster] (from storage.toml",
+                "storage.redis.near_cache_max_age = \"0s\" (from storage.toml: storage.redis.near_cache_max_age): must be at least 1ms",
             ],
         );
         Ok(())

@@ -3,6 +3,9 @@
 //! The store (Topology::Sentinel) must follow the promoted replica. Replication
 //! is asynchronous, so writes acknowledged by the old master can be lost; the
 //! test reports how many, and shows none are lost with `wait_for_replicas = 1`.
+//! The first run has the near cache on: after the failover, tracking follows
+//! the store to the promoted replica, and a delete by another instance reaches
+//! a session cached there.
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -107,7 +110,7 @@ struct Outcome {
 
 /// Runs one failover under load and counts acknowledged appends that are gone
 /// afterwards.
-async fn failover_under_load(wait_for_replicas: u32) -> Outcome {
+async fn failover_under_load(wait_for_replicas: u32, near_cache_entries: usize) -> Outcome {
     let master = RedisProcess::start(&[]);
     let master_port = master.port.to_string();
     let replica = RedisProcess::start(&["--replicaof", "127.0.0.1", &master_port]);
@@ -142,7 +145,20 @@ async fn failover_under_load(wait_for_replicas: u32) -> Outcome {
         key_prefix: format!("failover-{}", SessionId::random().unwrap()),
         wait_for_replicas,
         replica_wait_timeout: Duration::from_millis(500),
+        // Long: what reaches the cache below must be an invalidation.
+        near_cache_max_age: Duration::from_secs(60),
         ..RedisConfig::default()
+    };
+    let other = RedisStore::connect(
+        config.clone(),
+        StoreSettings::default(),
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let config = RedisConfig {
+        near_cache_entries,
+        ..config
     };
     let store = Arc::new(
         RedisStore::connect(config, StoreSettings::default(), Arc::new(SystemClock))
@@ -228,6 +244,9 @@ async fn failover_under_load(wait_for_replicas: u32) -> Outcome {
             .filter(|frame_id| !stored.contains(frame_id))
             .count() as u64;
     }
+    if near_cache_entries > 0 {
+        near_cache_follows_the_new_master(&store, &other).await;
+    }
     let failed = *failed.lock();
     Outcome {
         acknowledged: acked.len() as u64,
@@ -237,10 +256,60 @@ async fn failover_under_load(wait_for_replicas: u32) -> Outcome {
     }
 }
 
+async fn reading(store: &RedisStore, name: &str) -> f64 {
+    let health = store.health().await.unwrap();
+    health
+        .readings
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or_else(|| panic!("no {name} in {:?}", health.readings), |(_, v)| *v)
+}
+
+/// After the failover: a session cached through the promoted replica is
+/// served from memory, and `other`'s delete reaches that cache.
+async fn near_cache_follows_the_new_master(store: &RedisStore, other: &RedisStore) {
+    let id = SessionId::random().unwrap();
+    other.create(NewSession::new(id.clone())).await.unwrap();
+    let hits = "session_store_redis_near_cache_hits_total";
+    assert!(
+        wait_async(Duration::from_secs(10), || async {
+            let before = reading(store, hits).await;
+            store.get(&id).await.unwrap();
+            store.get(&id).await.unwrap();
+            reading(store, hits).await > before
+        })
+        .await,
+        "the near cache never served after the failover"
+    );
+    assert!(other.delete(&id).await.unwrap());
+    assert!(
+        wait_async(Duration::from_secs(5), || async {
+            store.get(&id).await.is_err()
+        })
+        .await,
+        "another instance's delete did not reach the cache on the new master"
+    );
+}
+
+async fn wait_async<F, Fut>(limit: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Redis: cargo xtask integration"]
 async fn the_store_follows_a_sentinel_failover_and_wait_loses_no_acknowledged_write() {
-    let plain = failover_under_load(0).await;
+    let plain = failover_under_load(0, 100).await;
     println!(
         "sentinel failover, wait_for_replicas = 0: promoted in {:?}; appends acknowledged: {}; \
          failed (seen by callers): {}; acknowledged then lost: {}",
@@ -248,7 +317,7 @@ async fn the_store_follows_a_sentinel_failover_and_wait_loses_no_acknowledged_wr
     );
     assert!(plain.acknowledged > 0);
 
-    let waited = failover_under_load(1).await;
+    let waited = failover_under_load(1, 0).await;
     println!(
         "sentinel failover, wait_for_replicas = 1: promoted in {:?}; appends acknowledged: {}; \
          failed (seen by callers): {}; acknowledged then lost: {}",

@@ -311,6 +311,8 @@ fn storage_tables(out: &mut Listing, storage: &StorageConfig) {
     out.key("fallback_to_memory", redis.fallback_to_memory);
     out.key("wait_for_replicas", redis.wait_for_replicas);
     out.key("replica_wait_timeout", duration(redis.replica_wait_timeout));
+    out.key("near_cache_entries", redis.near_cache_entries);
+    out.key("near_cache_max_age", duration(redis.near_cache_max_age));
     if let Some(cluster) = &redis.cluster {
         out.table("storage.redis.cluster");
         out.key("nodes", redis_urls(&cluster.nodes));

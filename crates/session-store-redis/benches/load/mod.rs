@@ -59,6 +59,8 @@ pub struct TaskKeys {
 /// Everything the rows of one pool size share.
 pub struct Fixture {
     pub store: Arc<RedisStore>,
+    /// The same key prefix with the near cache on (`near_cache_entries`).
+    pub near: Arc<RedisStore>,
     pub raw: Pool,
     pub peer: Arc<PeerStore<Pool>>,
     pub tasks: Arc<Vec<TaskKeys>>,
@@ -101,9 +103,16 @@ impl Fixture {
             index_shards: INDEX_SHARDS,
             ..RedisConfig::default()
         };
-        let store = RedisStore::connect(config, settings, Arc::new(SystemClock))
+        let near_config = RedisConfig {
+            near_cache_entries: TASKS * 2,
+            ..config.clone()
+        };
+        let store = RedisStore::connect(config, settings.clone(), Arc::new(SystemClock))
             .await
             .map_err(|e| format!("connecting the store: {e}"))?;
+        let near = RedisStore::connect(near_config, settings, Arc::new(SystemClock))
+            .await
+            .map_err(|e| format!("connecting the store with the near cache: {e}"))?;
         let raw_pool = raw::connect_pool(url, pool_size).await?;
         let peer = PeerStore::new(raw_pool.clone());
 
@@ -162,6 +171,7 @@ impl Fixture {
 
         Ok(Fixture {
             store,
+            near: Arc::new(near),
             raw: raw_pool,
             peer: Arc::new(peer),
             tasks: Arc::new(tasks),

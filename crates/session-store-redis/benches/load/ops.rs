@@ -67,6 +67,10 @@ pub enum Variant {
     Floor,
     /// `tower-sessions-redis-store`.
     Peer,
+    /// Through a `RedisStore` with `near_cache_entries` set: a `get` of a
+    /// session it read before (hot), answered from memory until Redis
+    /// invalidates it.
+    NearCache,
 }
 
 /// One row: what it is and how to run it.

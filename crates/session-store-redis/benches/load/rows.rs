@@ -147,6 +147,13 @@ pub fn get(f: &Arc<Fixture>) -> Vec<Spec> {
             .map_err(|e| format!("GET: {e}"))?;
         Ok(())
     });
+    let near = on(f, |f, t| async move {
+        f.near
+            .get(&f.tasks[t].id)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
     let peer = on(f, |f, t| async move {
         match f.peer.load(&f.tasks[t].record.id).await {
             Ok(Some(_)) => Ok(()),
@@ -156,6 +163,7 @@ pub fn get(f: &Arc<Fixture>) -> Vec<Spec> {
     });
     vec![
         spec(Op::Get, Variant::Ours, "get", ours),
+        spec(Op::Get, Variant::NearCache, "get, near cache (hot)", near),
         spec(Op::Get, Variant::Raw, "raw EVALSHA get", raw),
         spec(
             Op::Get,

@@ -2,7 +2,11 @@
 //! `cargo xtask integration` starts (or that a developer started by hand).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use session_store_core::{testing::StoreFactory, ManualClock, SessionStore, StoreSettings};
@@ -76,6 +80,25 @@ impl StoreFactory for StandaloneFactory {
     }
 }
 
+/// Builds standalone stores with the near cache on, each with a fresh key prefix.
+pub struct NearCacheFactory;
+
+#[async_trait]
+impl StoreFactory for NearCacheFactory {
+    async fn build(&self, clock: ManualClock, settings: StoreSettings) -> Arc<dyn SessionStore> {
+        let url = standalone_url();
+        let config = RedisConfig {
+            near_cache_entries: 1_000,
+            ..config(Topology::Standalone { url })
+        };
+        Arc::new(connect(config, clock, settings).await)
+    }
+
+    fn frame_trim_slack(&self) -> u64 {
+        FRAME_TRIM_SLACK
+    }
+}
+
 /// Builds cluster stores, each with a fresh key prefix.
 pub struct ClusterFactory;
 
@@ -106,4 +129,51 @@ pub async fn raw_command(
         )
         .await
         .unwrap()
+}
+
+/// A redis-server of this test's own on a free loopback port, so no other test's
+/// commands mix into its statistics. Killed on drop.
+pub struct DedicatedRedis {
+    child: Child,
+    pub port: u16,
+}
+
+impl DedicatedRedis {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (cargo xtask integration provides it)");
+        let server = DedicatedRedis { child, port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server on port {port} did not start");
+    }
+}
+
+impl Drop for DedicatedRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

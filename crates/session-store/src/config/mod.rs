@@ -182,6 +182,14 @@ pub struct RedisSection {
     /// (default `"500ms"`; must be shorter than `command_timeout`).
     #[serde(deserialize_with = "values::duration")]
     pub replica_wait_timeout: Duration,
+    /// `near_cache_entries`: sessions kept in this instance's near cache,
+    /// dropped on Redis's invalidation (RESP3 client tracking; default 0 = off;
+    /// standalone and sentinel only).
+    pub near_cache_entries: usize,
+    /// `near_cache_max_age`: longest a cached session is served without
+    /// reading Redis (default `"10s"`, at least 1ms).
+    #[serde(deserialize_with = "values::duration")]
+    pub near_cache_max_age: Duration,
     /// `[storage.redis.cluster]`: connect to a Redis Cluster instead of `url`.
     pub cluster: Option<ClusterSection>,
     /// `[storage.redis.sentinel]`: discover the primary through Sentinel.
@@ -208,6 +216,8 @@ impl Default for RedisSection {
             fallback_to_memory: false,
             wait_for_replicas: 0,
             replica_wait_timeout: Duration::from_millis(500),
+            near_cache_entries: 0,
+            near_cache_max_age: Duration::from_secs(10),
             cluster: None,
             sentinel: None,
             breaker: BreakerSection::default(),

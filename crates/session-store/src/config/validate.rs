@@ -143,6 +143,22 @@ pub(crate) fn validate(config: &StorageConfig, origins: &dyn Origins) -> Result<
         }
         problems.redis_nodes("redis.sentinel.nodes", &sentinel.nodes);
     }
+    if redis.near_cache_entries > 0 {
+        problems.positive_duration("redis.near_cache_max_age", redis.near_cache_max_age);
+        if redis.cluster.is_some() {
+            problems.push(
+                "redis.near_cache_entries",
+                redis.near_cache_entries,
+                &format!(
+                    "must be 0 with [{}] (from {}): the near cache relies on CLIENT TRACKING, \
+                     which the Redis client does not turn on for the connections it opens to a \
+                     slot's new owner",
+                    origins.key("redis.cluster"),
+                    origins.source("redis.cluster")
+                ),
+            );
+        }
+    }
     if redis.cluster.is_some() && redis.sentinel.is_some() {
         problems.push_hidden(
             "redis.sentinel",
