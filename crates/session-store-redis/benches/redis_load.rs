@@ -3,8 +3,10 @@
 //! concurrent tasks on one dedicated loopback redis-server.
 //!
 //! `cargo bench -p session-store-redis --bench redis_load`. `BENCH_POOL_SIZES`
-//! (default `1,4`) picks the fred pool sizes to run; every row is bounded in
-//! operations and time, so the whole run takes a few minutes at most.
+//! (default `1,4`) picks the fred pool sizes to run; `BENCH_OPS` (default all)
+//! the operations, by name, comma-separated (`get,touch`), and `BENCH_ROWS`
+//! the rows, by label (`get,peer load`: for a profiler); every row is bounded
+//! in operations and time, so the whole run takes a few minutes at most.
 
 mod common;
 mod load;
@@ -69,7 +71,15 @@ fn pool_sizes() -> Result<Vec<usize>, String> {
 async fn run_pool_size(url: &str, pool_size: usize) -> Result<usize, String> {
     println!("\n== pool_size {pool_size} (store, raw fred and peer each on a pool of {pool_size})");
     let fixture = Arc::new(Fixture::new(url, pool_size).await?);
-    let specs = rows::specs(&fixture);
+    let chosen = |var: &str, name: &str| {
+        std::env::var(var)
+            .ok()
+            .is_none_or(|only| only.split(',').any(|n| n.trim() == name))
+    };
+    let specs: Vec<_> = rows::specs(&fixture)
+        .into_iter()
+        .filter(|spec| chosen("BENCH_OPS", spec.op.name()) && chosen("BENCH_ROWS", spec.label))
+        .collect();
     let task_counts = [1, TASKS];
     let mut results = Vec::new();
     for tasks in task_counts {

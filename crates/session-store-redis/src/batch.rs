@@ -5,10 +5,11 @@
 //! visible here; fred routes each one to its key's slot on a cluster. Replies are
 //! read as plain values (never through fred's nil-type features).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, fmt};
 
 use bytes::Bytes;
 use fred::{
+    bytes_utils::Str,
     error::Error as FredError,
     types::{ClusterHash, CustomCommand, Value},
 };
@@ -194,7 +195,10 @@ impl Replies {
 }
 
 /// An integer reply, or an integer written as text (hash fields).
-pub(crate) fn to_int(value: &Value, what: &str) -> Result<i64> {
+///
+/// `what` names the value in the error; pass `format_args!` where it would
+/// be built for every call (it is formatted only on error).
+pub(crate) fn to_int(value: &Value, what: impl fmt::Display) -> Result<i64> {
     let bad = || {
         Error::corrupt(format!(
             "{what}: expected an integer, found {}",
@@ -213,8 +217,8 @@ pub(crate) fn to_int(value: &Value, what: &str) -> Result<i64> {
 }
 
 /// A non-negative integer (counters, times).
-pub(crate) fn to_u64(value: &Value, what: &str) -> Result<u64> {
-    let n = to_int(value, what)?;
+pub(crate) fn to_u64(value: &Value, what: impl fmt::Display) -> Result<u64> {
+    let n = to_int(value, &what)?;
     u64::try_from(n).map_err(|_| {
         Error::corrupt(format!(
             "{what}: expected a non-negative integer, found {n}"
@@ -249,19 +253,27 @@ pub(crate) fn to_array(value: Value, what: &str) -> Result<Vec<Value>> {
     }
 }
 
+/// A hash's fields by name; the names share the reply's buffer (no copy).
+pub(crate) type Fields = HashMap<Str, Value>;
+
 /// A hash reply (`HGETALL`): a RESP3 map or a RESP2 flat array of pairs.
-pub(crate) fn to_hash(value: Value, what: &str) -> Result<HashMap<String, Value>> {
+/// Names that are not UTF-8 are left out.
+pub(crate) fn to_hash(value: Value, what: &str) -> Result<Fields> {
+    let name = |key: Value| match key {
+        Value::String(s) => Some(s),
+        other => to_bytes(other).and_then(|b| Str::from_inner(b).ok()),
+    };
     match value {
         Value::Map(map) => Ok(map
             .inner()
             .into_iter()
-            .filter_map(|(k, v)| k.into_string().map(|k| (k, v)))
+            .filter_map(|(k, v)| k.into_string().map(|k| (Str::from(k), v)))
             .collect()),
         Value::Array(items) => {
             let mut fields = HashMap::with_capacity(items.len() / 2);
             let mut iter = items.into_iter();
             while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
-                if let Some(k) = to_text(k) {
+                if let Some(k) = name(k) {
                     fields.insert(k, v);
                 }
             }

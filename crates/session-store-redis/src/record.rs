@@ -1,16 +1,15 @@
 //! The session as stored: the meta hash's fields, the encoded descriptive body, and
 //! the expiry rules that turn a hash plus its `PEXPIRETIME` into a [`Session`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::{collections::BTreeMap, fmt::Write as _};
 
-use fred::types::Value;
 use serde::{Deserialize, Serialize};
 use session_store_core::{
     codec, duration_millis, Error, NewSession, Result, Session, SessionId, SessionStatus,
     StoreSettings, Timestamp, Transport,
 };
 
-use crate::batch::{to_bytes, to_u64};
+use crate::batch::{to_bytes, to_u64, Fields};
 
 /// Meta hash field names.
 pub(crate) mod field {
@@ -240,9 +239,12 @@ impl Lifetime {
 /// when `bn` = N (the scripts store bodies over 64 bytes in chunks so the hash
 /// stays a listpack). A hash without `bn` (one chunk, or written before chunks)
 /// holds the whole body in `body`.
-fn body_bytes(fields: &mut HashMap<String, Value>, key: &str) -> Result<Vec<u8>> {
+fn body_bytes(fields: &mut Fields, key: &str) -> Result<Vec<u8>> {
     let chunks = match fields.remove(field::BODY_CHUNKS) {
-        Some(n) => to_u64(&n, &format!("field `{}` of `{key}`", field::BODY_CHUNKS))?,
+        Some(n) => to_u64(
+            &n,
+            format_args!("field `{}` of `{key}`", field::BODY_CHUNKS),
+        )?,
         None => 1,
     };
     let mut chunk = |name: &str| {
@@ -251,9 +253,17 @@ fn body_bytes(fields: &mut HashMap<String, Value>, key: &str) -> Result<Vec<u8>>
             .and_then(to_bytes)
             .ok_or_else(|| Error::corrupt(format!("session hash `{key}` has no `{name}` field")))
     };
-    let mut body = chunk(field::BODY)?.to_vec();
+    let first = chunk(field::BODY)?;
+    if chunks <= 1 {
+        return Ok(first.to_vec());
+    }
+    let mut body = Vec::with_capacity(first.len() * usize::try_from(chunks).unwrap_or(1));
+    body.extend_from_slice(&first);
+    let mut name = String::with_capacity(4);
     for i in 2..=chunks {
-        body.extend_from_slice(&chunk(&format!("b{i}"))?);
+        name.clear();
+        let _ = write!(name, "b{i}");
+        body.extend_from_slice(&chunk(&name)?);
     }
     Ok(body)
 }
@@ -264,7 +274,7 @@ fn body_bytes(fields: &mut HashMap<String, Value>, key: &str) -> Result<Vec<u8>>
 pub(crate) fn session_from_meta(
     id: &SessionId,
     key: &str,
-    fields: HashMap<String, Value>,
+    fields: Fields,
     pexpiretime: i64,
     now: u64,
     lifetime: &Lifetime,
@@ -277,7 +287,7 @@ pub(crate) fn session_from_meta(
         let value = fields
             .remove(name)
             .ok_or_else(|| Error::corrupt(format!("session hash `{key}` has no `{name}` field")))?;
-        to_u64(&value, &format!("field `{name}` of `{key}`"))
+        to_u64(&value, format_args!("field `{name}` of `{key}`"))
     };
     let created = number(field::CREATED)?;
     let last = number(field::LAST)?;
@@ -304,6 +314,7 @@ pub(crate) fn session_from_meta(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fred::types::Value;
 
     #[test]
     fn liveness_follows_physical_expiry_and_cap() {
@@ -333,7 +344,7 @@ mod tests {
 
     #[test]
     fn garbage_body_is_corrupt_naming_the_key() {
-        let mut fields = HashMap::new();
+        let mut fields = Fields::new();
         for (k, v) in [
             ("created", "1"),
             ("last", "1"),
@@ -341,7 +352,7 @@ mod tests {
             ("fc", "0"),
             ("body", "\u{1}garbage"),
         ] {
-            fields.insert(k.to_owned(), Value::String(v.into()));
+            fields.insert(k.into(), Value::String(v.into()));
         }
         let id = SessionId::new("x").unwrap();
         let lifetime = Lifetime {
@@ -401,9 +412,9 @@ mod tests {
 
     #[test]
     fn a_chunked_body_is_put_back_together_and_a_missing_chunk_is_corrupt() {
-        let mut fields = HashMap::new();
+        let mut fields = Fields::new();
         for (k, v) in [("body", "ab"), ("b2", "cd"), ("b3", "e"), ("bn", "3")] {
-            fields.insert(k.to_owned(), Value::String(v.into()));
+            fields.insert(k.into(), Value::String(v.into()));
         }
         let mut broken = fields.clone();
         assert_eq!(body_bytes(&mut fields, "k").unwrap(), b"abcde");
@@ -413,7 +424,7 @@ mod tests {
             matches!(&err, Error::Corrupt(m) if m.contains("`b2`") && m.contains("mcp:{x}:meta")),
             "{err}"
         );
-        let mut whole = HashMap::from([("body".to_owned(), Value::String("abc".into()))]);
+        let mut whole = Fields::from([("body".into(), Value::String("abc".into()))]);
         assert_eq!(body_bytes(&mut whole, "k").unwrap(), b"abc");
     }
 
