@@ -38,8 +38,8 @@ fn live_entry(fields: Vec<Value>, now: u64, key: &str) -> Result<Option<KvEntry>
     if matches!(revision, Value::Null) {
         return Ok(None);
     }
-    let revision = to_u64(&revision, &format!("field `rev` of `{key}`"))?;
-    let expires = to_u64(&expires, &format!("field `exp` of `{key}`"))?;
+    let revision = to_u64(&revision, format_args!("field `rev` of `{key}`"))?;
+    let expires = to_u64(&expires, format_args!("field `exp` of `{key}`"))?;
     if expires <= now {
         return Ok(None);
     }

@@ -102,7 +102,7 @@ impl RedisStore {
     }
 
     fn judge(&self, expire_time: i64, created: &Value, meta: &str, now: u64) -> Result<Seen> {
-        let created = to_u64(created, &format!("field `created` of `{meta}`"))?;
+        let created = to_u64(created, format_args!("field `created` of `{meta}`"))?;
         Ok(Seen {
             live: self
                 .lifetime
