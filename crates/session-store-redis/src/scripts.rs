@@ -320,11 +320,31 @@ return {exp, created}
 "#;
 
 /// KEYS: meta. A session read in one command: `{pexpiretime}` when the key is
-/// missing, else `{pexpiretime, HGETALL}`.
+/// missing, else `{pexpiretime, {name, value, ...}}` with only the fields a
+/// session is built from (`created`, `last`, `rev`, `fc`, `bn`, `body`,
+/// `b2`..`bN`), those present: not the append keys (`rk`...) and the other
+/// bookkeeping a meta hash holds (47 fields for a session with frames), which
+/// the client would parse for nothing. `bn` above 4096 is not followed (the
+/// client reports the first chunk missing).
 const GET: &str = r#"
 local exp = redis.call('PEXPIRETIME', KEYS[1])
 if exp == -2 then return {exp} end
-return {exp, redis.call('HGETALL', KEYS[1])}
+local names = {'created', 'last', 'rev', 'fc', 'bn', 'body'}
+local values = redis.call('HMGET', KEYS[1], unpack(names))
+local chunks = math.min(tonumber(values[5]) or 1, 4096)
+if chunks > 1 then
+  for i = 2, chunks do names[5 + i] = 'b' .. i end
+  local rest = redis.call('HMGET', KEYS[1], unpack(names, 7))
+  for i = 1, #rest do values[6 + i] = rest[i] end
+end
+local found = {}
+for i = 1, #names do
+  if values[i] then
+    found[#found + 1] = names[i]
+    found[#found + 1] = values[i]
+  end
+end
+return {exp, found}
 "#;
 
 /// KEYS: meta, frames. ARGV: now, ttl, max_life.

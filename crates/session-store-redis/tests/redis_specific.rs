@@ -117,6 +117,34 @@ async fn garbage_body_is_corrupt_naming_the_key() {
     assert!(matches!(store.get(&id).await, Err(Error::Corrupt(m)) if m.contains("rev")));
 }
 
+/// The get script reads only the chunks `bn` names; a missing one, or a `bn`
+/// far beyond any body, is Corrupt naming the first missing chunk.
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn a_missing_or_runaway_body_chunk_is_corrupt_naming_it() {
+    let (store, client, _clock, prefix) = standalone().await;
+    let id = SessionId::random().unwrap();
+    let mut new = NewSession::new(id.clone()).with_protocol_version("2025-06-18");
+    new.tags.insert("padding".into(), "x".repeat(200));
+    store.create(new).await.unwrap();
+    let meta = meta_key(&prefix, &id);
+    let chunks = raw_int(&client, "HLEN", vec![&meta]).await;
+    assert!(chunks > 5, "a body over 64 bytes is chunked");
+    store.get(&id).await.unwrap();
+
+    raw(&client, "HSET", vec![&meta, "bn", "1000000"]).await;
+    match store.get(&id).await {
+        Err(Error::Corrupt(m)) => assert!(m.contains("no `b") && m.contains(&meta), "{m}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    raw(&client, "HSET", vec![&meta, "bn", "3"]).await;
+    raw(&client, "HDEL", vec![&meta, "b2"]).await;
+    match store.get(&id).await {
+        Err(Error::Corrupt(m)) => assert!(m.contains("no `b2` field"), "{m}"),
+        other => panic!("expected Corrupt naming b2, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs Redis: cargo xtask integration"]
 async fn one_undecodable_session_is_skipped_by_list_and_the_cursor_moves_on() {
@@ -485,7 +513,7 @@ async fn each_operation_sends_the_documented_commands() {
             "get",
             measure(&client, async { store.get(&id).await.unwrap() }).await,
             // sent: EVALSHA; in the script: PEXPIRETIME, HGETALL
-            calls(&[("evalsha", 1), ("hgetall", 1), ("pexpiretime", 1)]),
+            calls(&[("evalsha", 1), ("hmget", 1), ("pexpiretime", 1)]),
         ),
         (
             "touch",

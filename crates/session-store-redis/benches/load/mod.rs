@@ -230,7 +230,22 @@ async fn fill_frames(
 pub const GET_LUA: &str = r#"
 local exp = redis.call('PEXPIRETIME', KEYS[1])
 if exp == -2 then return {exp} end
-return {exp, redis.call('HGETALL', KEYS[1])}
+local names = {'created', 'last', 'rev', 'fc', 'bn', 'body'}
+local values = redis.call('HMGET', KEYS[1], unpack(names))
+local chunks = math.min(tonumber(values[5]) or 1, 4096)
+if chunks > 1 then
+  for i = 2, chunks do names[5 + i] = 'b' .. i end
+  local rest = redis.call('HMGET', KEYS[1], unpack(names, 7))
+  for i = 1, #rest do values[6 + i] = rest[i] end
+end
+local found = {}
+for i = 1, #names do
+  if values[i] then
+    found[#found + 1] = names[i]
+    found[#found + 1] = values[i]
+  end
+end
+return {exp, found}
 "#;
 
 /// The store's touch script (`src/scripts.rs` `LIVE` + `TOUCH`), copied. KEYS:
