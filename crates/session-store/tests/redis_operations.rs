@@ -10,8 +10,8 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use session_store::{
-    Direction, Frame, FrameId, NewSession, RedisConfig, RedisStore, SessionId, SessionStatus,
-    SessionStore, StoreSettings, SystemClock, Topology,
+    Direction, Error, Frame, FrameId, NewSession, RedisConfig, RedisStore, SessionId,
+    SessionStatus, SessionStore, StoreSettings, SystemClock, Topology,
 };
 use session_store_redis::{AppendKey, KeyedFrame, SessionWriteBack};
 use support::RedisProcess;
@@ -137,7 +137,7 @@ async fn the_store_works_as_an_acl_user_with_the_documented_commands_only() {
     let mut config = config(redis.url(), "mcp");
     config.username = Some("mcp-store".into());
     config.password = Some("store-secret".into());
-    let store = connect(config).await;
+    let store = connect(config.clone()).await;
 
     // Every operation of the trait, plus the fallback's keyed append and
     // write-back.
@@ -206,4 +206,57 @@ async fn the_store_works_as_an_acl_user_with_the_documented_commands_only() {
         "acl: every operation succeeded as `mcp-store` with {} rules",
         STORE_ACL.len()
     );
+
+    // The near cache needs `CLIENT TRACKING` besides: refused without it, with
+    // an error that says what to do; working with it.
+    let near = RedisConfig {
+        near_cache_entries: 10,
+        ..config
+    };
+    match RedisStore::connect(
+        near.clone(),
+        StoreSettings::default(),
+        Arc::new(SystemClock),
+    )
+    .await
+    {
+        Err(Error::Config(message)) => {
+            assert!(message.contains("CLIENT TRACKING"), "{message}")
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+/// What the near cache adds to [`STORE_ACL`] (docs/operations.md).
+const NEAR_CACHE_ACL: &str = "+client|tracking";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn the_near_cache_works_as_an_acl_user_with_client_tracking_added() {
+    let mut args = vec![
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "mcp-store",
+        ">store-secret",
+    ];
+    args.extend_from_slice(STORE_ACL);
+    args.push(NEAR_CACHE_ACL);
+    let redis = RedisProcess::start(&args);
+    let mut config = config(redis.url(), "mcp");
+    config.username = Some("mcp-store".into());
+    config.password = Some("store-secret".into());
+    config.near_cache_entries = 10;
+    let store = connect(config).await;
+    let id = SessionId::random().unwrap();
+    let created = store.create(NewSession::new(id.clone())).await.unwrap();
+    assert_eq!(store.get(&id).await.unwrap(), created);
+    assert_eq!(store.get(&id).await.unwrap(), created);
+    let readings = store.health().await.unwrap().readings;
+    let hits = readings
+        .iter()
+        .find(|(name, _)| *name == "session_store_redis_near_cache_hits_total")
+        .map(|(_, value)| *value);
+    assert_eq!(hits, Some(1.0), "{readings:?}");
 }
