@@ -119,7 +119,9 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let active = app.store.count().await.ok();
     let readings = match app.store.health().await {
         Ok(health) => health.readings,
-        Err(_) => Vec::new(),
+        // Unreachable: the readings the store holds itself, so the series
+        // (pool, near cache) continue through the outage.
+        Err(_) => app.store.readings(),
     };
     let out = app.metrics.render_with_readings(active, &readings);
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], out).into_response()

@@ -145,6 +145,10 @@ impl SessionStore for MeteredStore {
         self.timed("health", self.inner.health()).await
     }
 
+    fn readings(&self) -> Vec<(&'static str, f64)> {
+        self.inner.readings()
+    }
+
     async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>> {
         self.timed("kv_get", self.inner.kv_get(key)).await
     }

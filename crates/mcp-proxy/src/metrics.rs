@@ -448,7 +448,7 @@ impl Metrics {
             );
         }
         for (name, value) in readings {
-            let help = "Session store reading (docs/operations.md)";
+            let help = "Session store reading (docs/proxy.md, Endpoints)";
             match name.strip_suffix("_total") {
                 Some(counter) => scrape.register(counter, help, ConstCounter::new(*value)),
                 None => scrape.register(*name, help, ConstGauge::new(*value)),

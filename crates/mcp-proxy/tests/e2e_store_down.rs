@@ -248,6 +248,14 @@ async fn with_the_store_down_an_existing_session_gets_503_and_works_again_after_
     }
     let (status, body) = healthz(&proxy.url("/healthz")).await;
     assert_eq!(status, 503, "{body}");
+    // The store's own readings stay on /metrics while its health check fails.
+    let metrics = common::metrics(&proxy).await;
+    for series in [
+        "session_store_redis_pool_clients",
+        "session_store_redis_reconnects_total",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
     assert_eq!(body["status"], "unavailable", "{body}");
     assert!(
         !body

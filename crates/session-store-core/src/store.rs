@@ -171,6 +171,15 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
     /// Checks the backend answers. [`Unavailable`](crate::Error::Unavailable) when not.
     async fn health(&self) -> Result<Health>;
 
+    /// The readings this store holds without asking its backend (connection
+    /// pool, near cache, breaker counters; the names as in
+    /// [`Health::readings`]), so a metrics endpoint keeps its series while
+    /// [`health`](Self::health) fails. No I/O; empty by default. Wrappers
+    /// forward their inner store's.
+    fn readings(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
+
     /// The live value of `key`, or `None` when it was never written, was deleted
     /// or has expired (see [`kv`](crate::KvEntry) for revisions).
     async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>>;

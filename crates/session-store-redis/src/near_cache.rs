@@ -160,7 +160,8 @@ impl NearCache {
             .map_err(|e| {
                 Error::config(format!(
                     "redis.near_cache_entries: redis at {address} refused CLIENT TRACKING on a RESP3 \
-                     connection ({}); the near cache needs Redis 6 or later, or set it to 0",
+                     connection ({}); the near cache needs Redis 6 or later and, for an ACL \
+                     user, the rule +client|tracking; or set it to 0",
                     e.details()
                 ))
             })?;

@@ -618,6 +618,10 @@ impl SessionStore for RedisStore {
         self.check_health().await
     }
 
+    fn readings(&self) -> Vec<(&'static str, f64)> {
+        RedisStore::readings(self)
+    }
+
     async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>> {
         self.get_value(key).await
     }

@@ -195,6 +195,10 @@ impl<S: SessionStore> SessionStore for LoggedReachability<S> {
         self.noted(self.inner.health().await)
     }
 
+    fn readings(&self) -> Vec<(&'static str, f64)> {
+        self.inner.readings()
+    }
+
     async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>> {
         self.noted(self.inner.kv_get(key).await)
     }

@@ -115,8 +115,12 @@ pub fn effective_settings(config: &ProxyConfig) -> String {
                 ),
                 (None, None) => redis.url.to_string(),
             };
+            let near_cache = match redis.near_cache_entries {
+                0 => String::new(),
+                entries => format!(", near cache {entries} sessions"),
+            };
             format!(
-                "redis {topology}, key_prefix `{}`, fallback_to_memory {}",
+                "redis {topology}, key_prefix `{}`, fallback_to_memory {}{near_cache}",
                 redis.key_prefix, redis.fallback_to_memory
             )
         }

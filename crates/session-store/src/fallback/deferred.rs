@@ -229,6 +229,12 @@ impl SessionStore for DeferredRedis {
         self.connected()?.health().await
     }
 
+    fn readings(&self) -> Vec<(&'static str, f64)> {
+        self.connected()
+            .map(|store| store.readings())
+            .unwrap_or_default()
+    }
+
     async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>> {
         self.connected()?.kv_get(key).await
     }

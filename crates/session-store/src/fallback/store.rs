@@ -655,8 +655,16 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
                 stats.quarantined_sessions
             ),
             degraded: true,
-            readings: stats.readings(),
+            // The primary's readings it holds itself (Redis pool, near cache)
+            // continue while it is unreachable.
+            readings: self.readings(),
         })
+    }
+
+    fn readings(&self) -> Vec<(&'static str, f64)> {
+        let mut readings = self.inner.primary.readings();
+        readings.extend(self.stats().readings());
+        readings
     }
 
     async fn kv_get(&self, key: &KvKey) -> Result<Option<KvEntry>> {
