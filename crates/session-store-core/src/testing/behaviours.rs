@@ -892,4 +892,25 @@ pub async fn health_reports_backend(factory: &dyn StoreFactory) {
     let fx = fixture(factory).await;
     let health = fx.store.health().await.unwrap();
     assert!(!health.backend.is_empty());
+    // Readings, from health and without I/O: Prometheus metric names with
+    // finite values, and every reading a store holds itself is also in its
+    // health.
+    let held = fx.store.readings();
+    for (name, value) in health.readings.iter().chain(&held) {
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "reading name {name:?}"
+        );
+        assert!(value.is_finite(), "{name} = {value}");
+    }
+    for (name, _) in &held {
+        assert!(
+            health.readings.iter().any(|(n, _)| n == name),
+            "{name} is held but missing from health: {:?}",
+            health.readings
+        );
+    }
 }
