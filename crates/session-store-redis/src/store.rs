@@ -112,6 +112,13 @@ impl RedisStore {
         self.scripts.append.sha1()
     }
 
+    /// The source of the get script this store sends with `EVALSHA`, for the
+    /// same tools (the raw get row sends it by hand).
+    #[doc(hidden)]
+    pub fn get_script_source(&self) -> &str {
+        self.scripts.get.lua()
+    }
+
     /// Connects to Redis and loads the store's scripts.
     ///
     /// Errors: [`Error::Config`] for an invalid `config` or `settings` (the message

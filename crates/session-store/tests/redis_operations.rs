@@ -121,9 +121,9 @@ async fn sessions_survive_a_hard_restart_with_aof_fsync_always() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Redis: cargo xtask integration"]
-async fn the_store_works_as_an_acl_user_with_the_documented_commands_only() {
+/// A Redis with the default user off and `mcp-store` allowed [`STORE_ACL`]
+/// plus `extra`, and a store config logging in as that user.
+fn as_acl_user(extra: &[&str]) -> (RedisProcess, RedisConfig) {
     let mut args = vec![
         "--user",
         "default",
@@ -133,10 +133,18 @@ async fn the_store_works_as_an_acl_user_with_the_documented_commands_only() {
         ">store-secret",
     ];
     args.extend_from_slice(STORE_ACL);
+    args.extend_from_slice(extra);
     let redis = RedisProcess::start(&args);
     let mut config = config(redis.url(), "mcp");
     config.username = Some("mcp-store".into());
     config.password = Some("store-secret".into());
+    (redis, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: cargo xtask integration"]
+async fn the_store_works_as_an_acl_user_with_the_documented_commands_only() {
+    let (redis, config) = as_acl_user(&[]);
     let store = connect(config.clone()).await;
 
     // Every operation of the trait, plus the fallback's keyed append and
@@ -233,22 +241,12 @@ const NEAR_CACHE_ACL: &str = "+client|tracking";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Redis: cargo xtask integration"]
 async fn the_near_cache_works_as_an_acl_user_with_client_tracking_added() {
-    let mut args = vec![
-        "--user",
-        "default",
-        "off",
-        "--user",
-        "mcp-store",
-        ">store-secret",
-    ];
-    args.extend_from_slice(STORE_ACL);
-    args.push(NEAR_CACHE_ACL);
-    let redis = RedisProcess::start(&args);
-    let mut config = config(redis.url(), "mcp");
-    config.username = Some("mcp-store".into());
-    config.password = Some("store-secret".into());
-    config.near_cache_entries = 10;
-    let store = connect(config).await;
+    let (_redis, config) = as_acl_user(&[NEAR_CACHE_ACL]);
+    let store = connect(RedisConfig {
+        near_cache_entries: 10,
+        ..config
+    })
+    .await;
     let id = SessionId::random().unwrap();
     let created = store.create(NewSession::new(id.clone())).await.unwrap();
     assert_eq!(store.get(&id).await.unwrap(), created);

@@ -69,7 +69,8 @@ pub struct Fixture {
     pub payload: Bytes,
     /// SHA-1 of the store's append script, as the store loaded it.
     pub append_sha: String,
-    /// SHA-1 of [`GET_LUA`], loaded by the fixture.
+    /// SHA-1 of the store's get script (`RedisStore::get_script_source`),
+    /// loaded by the fixture.
     pub get_sha: String,
     /// SHA-1 of [`TOUCH_LUA`], loaded by the fixture.
     pub touch_sha: String,
@@ -166,7 +167,7 @@ impl Fixture {
         fill_frames(&store, &tasks, &frame).await?;
 
         let append_sha = store_loaded(&raw_pool, store.append_script_sha1()).await?;
-        let get_sha = script_load(&raw_pool, GET_LUA).await?;
+        let get_sha = script_load(&raw_pool, store.get_script_source()).await?;
         let touch_sha = script_load(&raw_pool, TOUCH_LUA).await?;
 
         Ok(Fixture {
@@ -225,28 +226,6 @@ async fn fill_frames(
 
 /// The store's append script SHA-1, checked to be loaded in Redis: the raw
 /// baseline `EVALSHA`s exactly the script the store uses.
-/// The store's get script (`src/scripts.rs` `GET`), copied: the raw get row sends
-/// it by hand as the store does, one `EVALSHA`.
-pub const GET_LUA: &str = r#"
-local exp = redis.call('PEXPIRETIME', KEYS[1])
-if exp == -2 then return {exp} end
-local names = {'created', 'last', 'rev', 'fc', 'bn', 'body'}
-local values = redis.call('HMGET', KEYS[1], unpack(names))
-local chunks = math.min(tonumber(values[5]) or 1, 4096)
-if chunks > 1 then
-  for i = 2, chunks do names[5 + i] = 'b' .. i end
-  local rest = redis.call('HMGET', KEYS[1], unpack(names, 7))
-  for i = 1, #rest do values[6 + i] = rest[i] end
-end
-local found = {}
-for i = 1, #names do
-  if values[i] then
-    found[#found + 1] = names[i]
-    found[#found + 1] = values[i]
-  end
-end
-return {exp, found}
-"#;
 
 /// The store's touch script (`src/scripts.rs` `LIVE` + `TOUCH`), copied. KEYS:
 /// meta, frames. ARGV: now, ttl, max_life.
