@@ -119,6 +119,12 @@ impl RedisStore {
         self.scripts.get.lua()
     }
 
+    /// The source of the touch script, for the same tools.
+    #[doc(hidden)]
+    pub fn touch_script_source(&self) -> &str {
+        self.scripts.touch.lua()
+    }
+
     /// Connects to Redis and loads the store's scripts.
     ///
     /// Errors: [`Error::Config`] for an invalid `config` or `settings` (the message

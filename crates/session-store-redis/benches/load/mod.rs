@@ -72,7 +72,8 @@ pub struct Fixture {
     /// SHA-1 of the store's get script (`RedisStore::get_script_source`),
     /// loaded by the fixture.
     pub get_sha: String,
-    /// SHA-1 of [`TOUCH_LUA`], loaded by the fixture.
+    /// SHA-1 of the store's touch script (`RedisStore::touch_script_source`),
+    /// loaded by the fixture.
     pub touch_sha: String,
     pub ttl_ms: u64,
     pub max_life_ms: u64,
@@ -168,7 +169,7 @@ impl Fixture {
 
         let append_sha = store_loaded(&raw_pool, store.append_script_sha1()).await?;
         let get_sha = script_load(&raw_pool, store.get_script_source()).await?;
-        let touch_sha = script_load(&raw_pool, TOUCH_LUA).await?;
+        let touch_sha = script_load(&raw_pool, store.touch_script_source()).await?;
 
         Ok(Fixture {
             store,
@@ -223,41 +224,6 @@ async fn fill_frames(
     }
     Ok(())
 }
-
-/// The store's append script SHA-1, checked to be loaded in Redis: the raw
-/// baseline `EVALSHA`s exactly the script the store uses.
-
-/// The store's touch script (`src/scripts.rs` `LIVE` + `TOUCH`), copied. KEYS:
-/// meta, frames. ARGV: now, ttl, max_life.
-pub const TOUCH_LUA: &str = r#"
-local function live(exp, created, now, max_life)
-  if exp == -2 then return false end
-  if exp ~= -1 and exp <= now then return false end
-  if max_life > 0 and created + max_life <= now then return false end
-  return true
-end
-local function capped(now, ttl, created, max_life)
-  local e = now + ttl
-  if max_life > 0 and created + max_life < e then e = created + max_life end
-  return e
-end
-local now = tonumber(ARGV[1])
-local max_life = tonumber(ARGV[3])
-local exp = redis.call('PEXPIRETIME', KEYS[1])
-if exp == -2 then return {'NOTFOUND'} end
-local created = 0
-local seen = {'EXPIRED'}
-if max_life > 0 then
-  created = tonumber(redis.call('HGET', KEYS[1], 'created'))
-  if created == nil then return {'CORRUPT', 'created'} end
-  seen[2] = string.format('%d', created)
-end
-if not live(exp, created, now, max_life) then return seen end
-local new_exp = string.format('%d', capped(now, tonumber(ARGV[2]), created, max_life))
-redis.call('PEXPIREAT', KEYS[1], new_exp)
-redis.call('PEXPIREAT', KEYS[2], new_exp)
-return {'OK'}
-"#;
 
 /// `SCRIPT LOAD script`: its SHA-1.
 async fn script_load(pool: &Pool, script: &str) -> Result<String, String> {
