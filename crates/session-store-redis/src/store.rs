@@ -213,7 +213,7 @@ impl RedisStore {
 
         let mut store = RedisStore {
             pool,
-            keys: KeySpace::new(config.key_prefix, config.index_shards),
+            keys: KeySpace::new(config.key_prefix.clone(), config.index_shards),
             scripts: Scripts::new(),
             lifetime: Lifetime::new(&settings),
             settings,
@@ -235,26 +235,7 @@ impl RedisStore {
         store.load_scripts().await?;
         store.check_clock_skew().await?;
         if let Some(client) = tracking {
-            let connected = tokio::time::timeout(config.connect_timeout, client.init()).await;
-            if !matches!(connected, Ok(Ok(_))) {
-                let _ = tokio::time::timeout(config.connect_timeout, store.pool.quit()).await;
-                let _ = tokio::time::timeout(config.connect_timeout, client.quit()).await;
-                return Err(Error::unavailable(format!(
-                    "cannot connect to redis at {address} for the near cache's tracking connection{}",
-                    match connected {
-                        Ok(Err(e)) => format!(": {}", failure::readable_details(&e)),
-                        _ => format!(" within connect_timeout ({:?})", config.connect_timeout),
-                    }
-                )));
-            }
-            match NearCache::start(
-                client.clone(),
-                config.near_cache_entries,
-                config.near_cache_max_age,
-                &store.address,
-            )
-            .await
-            {
+            match start_near_cache(&client, &config, &address).await {
                 Ok(near) => store.near = Some(near),
                 Err(error) => {
                     let _ = tokio::time::timeout(config.connect_timeout, store.pool.quit()).await;
@@ -514,6 +495,38 @@ impl RedisStore {
     }
 }
 
+/// Connects the near cache's tracking connection `client` within
+/// `connect_timeout` and turns tracking on.
+async fn start_near_cache(
+    client: &Client,
+    config: &RedisConfig,
+    address: &str,
+) -> Result<NearCache> {
+    match tokio::time::timeout(config.connect_timeout, client.init()).await {
+        Ok(Ok(_connection_task)) => {}
+        Ok(Err(e)) => {
+            return Err(Error::unavailable(format!(
+                "cannot connect to redis at {address} for the near cache's tracking connection: {}",
+                failure::readable_details(&e)
+            )))
+        }
+        Err(_) => {
+            return Err(Error::unavailable(format!(
+                "cannot connect to redis at {address} for the near cache's tracking connection \
+                 within connect_timeout ({:?})",
+                config.connect_timeout
+            )))
+        }
+    }
+    NearCache::start(
+        client.clone(),
+        config.near_cache_entries,
+        config.near_cache_max_age,
+        address,
+    )
+    .await
+}
+
 /// Stops a pool whose `init` outlasted `connect_timeout`, in the background so
 /// `connect` returns within its timeout: once `init` ends (bounded by `limit`),
 /// a pool that connected after all is quit; one whose `init` failed is already
@@ -590,9 +603,7 @@ impl SessionStore for RedisStore {
     /// the batch twice.
     async fn append_frames(&self, id: &SessionId, frames: Vec<Frame>) -> Result<Vec<FrameId>> {
         let keys: Vec<_> = frames.iter().map(|_| self.append_keys.next_key()).collect();
-        let appended = self.append(id, frames.iter().zip(&keys)).await;
-        self.forget_near(id);
-        appended
+        self.append_frames_with_keys(id, &frames, &keys).await
     }
 
     async fn read_frames(

@@ -657,7 +657,13 @@ impl<P: FallbackPrimary> SessionStore for FallbackStore<P> {
             degraded: true,
             // The primary's readings it holds itself (Redis pool, near cache)
             // continue while it is unreachable.
-            readings: self.readings(),
+            readings: self
+                .inner
+                .primary
+                .readings()
+                .into_iter()
+                .chain(stats.readings())
+                .collect(),
         })
     }
 
