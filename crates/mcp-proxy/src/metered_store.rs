@@ -9,8 +9,8 @@ use std::{
 
 use async_trait::async_trait;
 use session_store::{
-    Cursor, Frame, FrameId, FramePage, Health, KvCondition, KvEntry, KvKey, KvPut, NewSession,
-    Page, Result, Session, SessionId, SessionStore, StoredFrame,
+    Cursor, Error, Frame, FrameId, FramePage, Health, KvCondition, KvEntry, KvKey, KvPut,
+    NewSession, Page, Result, Session, SessionId, SessionStore, StoredFrame,
 };
 
 use tracing::Instrument;
@@ -38,8 +38,20 @@ impl MeteredStore {
         let started = Instant::now();
         let outcome = call.instrument(telemetry::store_span(operation)).await;
         self.metrics
-            .store_operation(operation, started.elapsed(), outcome.is_err());
+            .store_operation(operation, started.elapsed(), store_failed(&outcome));
         outcome
+    }
+}
+
+/// Whether `outcome` counts in `mcp_proxy_store_operation_errors_total`: an
+/// error of the store, not one of the contract's answers about a session
+/// (NotFound: a client's stale or deleted id; AlreadyExists, Conflict: a
+/// repeated create, a lost race), which clients cause on a healthy store.
+fn store_failed<T>(outcome: &Result<T>) -> bool {
+    match outcome {
+        Ok(_) => false,
+        Err(Error::NotFound(_) | Error::AlreadyExists(_) | Error::Conflict { .. }) => false,
+        Err(_) => true,
     }
 }
 
@@ -167,5 +179,53 @@ impl SessionStore for MeteredStore {
     async fn kv_delete(&self, key: &KvKey, condition: KvCondition) -> Result<bool> {
         self.timed("kv_delete", self.inner.kv_delete(key, condition))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use session_store::{Direction, MemoryStore, StoreSettings, Timestamp};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_session_is_no_store_error_and_a_refused_frame_is() {
+        let metrics = Arc::new(Metrics::default());
+        let settings = StoreSettings {
+            max_frame_bytes: 16,
+            ..StoreSettings::default()
+        };
+        let store = MeteredStore::new(
+            Arc::new(MemoryStore::new(settings).unwrap()),
+            metrics.clone(),
+        );
+        let errors = |operation: &str| {
+            let text = metrics.render(None);
+            let line =
+                format!("mcp_proxy_store_operation_errors_total{{operation=\"{operation}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .map_or(0, |n| n.parse::<u64>().unwrap())
+        };
+        let missing = SessionId::random().unwrap();
+        assert!(matches!(store.get(&missing).await, Err(Error::NotFound(_))));
+        assert_eq!(errors("get"), 0, "a stale id is an answer, not a failure");
+
+        let session = store
+            .create(NewSession::new(SessionId::random().unwrap()))
+            .await
+            .unwrap();
+        let oversized = Frame::new(
+            Direction::ClientToServer,
+            Timestamp::from_millis(1),
+            vec![b'x'; 64],
+        );
+        assert!(matches!(
+            store.append_frame(&session.id, oversized).await,
+            Err(Error::InvalidInput(_))
+        ));
+        assert_eq!(errors("append_frame"), 1);
     }
 }
