@@ -398,28 +398,47 @@ impl Breaker {
 mod tests {
     use super::*;
 
-    /// The lines `run` logs at info and above, as the proxy's log shows them.
-    fn logged(run: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Captured {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
+    thread_local! {
+        /// What this test thread's events were written into, while `logged` runs.
+        static CAPTURED: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// Writes into the calling thread's [`CAPTURED`] buffer, if one is set.
+    struct ThreadCapture;
+
+    impl std::io::Write for ThreadCapture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            CAPTURED.with(|captured| {
+                if let Some(buffer) = captured.borrow_mut().as_mut() {
+                    buffer.extend_from_slice(bytes);
+                }
+            });
+            Ok(bytes.len())
         }
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, run);
-        let log = String::from_utf8(captured.0.lock().clone()).unwrap();
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The lines `run` logs at info and above on this thread. One global
+    /// subscriber for the test binary, writing per thread: a scoped
+    /// subscriber (`with_default`) per test raced the callsite interest cache
+    /// against tests running in parallel without one, and a line went missing
+    /// now and then.
+    fn logged(run: impl FnOnce()) -> String {
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        INSTALLED.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_ansi(false)
+                .with_writer(|| ThreadCapture)
+                .finish();
+            let _ = tracing::subscriber::set_global_default(subscriber);
+        });
+        CAPTURED.with(|captured| *captured.borrow_mut() = Some(Vec::new()));
+        run();
+        let bytes = CAPTURED.with(|captured| captured.borrow_mut().take().unwrap_or_default());
+        let log = String::from_utf8(bytes).unwrap();
         println!("{log}");
         log
     }
